@@ -1,0 +1,75 @@
+"""Apply a plan to a model: fake-quantize (and prune) each planned layer's weights in place."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+
+from .errors import UnknownLayer, WorkloadError
+from .quant import QuantSpec, fake_quantize, set_weight_matrix, weight_matrix, weight_shape
+from .schema import Plan, PlanLayer, dump_document
+
+
+def _module(model: nn.Module, layer: PlanLayer) -> nn.Module:
+    try:
+        module = model.get_submodule(layer.target)
+    except AttributeError:
+        raise UnknownLayer(f"plan layer {layer.name!r}: the model has no module {layer.target!r}") from None
+    if getattr(module, "weight", None) is None:
+        raise UnknownLayer(f"plan layer {layer.name!r}: module {layer.target!r} ({type(module).__name__}) has no weight")
+    shape = weight_shape(module)
+    if layer.shape is not None and list(layer.shape) != shape and layer.channels is None:
+        raise WorkloadError(f"plan layer {layer.name!r}: the plan has weight shape {layer.shape}, the model has {shape}")
+    return module
+
+
+def apply_plan(model: nn.Module, plan: Plan, *, inplace: bool = True) -> nn.Module:
+    """Quantize every planned layer as planned; returns the model (a copy when ``inplace=False``).
+
+    Every layer is checked before any weight changes, so a bad plan leaves the model untouched.
+    """
+    if not inplace:
+        model = copy.deepcopy(model)
+    targets = [(layer, _module(model, layer)) for layer in plan.layers]
+    for layer, module in targets:
+        w = weight_matrix(module)
+        spec = QuantSpec.of(layer)
+        if layer.channels is None:
+            set_weight_matrix(module, fake_quantize(w, spec))
+        else:
+            start, stop = layer.channels
+            if stop > w.shape[0]:
+                raise WorkloadError(f"plan layer {layer.name!r}: channels [{start}, {stop}) exceed the {w.shape[0]} outputs of {layer.target!r}")
+            new = w.detach().clone()
+            new[start:stop] = fake_quantize(w[start:stop], spec)
+            set_weight_matrix(module, new)
+    return model
+
+
+def save_quantized(model: nn.Module, plan: Plan, path: str | Path) -> Path:
+    """Write the dequantized weights as safetensors with the plan in the file's metadata (and beside it)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        path = path.with_suffix(".safetensors")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    # safetensors refuses tensors that share memory (tied embeddings); store each once
+    seen: dict[int, str] = {}
+    unique = {}
+    for k, v in state.items():
+        ptr = v.data_ptr()
+        if ptr in seen and v.numel():
+            continue
+        seen[ptr] = k
+        unique[k] = v
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(unique, str(tmp), metadata={"mpq_plan": json.dumps(plan.model_dump(by_alias=True))})
+    tmp.replace(path)
+    plan_path = path.with_suffix(".plan.json")
+    plan_path.write_text(dump_document(plan))
+    return path

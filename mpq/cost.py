@@ -1,0 +1,151 @@
+"""The cost model: sensitivities + candidate options -> an ``mpq.problem/v1``.
+
+For layer l and option o the predicted loss increase is ``score_l * ||Q_o(W_l) - W_l||^2``
+(HAWQ-V2 style, the perturbation measured with the real quantizer on the real weights), unless
+the sensitivity table measured the option's distortion itself. Sizes follow ``mpq.sizes``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Optional, Sequence
+
+from .errors import DocumentError, UnknownLayer
+from .graph import LayerGraph
+from .quant import QuantSpec, quantization_error, weight_matrix
+from .schema import Constraints, ModelRef, Option, Problem, ProblemLayer, ProblemPair, SensitivityTable
+from .sizes import bitops, to_bytes, weight_bits
+
+DEFAULT_BITS = (2, 3, 4, 5, 6, 8, 16)
+
+
+def option_id(spec: QuantSpec) -> str:
+    """A stable, readable id: ``int4``, ``int4-g128``, ``int3-asym``, ``int4-p50``, ``int8-2:4``, ``fp16``."""
+    if spec.format == "float":
+        base = "fp16"
+    elif spec.format == "int":
+        base = f"int{spec.w_bits}"
+    else:
+        base = spec.format
+    parts = [base]
+    if spec.format != "float":
+        if spec.group_size is not None:
+            parts.append(f"g{spec.group_size}")
+        if spec.format == "int" and not spec.symmetric:
+            parts.append("asym")
+        if spec.prune_structure == "2:4":
+            parts.append("2:4")
+        elif spec.prune_ratio > 0:
+            parts.append(f"p{round(spec.prune_ratio * 100):d}")
+    if spec.a_bits is not None:
+        parts.append(f"a{spec.a_bits}")
+    return "-".join(parts)
+
+
+@dataclass(frozen=True)
+class CandidateSet:
+    """The grid of options every layer may take (the CLI's ``--bits --group-sizes --formats --prune --a-bits``)."""
+
+    bits: Sequence[int] = DEFAULT_BITS
+    group_sizes: Sequence[Optional[int]] = (None,)
+    formats: Sequence[str] = ("int",)
+    symmetric: Sequence[bool] = (True,)
+    prune: Sequence[float | str] = (0.0,)
+    a_bits: Sequence[Optional[int]] = (None,)
+
+    def specs(self) -> dict[str, QuantSpec]:
+        out: dict[str, QuantSpec] = {}
+
+        def add(spec: QuantSpec) -> None:
+            out.setdefault(option_id(spec), spec)
+
+        for a in self.a_bits:
+            for b in self.bits:
+                if b >= 16:
+                    add(QuantSpec(16, None, "float", True, 0.0, "unstructured", a))
+                    continue
+                for fmt in self.formats:
+                    for g in self.group_sizes:
+                        for p in self.prune:
+                            ratio, structure = (0.5, "2:4") if p == "2:4" else (float(p), "unstructured")
+                            if fmt == "int":
+                                for sym in self.symmetric:
+                                    add(QuantSpec(b, g, "int", sym, ratio, structure, a))
+                            else:
+                                for name in fp_formats_for(fmt, b):
+                                    add(QuantSpec(b, g, name, True, ratio, structure, a))
+        if not out:
+            raise DocumentError("the candidate set is empty: give at least one bit-width and format")
+        return out
+
+
+def fp_formats_for(fmt: str, bits: int) -> list[str]:
+    """``fp`` at 8 bits means fp8 e4m3, at 4 bits fp4 e2m1; explicit names pass through when their width matches."""
+    table = {8: ["fp8_e4m3"], 4: ["fp4_e2m1"]}
+    if fmt == "fp":
+        return table.get(bits, [])
+    from .schema import FORMAT_BITS
+
+    return [fmt] if FORMAT_BITS.get(fmt) == bits else []
+
+
+def option_for(layer_shape: Sequence[int], macs: int, spec: QuantSpec, distortion: float, oid: str) -> Option:
+    bits = weight_bits(layer_shape, spec.w_bits, spec.group_size, spec.format, spec.symmetric, spec.prune_ratio)
+    return Option(
+        id=oid, w_bits=spec.w_bits, group_size=spec.group_size, format=spec.format, symmetric=spec.symmetric,
+        prune_ratio=spec.prune_ratio, prune_structure=spec.prune_structure, a_bits=spec.a_bits,
+        bits=bits, bytes=to_bytes(bits), bitops=bitops(macs, spec.w_bits, spec.a_bits, spec.prune_ratio),
+        latency_ms=None, distortion=distortion,
+    )
+
+
+def build_problem(
+    graph: LayerGraph,
+    table: SensitivityTable,
+    candidates: Mapping[str, QuantSpec] | CandidateSet | None = None,
+    constraints: Constraints | Mapping[str, float] | None = None,
+    *,
+    ties: Iterable[Sequence[str]] = (),
+    layers: Optional[Sequence[str]] = None,
+) -> Problem:
+    """One problem layer per graph layer, one option per candidate, distortions from the table."""
+    specs = (candidates or CandidateSet()).specs() if not isinstance(candidates, Mapping) else dict(candidates)
+    if constraints is None:
+        raise DocumentError("constraints: give at least one budget (max_bytes, max_avg_bits, max_bitops, max_latency_ms)")
+    constraints = constraints if isinstance(constraints, Constraints) else Constraints(**dict(constraints))
+    names = list(layers) if layers is not None else graph.names
+    for name in table.layers:
+        if name not in graph.layers:
+            raise UnknownLayer(f"sensitivity table ({table.estimator}) names layer {name!r}, which the model does not have")
+    out_layers = []
+    for name in names:
+        info = graph.layers.get(name)
+        if info is None:
+            raise UnknownLayer(f"layer {name!r} is not a quantizable layer of the model")
+        sens = table.layers.get(name)
+        if sens is None:
+            raise UnknownLayer(f"sensitivity table ({table.estimator}) has no entry for layer {name!r}")
+        w = weight_matrix(graph.module(name))
+        options = []
+        for oid, spec in specs.items():
+            if spec.format == "float":
+                d = 0.0
+            elif sens.options is None:
+                d = sens.score * quantization_error(w, spec)
+            elif oid in sens.options:
+                d = float(sens.options[oid])
+            else:
+                raise UnknownLayer(
+                    f"sensitivity table ({table.estimator}) measured no distortion for layer {name!r}, option {oid!r}; "
+                    "rerun the estimator with the same candidate options"
+                )
+            options.append(option_for(info.shape, info.macs, spec, d, oid))
+        out_layers.append(ProblemLayer(name=name, params=info.params, macs=info.macs, shape=list(info.shape), options=options))
+    pairs = []
+    for p in table.pairs:
+        for po in p.options:
+            if po.option_a in specs and po.option_b in specs and p.a in names and p.b in names:
+                pairs.append(ProblemPair(a=p.a, option_a=po.option_a, b=p.b, option_b=po.option_b, distortion=po.distortion))
+    return Problem(
+        layers=out_layers, ties=[list(t) for t in ties], pairs=pairs, constraints=constraints,
+        model=ModelRef(name=table.model.name, fingerprint=table.model.fingerprint), estimator=table.estimator,
+    )

@@ -1,0 +1,192 @@
+"""Quantizers: the same code measures ``||Q(W) - W||^2`` for the cost model and applies plans.
+
+Weights are handled as a 2-D matrix ``[out_channels, inputs]`` (output first; a conv kernel is
+flattened over its input channels and taps). Formats register a fake-quantizer by name, torchao
+style, so adding a format touches no central switch.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from .sizes import FP_DEFAULT_BLOCK
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """How to store one layer's weight: the torch-side mirror of a problem or plan option."""
+
+    w_bits: int
+    group_size: Optional[int] = None
+    format: str = "int"
+    symmetric: bool = True
+    prune_ratio: float = 0.0
+    prune_structure: str = "unstructured"
+    a_bits: Optional[int] = None
+
+    @classmethod
+    def of(cls, obj) -> "QuantSpec":
+        """Build from any object with the option fields (schema ``Option``, ``PlanLayer``)."""
+        return cls(
+            w_bits=obj.w_bits,
+            group_size=obj.group_size,
+            format=obj.format,
+            symmetric=obj.symmetric,
+            prune_ratio=obj.prune_ratio,
+            prune_structure=getattr(obj, "prune_structure", "unstructured"),
+            a_bits=getattr(obj, "a_bits", None),
+        )
+
+
+FakeQuantizer = Callable[[torch.Tensor, QuantSpec], torch.Tensor]
+FORMATS: dict[str, FakeQuantizer] = {}
+
+
+def register_format(name: str):
+    def deco(fn: FakeQuantizer) -> FakeQuantizer:
+        FORMATS[name] = fn
+        return fn
+
+    return deco
+
+
+# ----------------------------------------------------------------------------------------------
+# Weight access
+
+
+def weight_matrix(module: nn.Module) -> torch.Tensor:
+    """The weight as ``[out, inputs]`` (a view when possible). transformers' Conv1D stores ``[in, out]``."""
+    w = module.weight
+    if type(module).__name__ == "Conv1D":
+        return w.t()
+    return w.reshape(w.shape[0], -1)
+
+
+def weight_shape(module: nn.Module) -> list[int]:
+    """Weight shape with output channels first."""
+    w = module.weight
+    if type(module).__name__ == "Conv1D":
+        return [int(w.shape[1]), int(w.shape[0])]
+    return [int(s) for s in w.shape]
+
+
+def set_weight_matrix(module: nn.Module, w2d: torch.Tensor) -> None:
+    w = module.weight
+    with torch.no_grad():
+        if type(module).__name__ == "Conv1D":
+            w.copy_(w2d.t().to(w.dtype))
+        else:
+            w.copy_(w2d.reshape(w.shape).to(w.dtype))
+
+
+# ----------------------------------------------------------------------------------------------
+# Grouping
+
+
+def _grouped(w: torch.Tensor, group_size: Optional[int], fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Apply ``fn`` row-wise to groups of ``group_size`` inputs (the last group may be shorter)."""
+    out, k = w.shape
+    if group_size is None or group_size >= k:
+        return fn(w)
+    full = (k // group_size) * group_size
+    parts = []
+    if full:
+        head = w[:, :full].reshape(out * (full // group_size), group_size)
+        parts.append(fn(head).reshape(out, full))
+    if full < k:
+        parts.append(fn(w[:, full:]))
+    return torch.cat(parts, dim=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Integer round-to-nearest
+
+
+def int_levels(bits: int, symmetric: bool) -> tuple[int, int]:
+    if symmetric:
+        return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    return 0, 2**bits - 1
+
+
+def _int_rows(w: torch.Tensor, bits: int, symmetric: bool) -> torch.Tensor:
+    qmin, qmax = int_levels(bits, symmetric)
+    if symmetric:
+        # 2^b levels centred on zero: the largest magnitude lands half a step outside the grid,
+        # so every weight is within half a step of a level (as GPTQ's symmetric grid).
+        amax = w.abs().amax(dim=1, keepdim=True)
+        scale = amax / (2 ** (bits - 1) - 0.5)
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        q = torch.clamp(torch.round(w / scale), qmin, qmax)
+        return q * scale
+    lo = w.amin(dim=1, keepdim=True)
+    hi = w.amax(dim=1, keepdim=True)
+    scale = (hi - lo) / (2**bits - 1)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    zero = torch.round(-lo / scale)
+    q = torch.clamp(torch.round(w / scale) + zero, qmin, qmax)
+    return (q - zero) * scale
+
+
+@register_format("int")
+def quantize_int(w: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
+    """Round-to-nearest integer, symmetric or asymmetric, per output channel or per input group."""
+    w32 = w.detach().float()
+    return _grouped(w32, spec.group_size, lambda rows: _int_rows(rows, spec.w_bits, spec.symmetric)).to(w.dtype)
+
+
+@register_format("float")
+def keep_float(w: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
+    """Kept in 16-bit float: rounds to bfloat16/float16 precision as the stored model would."""
+    return w.detach().to(torch.float16).to(w.dtype) if w.dtype == torch.float32 else w.detach().clone()
+
+
+# ----------------------------------------------------------------------------------------------
+# Pruning
+
+
+def prune_mask(w: torch.Tensor, ratio: float, structure: str = "unstructured") -> torch.Tensor:
+    """Boolean keep-mask by magnitude: ``ratio`` of the smallest weights, or 2 of every 4 along inputs."""
+    if ratio <= 0:
+        return torch.ones_like(w, dtype=torch.bool)
+    if structure == "2:4":
+        out, k = w.shape
+        pad = (-k) % 4
+        a = torch.nn.functional.pad(w.abs(), (0, pad), value=float("inf")).reshape(out, -1, 4)
+        idx = a.argsort(dim=2)[..., :2]
+        keep = torch.ones_like(a, dtype=torch.bool).scatter_(2, idx, False)
+        return keep.reshape(out, -1)[:, :k]
+    n_prune = int(math.floor(w.numel() * ratio + 1e-9))
+    if n_prune == 0:
+        return torch.ones_like(w, dtype=torch.bool)
+    flat = w.abs().flatten()
+    idx = torch.argsort(flat, stable=True)[:n_prune]
+    keep = torch.ones_like(flat, dtype=torch.bool)
+    keep[idx] = False
+    return keep.reshape(w.shape)
+
+
+def fake_quantize(w: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
+    """Prune (if asked) then quantize the kept weights; pruned weights stay exactly zero."""
+    try:
+        quantizer = FORMATS[spec.format]
+    except KeyError:
+        raise ValueError(f"unknown weight format {spec.format!r}; known: {sorted(FORMATS)}") from None
+    if spec.prune_ratio > 0:
+        keep = prune_mask(w, spec.prune_ratio, spec.prune_structure)
+        wq = quantizer(torch.where(keep, w, torch.zeros_like(w)), spec)
+        return torch.where(keep, wq, torch.zeros_like(wq))
+    return quantizer(w, spec)
+
+
+def quantization_error(w: torch.Tensor, spec: QuantSpec) -> float:
+    """``||Q(W) - W||^2`` summed over the weight, in float64."""
+    with torch.no_grad():
+        return float(((fake_quantize(w, spec).double() - w.double()) ** 2).sum())
+
+
+def fp_block(spec: QuantSpec) -> int:
+    return spec.group_size or FP_DEFAULT_BLOCK

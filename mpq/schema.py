@@ -1,0 +1,407 @@
+"""The three documents that cross stage boundaries: sensitivity table, problem and plan.
+
+Each is a versioned pydantic model with ``extra="forbid"`` (except the estimator-specific fields of
+a sensitivity layer), finite numbers only, and validators that reject inconsistent combinations
+with a message naming the field. ``mpq schema plan|problem|sensitivity`` prints their JSON Schema.
+This module is pure pydantic: solvers import it without importing torch.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import DocumentError
+
+SENSITIVITY_SCHEMA = "mpq.sensitivity/v1"
+PROBLEM_SCHEMA = "mpq.problem/v1"
+PLAN_SCHEMA = "mpq.plan/v1"
+
+NonNegInt = Annotated[int, Field(ge=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+
+#: Weight formats. ``float`` is the layer kept in 16-bit floating point.
+Format = Literal["int", "float", "fp8_e4m3", "fp8_e5m2", "fp4_e2m1"]
+FORMAT_BITS = {"float": 16, "fp8_e4m3": 8, "fp8_e5m2": 8, "fp4_e2m1": 4}
+PruneStructure = Literal["unstructured", "2:4"]
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=False)
+
+
+class ModelRef(_Doc):
+    """Which model a document was computed for."""
+
+    name: str = ""
+    fingerprint: Optional[str] = None
+
+
+# ----------------------------------------------------------------------------------------------
+# Sensitivity table
+
+
+class LayerSensitivity(BaseModel):
+    """One layer's sensitivity. ``score`` is what the cost model uses; estimator fields sit beside it."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+    score: float
+    params: NonNegInt
+    stderr: Optional[NonNegFloat] = None
+    options: Optional[dict[str, float]] = Field(
+        default=None, description="measured distortion per option id, for estimators that measure them"
+    )
+
+    @model_validator(mode="after")
+    def _extras_are_finite_numbers(self) -> "LayerSensitivity":
+        for key, value in (self.model_extra or {}).items():
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"field {key!r} must be a finite number, got {value!r}")
+        return self
+
+
+class PairOption(_Doc):
+    option_a: str
+    option_b: str
+    distortion: float
+
+
+class SensitivityPair(_Doc):
+    """An inter-layer dependency: extra loss when both layers are perturbed together."""
+
+    a: str
+    b: str
+    score: float
+    options: list[PairOption] = Field(default_factory=list)
+
+
+class SensitivityTable(_Doc):
+    schema_: Literal["mpq.sensitivity/v1"] = Field(SENSITIVITY_SCHEMA, alias="schema")
+    estimator: str
+    model: ModelRef = Field(default_factory=ModelRef)
+    layers: dict[str, LayerSensitivity]
+    pairs: list[SensitivityPair] = Field(default_factory=list)
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _pairs_name_layers(self) -> "SensitivityTable":
+        if not self.layers:
+            raise ValueError("layers: the table has no layer")
+        for i, p in enumerate(self.pairs):
+            for side in ("a", "b"):
+                if getattr(p, side) not in self.layers:
+                    raise ValueError(f"pairs[{i}].{side}: unknown layer {getattr(p, side)!r}")
+        return self
+
+
+# ----------------------------------------------------------------------------------------------
+# Problem
+
+
+class Option(_Doc):
+    """One candidate way to store a layer, with its predicted cost."""
+
+    id: str = Field(min_length=1)
+    w_bits: int = Field(ge=1, le=32)
+    group_size: Optional[int] = Field(default=None, ge=1)
+    format: Format = "int"
+    symmetric: bool = True
+    prune_ratio: float = Field(default=0.0, ge=0.0, lt=1.0)
+    prune_structure: PruneStructure = "unstructured"
+    a_bits: Optional[int] = Field(default=None, ge=1, le=32)
+    bits: Optional[NonNegInt] = Field(
+        default=None, description="exact weight bits (DESIGN's size convention); bytes = ceil(bits/8). Defaults to 8*bytes"
+    )
+    bytes: NonNegInt
+    bitops: Optional[NonNegInt] = None
+    latency_ms: Optional[NonNegFloat] = None
+    distortion: float
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Option":
+        want = FORMAT_BITS.get(self.format)
+        if want is not None and self.w_bits != want:
+            raise ValueError(f"option {self.id!r}: format {self.format!r} stores {want} bits, but w_bits is {self.w_bits}")
+        if self.prune_structure == "2:4" and self.prune_ratio != 0.5:
+            raise ValueError(f"option {self.id!r}: prune_structure '2:4' means prune_ratio 0.5, got {self.prune_ratio}")
+        if self.bits is None:
+            self.bits = 8 * self.bytes
+        elif -(-self.bits // 8) != self.bytes:
+            raise ValueError(f"option {self.id!r}: bytes must be ceil(bits/8) = {-(-self.bits // 8)}, got {self.bytes}")
+        return self
+
+
+class ProblemLayer(_Doc):
+    """A decision group: one layer, or (with ``module`` and ``channels``) a slice of a layer's output channels."""
+
+    name: str = Field(min_length=1)
+    params: NonNegInt
+    macs: NonNegInt = 0
+    shape: Optional[list[Annotated[int, Field(ge=1)]]] = None
+    module: Optional[str] = Field(default=None, description="module holding the weights, when the group is a slice of it")
+    channels: Optional[tuple[NonNegInt, NonNegInt]] = Field(default=None, description="[start, stop) output channels of module")
+    options: list[Option] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_options(self) -> "ProblemLayer":
+        seen: set[str] = set()
+        for o in self.options:
+            if o.id in seen:
+                raise ValueError(f"layer {self.name!r}: option id {o.id!r} appears twice")
+            seen.add(o.id)
+        if self.channels is not None and not self.channels[0] < self.channels[1]:
+            raise ValueError(f"layer {self.name!r}: channels must be [start, stop) with start < stop, got {list(self.channels)}")
+        return self
+
+    def option(self, option_id: str) -> Option:
+        for o in self.options:
+            if o.id == option_id:
+                return o
+        raise KeyError(option_id)
+
+
+class ProblemPair(_Doc):
+    """Extra distortion added when layer ``a`` takes ``option_a`` and layer ``b`` takes ``option_b``."""
+
+    a: str
+    option_a: str
+    b: str
+    option_b: str
+    distortion: float
+
+
+class Constraints(_Doc):
+    max_bytes: Optional[PosFloat] = None
+    max_avg_bits: Optional[PosFloat] = None
+    max_bitops: Optional[PosFloat] = None
+    max_latency_ms: Optional[PosFloat] = None
+
+    def active(self) -> dict[str, float]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class Problem(_Doc):
+    schema_: Literal["mpq.problem/v1"] = Field(PROBLEM_SCHEMA, alias="schema")
+    layers: list[ProblemLayer] = Field(min_length=1)
+    ties: list[list[str]] = Field(default_factory=list)
+    pairs: list[ProblemPair] = Field(default_factory=list)
+    constraints: Constraints
+    model: Optional[ModelRef] = None
+    estimator: Optional[str] = None
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _references(self) -> "Problem":
+        by_name: dict[str, ProblemLayer] = {}
+        for l in self.layers:
+            if l.name in by_name:
+                raise ValueError(f"layers: layer name {l.name!r} appears twice")
+            by_name[l.name] = l
+        tied: set[str] = set()
+        for i, tie in enumerate(self.ties):
+            if len(tie) < 2:
+                raise ValueError(f"ties[{i}]: a tie needs at least two layers, got {tie}")
+            for name in tie:
+                if name not in by_name:
+                    raise ValueError(f"ties[{i}]: unknown layer {name!r}")
+                if name in tied:
+                    raise ValueError(f"ties[{i}]: layer {name!r} is in more than one tie; merge those ties")
+                tied.add(name)
+            common = set.intersection(*({o.id for o in by_name[n].options} for n in tie))
+            if not common:
+                raise ValueError(f"ties[{i}]: layers {tie} share no option id, so they cannot take the same option")
+        for i, p in enumerate(self.pairs):
+            for side, opt in (("a", "option_a"), ("b", "option_b")):
+                name, oid = getattr(p, side), getattr(p, opt)
+                if name not in by_name:
+                    raise ValueError(f"pairs[{i}].{side}: unknown layer {name!r}")
+                if oid not in {o.id for o in by_name[name].options}:
+                    raise ValueError(f"pairs[{i}].{opt}: layer {name!r} has no option {oid!r}")
+            if p.a == p.b:
+                raise ValueError(f"pairs[{i}]: a pair needs two different layers, got {p.a!r} twice")
+        if not self.constraints.active():
+            raise ValueError(
+                "constraints: the problem sets no constraint; set at least one of "
+                "max_bytes, max_avg_bits, max_bitops, max_latency_ms"
+            )
+        return self
+
+    def layer(self, name: str) -> ProblemLayer:
+        for l in self.layers:
+            if l.name == name:
+                return l
+        raise KeyError(name)
+
+    @property
+    def total_params(self) -> int:
+        return sum(l.params for l in self.layers)
+
+
+# ----------------------------------------------------------------------------------------------
+# Plan
+
+
+class PlanLayer(_Doc):
+    name: str
+    module: Optional[str] = None
+    channels: Optional[tuple[NonNegInt, NonNegInt]] = None
+    params: NonNegInt
+    shape: Optional[list[Annotated[int, Field(ge=1)]]] = None
+    option: str
+    w_bits: int = Field(ge=1, le=32)
+    group_size: Optional[int] = Field(default=None, ge=1)
+    format: Format = "int"
+    symmetric: bool = True
+    prune_ratio: float = Field(default=0.0, ge=0.0, lt=1.0)
+    prune_structure: PruneStructure = "unstructured"
+    a_bits: Optional[int] = Field(default=None, ge=1, le=32)
+    bits: Optional[NonNegInt] = None
+    bytes: NonNegInt
+    bitops: Optional[NonNegInt] = None
+    latency_ms: Optional[NonNegFloat] = None
+    distortion: float
+
+    @property
+    def target(self) -> str:
+        """The module whose weights this entry quantizes."""
+        return self.module or self.name
+
+
+class Totals(_Doc):
+    bytes: NonNegInt
+    avg_bits: NonNegFloat
+    bitops: Optional[NonNegInt] = None
+    latency_ms: Optional[NonNegFloat] = None
+    distortion: float
+    scale_overhead: bool = Field(True, description="False when sizes exclude scales and zero-points (for comparison with tools that omit them)")
+
+
+class SolverInfo(_Doc):
+    name: str
+    status: Literal["optimal", "feasible"]
+    objective: float
+    bound: Optional[float] = None
+    gap: Optional[NonNegFloat] = None
+    seconds: NonNegFloat = 0.0
+
+
+class Provenance(_Doc):
+    estimator: Optional[str] = None
+    mpq_version: str = ""
+    model: Optional[ModelRef] = None
+    created: str = ""
+
+
+class Plan(_Doc):
+    schema_: Literal["mpq.plan/v1"] = Field(PLAN_SCHEMA, alias="schema")
+    layers: list[PlanLayer] = Field(min_length=1)
+    totals: Totals
+    constraints: dict[str, float] = Field(default_factory=dict)
+    solver: SolverInfo
+    provenance: Provenance = Field(default_factory=Provenance)
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=True)
+
+    @field_validator("constraints")
+    @classmethod
+    def _known_constraints(cls, v: dict[str, float]) -> dict[str, float]:
+        known = set(Constraints.model_fields)
+        for k, val in v.items():
+            if k not in known:
+                raise ValueError(f"unknown constraint {k!r}; expected one of {sorted(known)}")
+            if not val > 0:
+                raise ValueError(f"constraint {k!r} must be positive, got {val}")
+        return v
+
+    @model_validator(mode="after")
+    def _unique_layers(self) -> "Plan":
+        seen: set[str] = set()
+        for l in self.layers:
+            if l.name in seen:
+                raise ValueError(f"layers: layer {l.name!r} appears twice")
+            seen.add(l.name)
+        return self
+
+    def layer(self, name: str) -> PlanLayer:
+        for l in self.layers:
+            if l.name == name:
+                return l
+        raise KeyError(name)
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading and writing
+
+DOCUMENTS: dict[str, type[BaseModel]] = {"sensitivity": SensitivityTable, "problem": Problem, "plan": Plan}
+_BY_SCHEMA = {SENSITIVITY_SCHEMA: SensitivityTable, PROBLEM_SCHEMA: Problem, PLAN_SCHEMA: Plan}
+D = TypeVar("D", bound=BaseModel)
+
+
+def json_schema(kind: str) -> dict:
+    """The published JSON Schema of one document kind (``plan``, ``problem`` or ``sensitivity``)."""
+    try:
+        model = DOCUMENTS[kind]
+    except KeyError:
+        raise DocumentError(f"unknown document kind {kind!r}; expected one of {sorted(DOCUMENTS)}") from None
+    return model.model_json_schema(by_alias=True)
+
+
+def format_validation_error(err: ValidationError, what: str) -> str:
+    lines = [f"invalid {what}:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(document)"
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_document(data: Any, model: type[D], source: str = "document") -> D:
+    """Validate ``data`` (a dict) as ``model``; a wrong or unknown ``schema`` version is named explicitly."""
+    if not isinstance(data, dict):
+        raise DocumentError(f"invalid {source}: expected a JSON object, got {type(data).__name__}")
+    expected = model.model_fields["schema_"].default
+    got = data.get("schema")
+    if got is None:
+        raise DocumentError(f"invalid {source}: schema: field required (expected {expected!r})")
+    if got != expected:
+        hint = f" (that is a {_BY_SCHEMA[got].__name__} document)" if got in _BY_SCHEMA else ""
+        raise DocumentError(f"invalid {source}: schema: unsupported version {got!r}{hint}; expected {expected!r}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise DocumentError(format_validation_error(e, source)) from None
+
+
+def load_document(path: str | Path, model: type[D]) -> D:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise DocumentError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DocumentError(f"invalid {path}: not JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    return parse_document(data, model, source=str(path))
+
+
+def dump_document(doc: BaseModel) -> str:
+    return doc.model_dump_json(by_alias=True, indent=2) + "\n"
+
+
+def save_document(doc: BaseModel, path: str | Path) -> None:
+    """Write atomically: a crash mid-write never leaves a truncated document in place of a good one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(dump_document(doc))
+    tmp.replace(path)

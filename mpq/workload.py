@@ -1,0 +1,134 @@
+"""The user's side of the contract: a model, calibration batches, a loss and an optional evaluator."""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from .errors import WorkloadError
+
+Batch = tuple[Any, Any]
+
+
+@dataclass
+class Workload:
+    """What every estimator and evaluator needs.
+
+    ``batches`` are ``(inputs, targets)`` pairs; ``inputs`` may be a tensor, a tuple of positional
+    arguments or a dict of keyword arguments. ``loss_fn(outputs, targets)`` returns a scalar tensor.
+    ``evaluate(model)`` returns metrics (e.g. ``{"accuracy": 0.97}``) used to report before and after.
+    """
+
+    model: nn.Module
+    batches: Sequence[Batch]
+    loss_fn: Callable[[Any, Any], torch.Tensor]
+    evaluate: Callable[[nn.Module], dict] | None = None
+    name: str = ""
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, nn.Module):
+            raise WorkloadError(f"workload {self.name!r}: model must be a torch.nn.Module, got {type(self.model).__name__}")
+        self.batches = list(self.batches)
+        if not self.batches:
+            raise WorkloadError(f"workload {self.name!r}: calibration data is empty; give at least one (inputs, targets) batch")
+        for i, b in enumerate(self.batches):
+            if not (isinstance(b, (tuple, list)) and len(b) == 2):
+                raise WorkloadError(f"workload {self.name!r}: calibration batch {i} must be an (inputs, targets) pair, got {type(b).__name__}")
+        if not callable(self.loss_fn):
+            raise WorkloadError(f"workload {self.name!r}: loss_fn must be callable")
+
+    def loss(self, model: nn.Module | None = None, batch: Batch | None = None) -> torch.Tensor:
+        """Loss of ``model`` (default: the workload's) on one batch, checked to be a finite scalar."""
+        model = self.model if model is None else model
+        inputs, targets = self.batches[0] if batch is None else batch
+        out = call_model(model, inputs)
+        value = self.loss_fn(out, targets)
+        return check_loss(value, self.name)
+
+    def calibration_loss(self, model: nn.Module | None = None) -> float:
+        """Mean loss over every calibration batch, without gradients."""
+        with torch.no_grad():
+            return float(sum(float(self.loss(model, b)) for b in self.batches) / len(self.batches))
+
+    def fingerprint(self) -> str:
+        return model_fingerprint(self.model)
+
+
+def check_loss(value: Any, name: str = "") -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise WorkloadError(f"workload {name!r}: loss_fn must return a tensor, got {type(value).__name__}")
+    if value.numel() != 1:
+        raise WorkloadError(f"workload {name!r}: loss_fn must return a scalar, got a tensor of shape {tuple(value.shape)}")
+    if not torch.isfinite(value).all():
+        raise WorkloadError(f"workload {name!r}: the loss is {float(value)} on the calibration data; it must be finite")
+    return value.reshape(())
+
+
+def call_model(model: nn.Module, inputs: Any) -> Any:
+    """Call ``model`` with a tensor, a tuple of positional arguments or a dict of keyword arguments."""
+    if isinstance(inputs, dict):
+        return model(**inputs)
+    if isinstance(inputs, (tuple, list)):
+        return model(*inputs)
+    return model(inputs)
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """sha256 over parameter names, shapes, dtypes and values: identical weights give identical fingerprints."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return "sha256:" + h.hexdigest()
+
+
+DEFAULT_MODEL = "mpq.examples.digits:workload"
+
+
+def load_workload(ref: str | None = None, *, calib: str | None = None, **kwargs) -> Workload:
+    """Resolve a model reference: ``module.path:function``, a local Hugging Face directory, or None for the default."""
+    ref = ref or DEFAULT_MODEL
+    if os.path.isdir(ref):
+        from .hf import load_hf_workload
+
+        return load_hf_workload(ref, calib=calib, **kwargs)
+    if ":" not in ref:
+        raise WorkloadError(
+            f"cannot load model {ref!r}: give 'module.path:function' returning an mpq.Workload, "
+            "or the path of a local Hugging Face model directory"
+        )
+    module_name, func_name = ref.split(":", 1)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise WorkloadError(f"cannot import module {module_name!r} for model {ref!r}: {e}") from e
+    fn = getattr(module, func_name, None)
+    if fn is None:
+        raise WorkloadError(f"module {module_name!r} has no attribute {func_name!r} (model {ref!r})")
+    obj = fn(**kwargs) if callable(fn) else fn
+    return as_workload(obj, name=ref)
+
+
+def as_workload(obj: Any, name: str = "") -> Workload:
+    if isinstance(obj, Workload):
+        if not obj.name:
+            obj.name = name
+        return obj
+    if isinstance(obj, tuple) and len(obj) in (3, 4):
+        return Workload(*obj, name=name)
+    raise WorkloadError(f"model {name!r} must return an mpq.Workload or a (model, batches, loss_fn) tuple, got {type(obj).__name__}")
+
+
+def batches_from(items: Iterable[Batch]) -> list[Batch]:
+    return list(items)

@@ -1,0 +1,39 @@
+"""Data-free sensitivity: every weight counts the same, so distortion is the weights' quantization noise.
+
+For when no calibration data is given (as NNCF's weight-only criteria): ``score = 1`` makes the
+cost model's distortion ``||Q(W) - W||^2``; ``normalize=True`` divides by ``||W||^2`` so wide and
+narrow layers compare by relative noise.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Optional
+
+import torch
+
+from mpq.graph import LayerGraph
+from mpq.quant import QuantSpec, weight_matrix
+from mpq.schema import LayerSensitivity, SensitivityTable
+from mpq.workload import Workload
+
+from .base import Estimator, register_estimator
+
+
+@register_estimator
+class WeightErrorEstimator(Estimator):
+    """Data-free: quantization noise of the weights themselves (optionally relative to their energy)."""
+
+    name = "weight-error"
+    needs_data = False
+
+    def __init__(self, *, normalize: bool = False, **kw):
+        super().__init__(normalize=bool(normalize), **kw)
+        self.normalize = bool(normalize)
+
+    def estimate(self, workload: Workload, graph: LayerGraph, options: Optional[Mapping[str, QuantSpec]] = None) -> SensitivityTable:
+        layers = {}
+        for info in graph:
+            w = weight_matrix(graph.module(info.name)).detach().double()
+            energy = float((w**2).sum())
+            score = 1.0 / energy if self.normalize and energy > 0 else 1.0
+            layers[info.name] = LayerSensitivity(score=score, params=info.params, weight_energy=energy)
+        return self.table(workload, layers)

@@ -1,0 +1,161 @@
+"""A problem compiled to numpy arrays: what every solver actually optimizes.
+
+Tied layers are merged into one decision group whose options are the ids they share, with costs
+and resources summed over the members. Resources are integers wherever the problem's are
+(bytes, bits, BitOps), so exact solvers can compare budgets without rounding.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mpq.errors import DocumentError, PlanInfeasible, SolverFailed
+from mpq.plan import build_plan, violations
+from mpq.schema import Plan, Problem, Provenance, SolverInfo
+
+#: constraint name -> (resource name, how to read it from an option)
+RESOURCES = {
+    "max_bytes": "bytes",
+    "max_avg_bits": "bits",
+    "max_bitops": "bitops",
+    "max_latency_ms": "latency_ms",
+}
+
+
+@dataclass
+class Compiled:
+    problem: Problem
+    groups: list[list[str]]  # layer names per decision group
+    option_ids: list[list[str]]  # option ids per group
+    cost: list[np.ndarray]  # float64 distortion per option, summed over the group's layers
+    resources: dict[str, list[np.ndarray]]  # constraint name -> per-group resource per option
+    caps: dict[str, float]  # constraint name -> cap in resource units (avg bits -> total bits)
+    pairs: list[tuple[int, int, int, int, float]] = field(default_factory=list)  # (ga, ka, gb, kb, d)
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.groups)
+
+    def min_resource(self, name: str) -> float:
+        return float(sum(r.min() for r in self.resources[name]))
+
+    def objective(self, choice: np.ndarray) -> float:
+        value = float(sum(c[k] for c, k in zip(self.cost, choice)))
+        value += sum(d for ga, ka, gb, kb, d in self.pairs if choice[ga] == ka and choice[gb] == kb)
+        return value
+
+    def usage(self, choice: np.ndarray) -> dict[str, float]:
+        return {n: float(sum(r[k] for r, k in zip(rs, choice))) for n, rs in self.resources.items()}
+
+    def fits(self, choice: np.ndarray) -> bool:
+        use = self.usage(choice)
+        return all(use[n] <= self.caps[n] * (1 + 1e-12) for n in self.caps)
+
+    def cap_value(self, name: str, resource_amount: float) -> float:
+        """Resource units back to the constraint's own units (total bits -> average bits)."""
+        if name == "max_avg_bits":
+            return resource_amount / self.problem.total_params
+        return resource_amount
+
+    def check_feasible(self) -> None:
+        """Raise :class:`PlanInfeasible` naming the smallest feasible budget of each broken constraint."""
+        minimum = {n: self.cap_value(n, self.min_resource(n)) for n in self.caps}
+        broken = [n for n in self.caps if self.min_resource(n) > self.caps[n] * (1 + 1e-12)]
+        if broken:
+            parts = [
+                f"{n}={self.problem.constraints.active()[n]:g} is infeasible: the smallest plan needs {n}={_fmt(n, minimum[n])}"
+                for n in broken
+            ]
+            raise PlanInfeasible("; ".join(parts) + " (every layer at its smallest option)", minimum)
+
+    def plan(self, choice: np.ndarray, solver: SolverInfo, provenance: Provenance | None = None) -> Plan:
+        """The DESIGN plan for a per-group choice; verifies every constraint exactly before returning it."""
+        if not self.fits(choice):
+            use = self.usage(choice)
+            raise SolverFailed(
+                f"solver {solver.name!r} returned a choice that breaks the budget "
+                + ", ".join(f"{n}: {self.cap_value(n, use[n]):g} > {self.problem.constraints.active()[n]:g}" for n in self.caps if use[n] > self.caps[n])
+            )
+        by_layer = {}
+        for g, names in enumerate(self.groups):
+            for n in names:
+                by_layer[n] = self.option_ids[g][int(choice[g])]
+        plan = build_plan(self.problem, by_layer, solver, provenance=provenance)
+        pair_d = sum(d for ga, ka, gb, kb, d in self.pairs if choice[ga] == ka and choice[gb] == kb)
+        if pair_d:
+            plan.totals.distortion = plan.totals.distortion + pair_d
+        bad = violations(plan.totals, self.problem.constraints)
+        if bad:
+            raise SolverFailed(f"solver {solver.name!r} produced a plan that breaks: {'; '.join(bad)}")
+        return plan
+
+
+def _fmt(name: str, value: float) -> str:
+    if name == "max_avg_bits":
+        return f"{value:.6g}"
+    if name == "max_latency_ms":
+        return f"{value:.6g}"
+    return f"{value:.0f}"
+
+
+def compile_problem(problem: Problem) -> Compiled:
+    by_name = {l.name: l for l in problem.layers}
+    tie_of: dict[str, list[str]] = {}
+    for tie in problem.ties:
+        for n in tie:
+            tie_of[n] = list(tie)
+    groups: list[list[str]] = []
+    seen: set[str] = set()
+    for l in problem.layers:
+        if l.name in seen:
+            continue
+        members = tie_of.get(l.name, [l.name])
+        seen.update(members)
+        groups.append(members)
+    active = problem.constraints.active()
+    option_ids, cost = [], []
+    resources: dict[str, list[np.ndarray]] = {n: [] for n in active}
+    group_of: dict[str, int] = {}
+    for g, members in enumerate(groups):
+        first = by_name[members[0]]
+        common = [o.id for o in first.options if all(_has(by_name[m], o.id) for m in members[1:])]
+        option_ids.append(common)
+        c = np.zeros(len(common))
+        res = {n: np.zeros(len(common), dtype=np.float64) for n in active}
+        for m in members:
+            layer = by_name[m]
+            group_of[m] = g
+            opts = {o.id: o for o in layer.options}
+            for k, oid in enumerate(common):
+                o = opts[oid]
+                c[k] += o.distortion
+                for n in active:
+                    value = getattr(o, RESOURCES[n])
+                    if value is None:
+                        raise DocumentError(
+                            f"layer {m!r}, option {oid!r}: {RESOURCES[n]} is null, but the problem constrains {n}"
+                        )
+                    res[n][k] += value
+        cost.append(c)
+        for n in active:
+            r = res[n]
+            resources[n].append(r.astype(np.int64) if n != "max_latency_ms" and np.all(r == np.round(r)) else r)
+    caps = {n: (v * problem.total_params if n == "max_avg_bits" else float(v)) for n, v in active.items()}
+    pairs = []
+    index = [{oid: k for k, oid in enumerate(ids)} for ids in option_ids]
+    for p in problem.pairs:
+        ga, gb = group_of[p.a], group_of[p.b]
+        ka, kb = index[ga].get(p.option_a), index[gb].get(p.option_b)
+        if ka is None or kb is None:
+            continue  # the option was dropped by a tie, so the pair can never be active
+        if ga == gb:
+            if ka == kb:
+                cost[ga][ka] += p.distortion
+            continue
+        pairs.append((ga, ka, gb, kb, float(p.distortion)))
+    return Compiled(problem, groups, option_ids, cost, resources, caps, pairs)
+
+
+def _has(layer, oid: str) -> bool:
+    return any(o.id == oid for o in layer.options)

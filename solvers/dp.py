@@ -1,0 +1,84 @@
+"""Exact dynamic programming for one size-like budget (bytes, bits or BitOps).
+
+Groups are merged one at a time into a Pareto frontier of (resource, distortion) points, dropping
+dominated points and points over the budget. With integer resources this is exact: no binning,
+so it can neither break the budget nor miss the optimum. The final frontier is the whole
+size/distortion trade-off under the budget, which ``frontier()`` returns.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mpq.errors import SolverNotApplicable
+from mpq.schema import Problem
+
+from .base import Solution, Solver, register_solver
+from .compiled import Compiled
+
+
+def dp_applicable(problem: Problem) -> bool:
+    active = problem.constraints.active()
+    return len(active) == 1 and not problem.pairs and "max_latency_ms" not in active
+
+
+@dataclass
+class Frontier:
+    weight: np.ndarray  # resource of each non-dominated point, ascending
+    cost: np.ndarray  # distortion, strictly descending
+    parents: list[tuple[np.ndarray, np.ndarray]]  # per group: (index into previous frontier, option)
+
+    def choice(self, point: int) -> np.ndarray:
+        out = np.zeros(len(self.parents), dtype=np.int64)
+        i = point
+        for g in range(len(self.parents) - 1, -1, -1):
+            prev, opt = self.parents[g]
+            out[g] = opt[i]
+            i = prev[i]
+        return out
+
+
+def pareto_dp(costs: list[np.ndarray], weights: list[np.ndarray], cap: float = np.inf) -> Frontier:
+    """Exact frontier of sum(cost) against sum(weight) <= cap over one option per group."""
+    W = np.zeros(1, dtype=np.int64)
+    C = np.zeros(1)
+    parents = []
+    remaining_min = np.cumsum([w.min() for w in weights][::-1])[::-1]
+    for g, (c, w) in enumerate(zip(costs, weights)):
+        rest = remaining_min[g + 1] if g + 1 < len(weights) else 0
+        cw = (W[:, None] + w[None, :]).ravel()
+        cc = (C[:, None] + c[None, :]).ravel()
+        prev = np.repeat(np.arange(len(W)), len(w))
+        opt = np.tile(np.arange(len(w)), len(W))
+        keep = cw + rest <= cap
+        cw, cc, prev, opt = cw[keep], cc[keep], prev[keep], opt[keep]
+        order = np.lexsort((cc, cw))
+        cw, cc, prev, opt = cw[order], cc[order], prev[order], opt[order]
+        running = np.minimum.accumulate(cc)
+        nd = np.ones(len(cc), dtype=bool)
+        nd[1:] = cc[1:] < running[:-1]
+        W, C = cw[nd], cc[nd]
+        parents.append((prev[nd], opt[nd]))
+    return Frontier(W, C, parents)
+
+
+@register_solver
+class DPSolver(Solver):
+    """Exact DP over the Pareto frontier for one size-like budget (bytes, avg_bits or bitops)."""
+
+    name = "dp"
+    exact = True
+
+    def _solve(self, cp: Compiled) -> Solution:
+        if len(cp.caps) != 1 or cp.pairs or "max_latency_ms" in cp.caps:
+            raise SolverNotApplicable(
+                "dp is exact for a single size-like budget (bytes, avg_bits or bitops) without pairwise terms; "
+                f"this problem has constraints {sorted(cp.caps)} and {len(cp.pairs)} pair terms: use --solver ilp"
+            )
+        (name, cap), = cp.caps.items()
+        weights = [np.asarray(r, dtype=np.int64) for r in cp.resources[name]]
+        front = pareto_dp(cp.cost, weights, cap)
+        best = int(np.argmin(front.cost))
+        choice = front.choice(best)
+        return Solution(choice, "optimal", float(front.cost[best]))
