@@ -365,15 +365,19 @@ def cmd_schema(args) -> int:
 # ----------------------------------------------------------------------------------------------
 
 
+#: Modules that register more commands with :func:`command` when imported.
+EXTENSIONS = ("mpq.frontier_cli", "mpq.export.cli", "mpq.service.cli", "mpq.search.cli")
+
+
 def _load_extensions() -> None:
     """Modules that add commands (frontier, export, serve, worker, search) register on import."""
     import importlib
 
-    for mod in ("mpq.cli_frontier", "mpq.export.cli", "mpq.service.cli", "mpq.search_cli"):
+    for mod in EXTENSIONS:
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as e:
-            if e.name != mod:
+            if e.name is None or not mod.startswith(e.name):
                 raise
 
 
