@@ -122,8 +122,9 @@ def _int_rows(w: torch.Tensor, bits: int, symmetric: bool) -> torch.Tensor:
         scale = torch.where(scale > 0, scale, torch.ones_like(scale))
         q = torch.clamp(torch.round(w / scale), qmin, qmax)
         return q * scale
-    lo = w.amin(dim=1, keepdim=True)
-    hi = w.amax(dim=1, keepdim=True)
+    # the range always contains 0 (as GPTQ's), so zero is exactly representable and a constant row is exact
+    lo = w.amin(dim=1, keepdim=True).clamp(max=0)
+    hi = w.amax(dim=1, keepdim=True).clamp(min=0)
     scale = (hi - lo) / (2**bits - 1)
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     zero = torch.round(-lo / scale)

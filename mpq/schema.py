@@ -359,9 +359,9 @@ def json_schema(kind: str) -> dict:
 def format_validation_error(err: ValidationError, what: str) -> str:
     lines = [f"invalid {what}:"]
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(document)"
+        loc = ".".join(str(p) for p in e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
-        lines.append(f"  {loc}: {msg}")
+        lines.append(f"  {loc}: {msg}" if loc else f"  {msg}")
     return "\n".join(lines)
 
 

@@ -1,0 +1,112 @@
+"""The command line end to end on the embedded digits example."""
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from mpq.cli import main
+from mpq.schema import Plan, Problem, load_document
+
+ESTIMATOR = ["--estimator", "weight-error", "--quiet"]
+
+
+def independent_bits(layer):
+    """DESIGN's size convention, written out again here on purpose (not via mpq.sizes)."""
+    shape = layer["shape"]
+    params = math.prod(shape)
+    if layer["format"] == "float":
+        return 16 * params
+    k = params // shape[0]
+    scales = shape[0] if layer["group_size"] is None else shape[0] * math.ceil(k / layer["group_size"])
+    return params * layer["w_bits"] + scales * 16 + (0 if layer["symmetric"] else scales * layer["w_bits"])
+
+
+@pytest.fixture(scope="module")
+def planned(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli")
+    code = main(["plan", *ESTIMATOR, "--budget", "avg_bits=3", "-o", str(out / "plan.json"),
+                 "--problem-out", str(out / "problem.json")])
+    assert code == 0
+    return out
+
+
+def test_plan_is_within_budget_optimal_and_recounts_exactly(planned):
+    data = json.loads((planned / "plan.json").read_text())
+    assert data["schema"] == "mpq.plan/v1"
+    assert data["solver"]["status"] == "optimal"
+    bits = [independent_bits(l) for l in data["layers"]]
+    assert [math.ceil(b / 8) for b in bits] == [l["bytes"] for l in data["layers"]]
+    assert data["totals"]["bytes"] == sum(math.ceil(b / 8) for b in bits)
+    params = sum(l["params"] for l in data["layers"])
+    assert data["totals"]["avg_bits"] == pytest.approx(sum(bits) / params)
+    assert data["totals"]["avg_bits"] <= 3.0
+    assert len({l["w_bits"] for l in data["layers"]}) > 1, "the demo budget should give a mixed plan"
+
+
+def test_mixed_plan_beats_uniform_of_same_or_larger_size(planned):
+    from mpq.evaluate import evaluate_plans, uniform_baselines
+    from mpq.workload import load_workload
+
+    plan = load_document(planned / "plan.json", Plan)
+    problem = load_document(planned / "problem.json", Problem)
+    uniform = uniform_baselines(problem, plan)["same_or_larger"]
+    assert uniform is not None and uniform.totals.bytes >= plan.totals.bytes
+    evals = evaluate_plans(load_workload(None), {"mixed": plan, "uniform": uniform})
+    acc = {e.label: e.metrics["accuracy"] for e in evals}
+    assert acc["mixed"] >= acc["uniform"]
+
+
+def test_solve_reproduces_the_optimum_with_both_exact_solvers(planned, capsys):
+    objectives = []
+    for solver in ("ilp", "dp"):
+        assert main(["solve", str(planned / "problem.json"), "--solver", solver, "-o", str(planned / f"{solver}.json")]) == 0
+        objectives.append(load_document(planned / f"{solver}.json", Plan).solver.objective)
+    assert objectives[0] == pytest.approx(objectives[1], rel=1e-9)
+
+
+def test_infeasible_budget_exits_2_naming_the_smallest_budget(planned):
+    r = subprocess.run([sys.executable, "-m", "mpq.cli", "solve", str(planned / "problem.json"), "--budget", "avg_bits=1"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "max_avg_bits=1 is infeasible: the smallest plan needs max_avg_bits=2.0" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_apply_eval_reports_before_and_after(planned, capsys):
+    assert main(["apply", "mpq.examples.digits:workload", str(planned / "plan.json"), "--eval",
+                 "--save", str(planned / "q.safetensors")]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "before" in out and "after" in out
+    from safetensors import safe_open
+
+    with safe_open(str(planned / "q.safetensors"), "pt") as f:
+        meta = json.loads(f.metadata()["mpq_plan"])
+    assert meta["schema"] == "mpq.plan/v1"
+
+
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["plan", "mpq.examples.digits:workload"], "--budget is required"),
+        (["plan", "--budget", "avg_bits=-2"], "must be a positive finite number"),
+        (["plan", "--budget", "speed=3"], "expected KEY=VALUE with KEY one of"),
+        (["plan", "--budget", "avg_bits=3", "--estimator", "nope"], "unknown estimator 'nope'; available:"),
+        (["plan", "--budget", "avg_bits=3", "--solver", "nope", "--estimator", "weight-error"], "unknown solver 'nope'"),
+        (["layers", "no_such_module:workload"], "cannot import module 'no_such_module'"),
+        (["solve", "/nonexistent/problem.json"], "cannot read"),
+    ],
+)
+def test_bad_cli_input_gets_one_clear_error(argv, needle, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert needle in err
+
+
+def test_schema_and_layers_commands(capsys):
+    assert main(["schema", "problem"]) == 0
+    assert json.loads(capsys.readouterr().out)["properties"]["schema"]["const"] == "mpq.problem/v1"
+    assert main(["layers"]) == 0
+    out = capsys.readouterr().out
+    assert "features.0" in out and "classifier.2" in out and "47,376 weights" in out
