@@ -164,8 +164,15 @@ def _identity_hook(module: nn.Module, args: tuple, out: Any) -> Any:
     return x * gate
 
 
-def gradient_relevance(model: nn.Module, layers: Mapping[str, nn.Module], batch: Batch) -> dict[str, torch.Tensor]:
-    """Per-sample ``sum |R|`` at each layer's output (summed over the layer's calls), by gradient × activation.
+def abs_sum(r: torch.Tensor) -> torch.Tensor:
+    """Per-sample ``sum |R|``: how much relevance passes through a layer, whatever its sign."""
+    return r.detach().double().abs().reshape(r.shape[0], -1).sum(1)
+
+
+def gradient_relevance(
+    model: nn.Module, layers: Mapping[str, nn.Module], batch: Batch, reduce: Callable = abs_sum
+) -> dict[str, torch.Tensor]:
+    """Per-sample ``reduce(R)`` at each layer's output (summed over the layer's calls), by gradient × activation.
 
     Under the AH-rule no relevance reaches the outputs of query and key projections; such a layer
     takes the relevance of its input instead (the relevance its attention block receives there).
@@ -197,17 +204,16 @@ def gradient_relevance(model: nn.Module, layers: Mapping[str, nn.Module], batch:
     finally:
         for h in handles:
             h.remove()
-    n = out.shape[0] if out.dim() else 1
     out_grads, in_grads = grads[: len(calls)], iter(grads[len(calls):])
     rel: dict[str, torch.Tensor] = {}
     for (name, x, y), g in zip(calls, out_grads):
         gx = next(in_grads) if x is not None else None
         if g is not None:
-            r = (y.detach() * g).double().abs().reshape(n, -1).sum(1)
+            r = reduce(y.detach() * g)
         elif gx is not None:
-            r = (x.detach() * gx).double().abs().reshape(n, -1).sum(1)
+            r = reduce(x.detach() * gx)
         else:
-            r = torch.zeros(n, dtype=torch.float64, device=y.device)
+            r = reduce(torch.zeros_like(y))
         rel[name] = rel.get(name, 0) + r
     return rel
 
@@ -261,8 +267,10 @@ def captum_covers(model: nn.Module, batch: Batch) -> bool:
     return isinstance(out, torch.Tensor) and out.dim() == 2 and target_scores(out, targets) is not None
 
 
-def captum_relevance(model: nn.Module, layers: Mapping[str, nn.Module], batch: Batch) -> dict[str, torch.Tensor]:
-    """Per-sample ``sum |R|`` at each layer's output, by Captum's LayerLRP (ε-rule)."""
+def captum_relevance(
+    model: nn.Module, layers: Mapping[str, nn.Module], batch: Batch, reduce: Callable = abs_sum
+) -> dict[str, torch.Tensor]:
+    """Per-sample ``reduce(R)`` at each layer's output, by Captum's LayerLRP (ε-rule)."""
     from captum.attr import LayerLRP
 
     names = list(layers)
@@ -277,7 +285,7 @@ def captum_relevance(model: nn.Module, layers: Mapping[str, nn.Module], batch: B
         for m, before in had:  # Captum leaves its ``activations`` (and on errors ``rule``) on the modules
             for attr in set(vars(m)) - before:
                 delattr(m, attr)
-    return {n: r.detach().double().abs().reshape(r.shape[0], -1).sum(1) for n, r in zip(names, rel)}
+    return {n: reduce(r) for n, r in zip(names, rel)}
 
 
 # ----------------------------------------------------------------------------------------------
