@@ -19,8 +19,9 @@ Gram matrices (``X Xᵀ`` and ``Y Yᵀ``), which compare how the block maps samp
 A block whose input is not floating point (an embedding looking up token ids) gets LIM = 1: its
 output owes nothing to its input.
 
-``score = importance / ||W||²``, so the cost model's ``score × ||Q(W) - W||²`` is the importance
-times the layer's relative quantization noise; ``lim`` or ``zd`` sits beside it. ``probes`` caps
+``score = importance / params`` (spread evenly over the weights, as HAWQ divides a trace by the
+weight count), so the cost model's ``score × ||Q(W) - W||²`` is the importance times the layer's
+mean squared weight error; ``lim`` or ``zd`` sits beside it. ``probes`` caps
 the calibration batches (ignored by ``zd``).
 """
 from __future__ import annotations
@@ -33,7 +34,7 @@ from torch import nn
 
 from mpq.errors import WorkloadError
 from mpq.graph import LayerGraph, is_quantizable
-from mpq.quant import QuantSpec, weight_matrix
+from mpq.quant import QuantSpec
 from mpq.schema import LayerSensitivity, SensitivityTable
 from mpq.workload import Workload, call_model
 
@@ -137,11 +138,8 @@ class LayerImportanceEstimator(Estimator):
         for block, names in blocks.items():
             for name in names:
                 info = graph.layers[name]
-                energy = float((weight_matrix(graph.module(name)).detach().double() ** 2).sum())
                 value = importance[block]
-                layers[name] = LayerSensitivity(
-                    score=value / energy if energy > 0 else 0.0, params=info.params, weight_energy=energy, **{self.metric: value}
-                )
+                layers[name] = LayerSensitivity(score=value / max(info.params, 1), params=info.params, **{self.metric: value})
         return self.table(workload, layers, **meta)
 
     def _lim(self, workload: Workload, graph: LayerGraph, blocks: dict[str, list[str]]) -> tuple[dict[str, float], int]:

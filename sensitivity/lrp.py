@@ -5,8 +5,9 @@ targets are class indices of the output's last dimension (classifiers, language 
 ``|y|`` of every output. It is propagated back to every quantizable layer's output ``y_l`` with
 LRP-0 / LRP-ε, and a layer's relevance is the mean over samples of ``sum |R_l|``. Its contribution is
 that relevance divided by the total over all layers (LRP-QViT's normalised contribution score), and
-``score = contribution / ||W||²``, so the cost model's ``score × ||Q(W) - W||²`` is the contribution
-times the layer's relative quantization noise. ``probes`` caps the calibration batches.
+``score = contribution / params`` (spread evenly over the weights, as HAWQ divides a trace by the
+weight count), so the cost model's ``score × ||Q(W) - W||²`` is the contribution times the layer's
+mean squared weight error. ``probes`` caps the calibration batches.
 
 Two back ends (``backend="auto"`` picks):
 
@@ -46,7 +47,7 @@ from torch import nn
 
 from mpq.errors import WorkloadError
 from mpq.graph import LayerGraph
-from mpq.quant import QuantSpec, weight_matrix
+from mpq.quant import QuantSpec
 from mpq.schema import LayerSensitivity, SensitivityTable
 from mpq.workload import Batch, Workload, call_model
 
@@ -343,10 +344,9 @@ class LRPEstimator(Estimator):
             )
         layers = {}
         for info in graph:
-            energy = float((weight_matrix(graph.module(info.name)).detach().double() ** 2).sum())
             contribution = relevance[info.name] / total
             layers[info.name] = LayerSensitivity(
-                score=contribution / energy if energy > 0 else 0.0, params=info.params,
-                relevance=relevance[info.name], contribution=contribution, weight_energy=energy,
+                score=contribution / max(info.params, 1), params=info.params,
+                relevance=relevance[info.name], contribution=contribution,
             )
         return self.table(workload, layers, backend=backend, batches=n)
