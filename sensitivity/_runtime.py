@@ -1,7 +1,9 @@
 """What every data-driven estimator shares: device placement, leaving the model as it was, progress bars.
 
 Estimators run the model in eval mode (dropout off, BatchNorm on its running statistics) so that
-their results are deterministic; :func:`prepared` restores everything afterwards.
+their results are deterministic; :func:`prepared` restores everything afterwards. None of the
+estimators built on these helpers samples anything, so ``seed`` only enters the cache key and the
+table's ``meta``; ``probes`` is the number of calibration batches they use (all by default).
 """
 from __future__ import annotations
 

@@ -46,8 +46,11 @@ class Damage:
 
     def _log_probs(self, batch: Batch) -> torch.Tensor:
         out = output_tensor(call_model(self.model, batch[0])).float()
-        if out.dim() == 0:
-            raise WorkloadError("metric 'kl' needs the model to output logits with a class dimension, got a scalar")
+        if out.dim() == 0 or out.shape[-1] < 2:
+            raise WorkloadError(
+                f"metric 'kl' needs the model to output logits over at least two classes in its last dimension, "
+                f"got an output of shape {tuple(out.shape)}; use metric 'loss'"
+            )
         logp = F.log_softmax(out, dim=-1)
         if not torch.isfinite(logp).all():
             raise WorkloadError(f"workload {self.workload.name!r}: the model's outputs contain NaN or inf")

@@ -429,6 +429,9 @@ def test_api_errors_name_the_problem():
         get_estimator("fisher", probes=0)
     with pytest.raises(WorkloadError, match="float"):
         run("measured", mlp_workload(), options=CandidateSet(bits=(16,)).specs())
+    regression = Workload(nn.Sequential(nn.Linear(3, 1)), [(torch.ones(2, 3), torch.zeros(2, 1))], F.mse_loss)
+    with pytest.raises(WorkloadError, match="metric 'kl' needs .* logits"):
+        run("measured", regression, metric="kl")
 
 
 BAD_MODELS = '''
