@@ -23,8 +23,9 @@ Two back ends (``backend="auto"`` picks):
   * attention: the AH-rule. The attention weights (every softmax, including inside
     ``nn.MultiheadAttention`` and ``scaled_dot_product_attention``) are held constant, so
     relevance flows through the values only, never through queries or keys.
-  * LayerNorm / RMSNorm: the LN-rule. The normalising statistics (mean and standard deviation)
-    are held constant, so the normalization is a linear map that passes relevance on unchanged.
+  * LayerNorm / RMSNorm / GroupNorm: the LN-rule. The standard deviation (root mean square) is
+    held constant, so the normalization (centring included) is a linear map of its input and
+    conserves relevance; its affine bias absorbs some, as every bias does.
   * residual adds ``a + b``: split in proportion to the summands (``R_a = a/(a+b) · R``), which is
     what the gradient of a sum does under gradient × input; relevance is conserved.
   * element-wise activations (ReLU, GELU, SiLU, Tanh, ...): the identity rule, the activation's gate
@@ -127,16 +128,15 @@ def _attention_held() -> Iterator[None]:
 
 
 def _norm_hook(module: nn.Module, args: tuple, out: Any) -> Any:
-    """LN-rule: the normalization with its statistics held constant (same value, linear in the input)."""
+    """LN-rule: the normalization with its standard deviation held constant (same value, linear in the input)."""
     x = args[0] if args else None
     if not isinstance(x, torch.Tensor) or not isinstance(out, torch.Tensor):
         return None
     if isinstance(module, nn.GroupNorm):
         shape = x.shape
         g = x.reshape(shape[0], module.num_groups, -1)
-        mean = g.mean(-1, keepdim=True)
         std = (g.var(-1, unbiased=False, keepdim=True) + module.eps).sqrt()
-        y = ((g - mean.detach()) / std.detach()).reshape(shape)
+        y = ((g - g.mean(-1, keepdim=True)) / std.detach()).reshape(shape)
         if module.affine:
             view = (1, -1) + (1,) * (x.dim() - 2)
             y = y * module.weight.reshape(view) + module.bias.reshape(view)
@@ -144,7 +144,7 @@ def _norm_hook(module: nn.Module, args: tuple, out: Any) -> Any:
     dims = tuple(range(-len(module.normalized_shape), 0))
     eps = module.eps if module.eps is not None else torch.finfo(x.dtype).eps
     if isinstance(module, nn.LayerNorm):
-        centred = x - x.mean(dims, keepdim=True).detach()
+        centred = x - x.mean(dims, keepdim=True)
         y = centred / (x.var(dims, unbiased=False, keepdim=True) + eps).sqrt().detach()
     else:  # RMSNorm
         y = x / (x.pow(2).mean(dims, keepdim=True) + eps).sqrt().detach()

@@ -310,6 +310,25 @@ def test_lrp_conserves_relevance_layer_by_layer_on_a_bias_free_relu_mlp(backend)
         torch.testing.assert_close(r, target_logits, rtol=1e-5, atol=1e-6, msg=name)
 
 
+def test_lrp_conserves_relevance_through_attention_layernorm_and_residual_adds():
+    from mpq.sensitivity.lrp import gradient_relevance
+
+    wl = transformer_workload()
+    with torch.no_grad():
+        for m in wl.model.modules():
+            if isinstance(m, (nn.Linear, nn.LayerNorm)) and m.bias is not None:
+                m.bias.zero_()
+    names = ["embed", "blocks.0.v", "blocks.1.q", "head"]
+    layers = {n: wl.model.get_submodule(n) for n in names}
+    x, y = wl.batches[0]
+    relevance = gradient_relevance(wl.model, layers, (x, y), reduce=signed)
+    with torch.no_grad():
+        target_logits = wl.model(x).gather(1, y[:, None]).squeeze(1).double()
+    torch.testing.assert_close(relevance["head"], target_logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(relevance["embed"], target_logits, rtol=1e-5, atol=1e-5)  # all of it reaches the input of the blocks
+    assert relevance["blocks.0.v"].abs().sum() > 0 and relevance["blocks.1.q"].abs().sum() > 0
+
+
 def test_lrp_uses_captum_where_it_covers_the_model_and_both_back_ends_agree():
     wl = mlp_workload()
     auto = run("lrp", wl)
