@@ -122,7 +122,7 @@ def rho(a: list[float], b: list[float]) -> str:
 
 
 def label(name: str, settings: dict) -> str:
-    return name + "".join(f" {v}" for v in settings.values())
+    return name + "".join(f" {k}={v}" for k, v in settings.items())
 
 
 def agreement(title: str, workload: Workload) -> None:
