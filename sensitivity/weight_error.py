@@ -2,7 +2,8 @@
 
 For when no calibration data is given (as NNCF's weight-only criteria): ``score = 1`` makes the
 cost model's distortion ``||Q(W) - W||^2``; ``normalize=True`` divides by ``||W||^2`` so wide and
-narrow layers compare by relative noise.
+narrow layers compare by relative noise. ``probes`` (the CLI's ``--probes``) is accepted and
+ignored: there is nothing to sample, and it stays out of the cache key.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ class WeightErrorEstimator(Estimator):
     name = "weight-error"
     needs_data = False
 
-    def __init__(self, *, normalize: bool = False, **kw):
+    def __init__(self, *, normalize: bool = False, probes=None, **kw):
         super().__init__(normalize=bool(normalize), **kw)
         self.normalize = bool(normalize)
 

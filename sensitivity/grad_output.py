@@ -1,0 +1,105 @@
+"""ModelOpt ``auto_quantize``'s score: the output perturbation of a layer, weighted by the loss gradient there.
+
+For layer l with output ``y`` and candidate option o, ``y_q`` is the layer's output on the same input
+with only its weight quantized to o, and the distortion is ``sum ||dL/dy ⊙ (y_q - y)||²`` over the
+calibration batches (one forward and backward pass per batch records every layer's input and
+``dL/dy``; ``y_q`` is recomputed per layer and option from the recorded input). The table carries
+it per option in ``layers.*.options``; ``score`` is the least-squares slope over the options as in
+``measured``. ``probes`` caps the number of calibration batches.
+
+It needs a loss with a non-zero gradient at full precision: an MSE to the model's own
+full-precision output has none, so every distortion would be zero; that case is an error.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Optional
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from mpq.errors import WorkloadError
+from mpq.graph import LayerGraph
+from mpq.quant import QuantSpec, fake_quantize, quantization_error, weight_matrix
+from mpq.schema import LayerSensitivity, SensitivityTable
+from mpq.workload import Workload
+
+from ._runtime import (
+    batch_loss, calibration, candidate_options, check_device, check_probes, fit_score, prepared, progress,
+)
+from .base import Estimator, register_estimator
+
+
+def quantized_weight(module: nn.Module, spec: QuantSpec) -> torch.Tensor:
+    """``module.weight`` fake-quantized to ``spec``, in the weight's own layout."""
+    wq = fake_quantize(weight_matrix(module).detach(), spec)
+    if type(module).__name__ == "Conv1D":
+        return wq.t().contiguous()
+    return wq.reshape(module.weight.shape)
+
+
+@register_estimator
+class GradOutputEstimator(Estimator):
+    """ModelOpt's auto_quantize score: ||dL/dy ⊙ (y_q - y)||² per layer and candidate option."""
+
+    name = "grad-output"
+    per_option = True
+
+    def __init__(self, *, probes: Optional[int] = None, **kw):
+        super().__init__(probes=check_probes(probes), **kw)
+        self.probes = probes
+
+    def estimate(self, workload: Workload, graph: LayerGraph, options: Optional[Mapping[str, QuantSpec]] = None) -> SensitivityTable:
+        specs = candidate_options(options, self.name)
+        device = check_device(self.device)
+        totals = {name: {oid: 0.0 for oid in specs} for name in graph.names}
+        grad_energy = 0.0
+        with prepared(workload.model, device, grad=True) as model:
+            modules = {name: graph.module(name) for name in graph.names}
+            for p in model.parameters():
+                p.requires_grad_(False)
+            for m in modules.values():  # only so that every layer output carries a gradient
+                m.weight.requires_grad_(True)
+            batches = calibration(workload, self.probes, device)
+            qweights = {name: {oid: quantized_weight(m, s) for oid, s in specs.items()} for name, m in modules.items()}
+            for batch in progress(batches, desc=self.name, quiet=self.quiet):
+                calls: list[tuple[str, tuple, torch.Tensor]] = []
+
+                def hook(name):
+                    def record(mod, args, out):
+                        if isinstance(out, torch.Tensor) and out.requires_grad:
+                            calls.append((name, args, out))
+                    return record
+
+                handles = [m.register_forward_hook(hook(name)) for name, m in modules.items()]
+                try:
+                    with torch.enable_grad():
+                        loss = batch_loss(workload, model, batch)
+                        grads = torch.autograd.grad(loss, [y for _, _, y in calls], allow_unused=True) if calls else []
+                finally:
+                    for h in handles:
+                        h.remove()
+                with torch.no_grad():
+                    for (name, args, y), g in zip(calls, grads):
+                        if g is None:
+                            continue
+                        g = g.double()
+                        grad_energy += float((g**2).sum())
+                        for oid, wq in qweights[name].items():
+                            yq = functional_call(modules[name], {"weight": wq}, args)
+                            totals[name][oid] += float(((g * (yq.double() - y.double())) ** 2).sum())
+                del calls, grads
+        if grad_energy == 0.0:
+            raise WorkloadError(
+                f"estimator {self.name!r}: the loss has zero gradient at every layer output at full precision "
+                "(e.g. an MSE to the model's own full-precision output), so every score would be zero; "
+                "use a task loss, or the 'measured' or 'fisher' estimator"
+            )
+        layers = {}
+        for info in graph:
+            w = weight_matrix(graph.module(info.name))
+            errors = {oid: quantization_error(w, spec) for oid, spec in specs.items()}
+            d = totals[info.name]
+            layers[info.name] = LayerSensitivity(score=fit_score(d, errors), params=info.params, options=d)
+        return self.table(workload, layers, batches=len(batches))
+
