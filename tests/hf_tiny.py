@@ -35,9 +35,10 @@ def save_tiny(kind: str, root: Path) -> Path:
 
     torch.manual_seed(0)
     tokenizer = make_tokenizer()
-    vocab = len(tokenizer)
+    vocab = -(-len(tokenizer) // 32) * 32  # rows in multiples of 32, as AutoRound needs to quantize lm_head
     if kind == "llama":
-        config = LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        # rows of 256 and 512 inputs: llama.cpp k-quants need row lengths that are multiples of 256
+        config = LlamaConfig(vocab_size=vocab, hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
                              num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=False,
                              pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
         model = LlamaForCausalLM(config)
