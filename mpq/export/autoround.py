@@ -32,14 +32,13 @@ class AutoRoundExporter(Exporter):
     name = "autoround"
     support = Support(bits=frozenset(range(2, 9)), a_bits=frozenset({4, 8}))
 
-    def export(self, plan: Plan) -> Export:
+    def check(self, plan: Plan) -> None:
         odd = [f"{l.name} {l.shape}" for l in plan.layers
                if not is_float(l) and l.shape is not None and (l.shape[0] % 32 or (in_features(l) or 0) % 32)]
         if odd:
             raise ExportError("cannot export this plan to autoround: AutoRound keeps integer layers whose weight dimensions are not "
                               f"multiples of 32 in 16 bits: {', '.join(odd)}\n    -> pass --keep-float with those layers (the plan's "
                               "size no longer holds), or export to torchao or llmcompressor")
-        return super().export(plan)
 
     def build(self, plan: Plan) -> Export:
         # a float embedding needs no entry: AutoRound never quantizes embeddings (and warns about such entries)

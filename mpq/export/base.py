@@ -196,7 +196,11 @@ class Exporter(ABC):
 
     def export(self, plan: Plan) -> Export:
         check_support(plan, self.name, self.support)
+        self.check(plan)
         return self.build(plan)
+
+    def check(self, plan: Plan) -> None:
+        """Target-specific refusals beyond :class:`Support` (raise ExportError); none by default."""
 
     @abstractmethod
     def build(self, plan: Plan) -> Export:

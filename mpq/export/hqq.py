@@ -50,7 +50,7 @@ class HQQExporter(Exporter):
     name = "hqq"
     support = Support(bits=HQQ_BITS, groups_divide_inputs=True)
 
-    def export(self, plan: Plan) -> Export:
+    def check(self, plan: Plan) -> None:
         merge = self.options.get("merge")
         if merge is not None and merge not in MERGES:
             raise ExportError(f"hqq: unknown merge {merge!r}; expected one of {list(MERGES)}")
@@ -62,7 +62,6 @@ class HQQExporter(Exporter):
         if conv1d:
             raise ExportError(f"cannot export this plan to hqq: HQQ quantizes nn.Linear only, and {', '.join(conv1d)} look like "
                               "transformers' Conv1D (GPT-2)\n    -> export to torchao or llmcompressor instead")
-        return super().export(plan)
 
     def build(self, plan: Plan) -> Export:
         by_tag: dict[str, list[PlanLayer]] = {}

@@ -72,14 +72,13 @@ class LlamaCppExporter(Exporter):
     name = "llamacpp"
     support = Support(bits=frozenset({2, 3, 4, 5, 6, 8}), formats=frozenset({"int", "float", "fp4_e2m1"}), embeddings=True)
 
-    def export(self, plan: Plan) -> Export:
+    def check(self, plan: Plan) -> None:
         unmapped = [l.name for l in plan.layers if gguf_name(l.name) is None]
         if unmapped:
             raise ExportError(f"cannot export this plan to llamacpp: no GGUF tensor name for {', '.join(unmapped[:8])}"
                               + (f" and {len(unmapped) - 8} more" if len(unmapped) > 8 else "")
                               + "\n    -> llamacpp export knows Llama-family names (model.layers.N.self_attn.q_proj, mlp.down_proj, "
                               "model.embed_tokens, lm_head)")
-        return super().export(plan)
 
     def build(self, plan: Plan) -> Export:
         missing = []

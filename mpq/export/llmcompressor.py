@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import yaml
 
+from ..errors import ExportError
 from ..schema import Plan, PlanLayer
 from . import register_exporter
 from .base import Export, ExportFile, Exporter, Support, is_float, to_json
@@ -20,7 +21,7 @@ from .base import Export, ExportFile, Exporter, Support, is_float, to_json
 def weight_args(layer: PlanLayer) -> dict:
     if layer.format in ("fp8_e4m3", "fp4_e2m1"):
         return {"num_bits": layer.w_bits, "type": "float", "symmetric": True, "group_size": 32, "strategy": "group",
-                "dynamic": False, "scale_dtype": "torch.uint8"}
+                "dynamic": False, "scale_dtype": "torch.uint8", "zp_dtype": "torch.uint8"}
     args = {"num_bits": layer.w_bits, "type": "int", "symmetric": layer.symmetric, "dynamic": False}
     if layer.group_size is None:
         args["strategy"] = "channel"
@@ -45,14 +46,11 @@ class LLMCompressorExporter(Exporter):
         a_bits=frozenset({4, 8}), embeddings=False,
     )
 
-    def export(self, plan: Plan) -> Export:
-        from ..errors import ExportError
-
+    def check(self, plan: Plan) -> None:
         bad = [l.name for l in plan.layers if l.format.startswith("fp") and l.group_size not in (None, 32)]
         if bad:
             raise ExportError(f"cannot export this plan to llmcompressor: MX float schemes use 32-element blocks, "
                               f"but {', '.join(bad)} use another block size\n    -> re-plan float formats with --group-sizes none or 32")
-        return super().export(plan)
 
     def build(self, plan: Plan) -> Export:
         groups: dict[tuple, dict] = {}
