@@ -76,7 +76,8 @@ def apply_plan(
 
 
 def save_quantized(model: nn.Module, plan: Plan, path: str | Path) -> Path:
-    """Write the dequantized weights as safetensors with the plan in the file's metadata (and beside it)."""
+    """Write the dequantized weights as safetensors with the plan (and any calibrated activation ranges)
+    in the file's metadata, and the plan beside it."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -93,7 +94,11 @@ def save_quantized(model: nn.Module, plan: Plan, path: str | Path) -> Path:
         seen[ptr] = k
         unique[k] = v
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file(unique, str(tmp), metadata={"mpq_plan": json.dumps(plan.model_dump(by_alias=True))})
+    metadata = {"mpq_plan": json.dumps(plan.model_dump(by_alias=True))}
+    hooks = getattr(model, "_mpq_activation_hooks", None)
+    if hooks is not None and hooks.quantizers:  # calibrated activation ranges: {layer: {"bits", "lo", "hi"}}
+        metadata["mpq_activation_ranges"] = json.dumps({n: vars(q) for n, q in hooks.quantizers.items()})
+    save_file(unique, str(tmp), metadata=metadata)
     tmp.replace(path)
     plan_path = path.with_suffix(".plan.json")
     plan_path.write_text(dump_document(plan))

@@ -93,6 +93,8 @@ def test_mpq_apply_on_a_hf_directory_quantizes_prunes_and_saves_with_the_plan(ti
     assert rc == 0 and "calibration_loss" in text and "before" in text and "after" in text
     with safe_open(str(out), "pt") as f:
         assert json.loads(f.metadata()["mpq_plan"])["layers"][0]["name"] == "transformer.h.0.attn.c_attn"
+        ranges = json.loads(f.metadata()["mpq_activation_ranges"])
+        assert set(ranges) == {"transformer.h.1.mlp.c_proj"} and ranges["transformer.h.1.mlp.c_proj"]["bits"] == 8
         saved = {k: f.get_tensor(k) for k in f.keys()}
     assert (tmp_path / "q.plan.json").is_file()
 
