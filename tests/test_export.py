@@ -273,3 +273,19 @@ def test_export_command_writes_files_and_refuses_with_exit_code_2(mixed, graph, 
     assert "--merge max" in capsys.readouterr().err and not (tmp_path / "h.json").exists()
     assert main(["export", str(tmp_path / "vary.json"), "--to", "hqq", "--merge", "max", "-o", str(tmp_path / "h.json")]) == 0
     assert "merged self_attn.q_proj" in capsys.readouterr().out
+
+
+def test_activation_bits_are_refused_by_weight_only_targets_and_kept_by_others(graph):
+    plan = plan_from_specs(graph, {"model.layers.0.mlp.up_proj": QuantSpec(4, None, a_bits=8)})
+    for target in ("gptqmodel", "hqq", "llamacpp"):
+        with pytest.raises(ExportError, match="quantizes weights only; re-plan without --a-bits"):
+            export_plan(plan, target)
+    assert export_plan(plan, "hawq").data["bit_config_mpq"]["model.layers.0.mlp.up_proj.quant_act"] == 8
+    groups = export_plan(plan, "llmcompressor").data["quantization_config"]["config_groups"]
+    assert groups["group_0"]["input_activations"]["num_bits"] == 8
+    assert export_plan(plan, "torchao").data["_data"]["fqn_to_config"]["model.layers.0.mlp.up_proj"]["_type"] == "Int8DynamicActivationIntxWeightConfig"
+    ao = pytest.importorskip("torchao.core.config")
+    config = ao.config_from_dict(json.loads(json.dumps(export_plan(plan, "torchao").data)))
+    assert type(config.fqn_to_config["model.layers.0.mlp.up_proj"]).__name__ == "Int8DynamicActivationIntxWeightConfig"
+    ct = pytest.importorskip("compressed_tensors.quantization")
+    ct.QuantizationConfig.model_validate(export_plan(plan, "llmcompressor").data["quantization_config"])

@@ -130,8 +130,8 @@ def check_support(plan: Plan, target: str, support: Support) -> None:
         "channels": "plan whole layers: this target has one setting per module, not per channel group",
         "format": f"re-plan with --formats {','.join(sorted(f for f in support.formats if f != 'float')) or 'int'}",
         "prune": f"{target} has no pruning; re-plan with --prune 0",
-        "a_bits": f"re-plan without --a-bits" + (f" or with --a-bits {_fmt_bits(support.a_bits)}" if support.a_bits else "")
-                  + f"; {target} quantizes weights only" * (not support.a_bits),
+        "a_bits": (f"re-plan without --a-bits, or with --a-bits {_fmt_bits(support.a_bits)}" if support.a_bits
+                   else f"{target} quantizes weights only; re-plan without --a-bits"),
         "embedding": f"{target} does not quantize embeddings; pass --keep-float NAME to export them in float (the plan's size no longer holds), or export to llamacpp or torchao",
         "bits": f"{target} runs {_fmt_bits(support.bits)} bits; re-plan with --bits {_fmt_bits(support.bits)},16",
         "group": f"{target} takes group sizes {_fmt_bits(support.group_sizes or ())}; re-plan with --group-sizes {_fmt_bits(support.group_sizes or ())}",
