@@ -78,3 +78,26 @@ def dynamic_get(config: dict, module_name: str, key: str) -> Any:
     if overrides is None or key not in overrides:
         return config[key]
     return overrides[key]
+
+
+def load_real_quantize_config(modules: dict):
+    """GPTQModel's own ``QuantizeConfig``, loaded from its ``quantization/config.py`` without running the
+    package ``__init__`` (which needs torchvision); None when GPTQModel is not installed. ``modules`` is
+    ``sys.modules`` (or a patched view of it) to register the skeleton packages in."""
+    import importlib.util
+    import types
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("gptqmodel")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    root = Path(list(spec.submodule_search_locations)[0])
+    for name, sub in [("gptqmodel", ""), ("gptqmodel.quantization", "quantization"), ("gptqmodel.utils", "utils"), ("gptqmodel.adapter", "adapter")]:
+        pkg = types.ModuleType(name)
+        pkg.__path__ = [str(root / sub)]
+        modules[name] = pkg
+    file_spec = importlib.util.spec_from_file_location("gptqmodel.quantization.config", root / "quantization" / "config.py")
+    module = importlib.util.module_from_spec(file_spec)
+    modules["gptqmodel.quantization.config"] = module
+    file_spec.loader.exec_module(module)
+    return module.QuantizeConfig

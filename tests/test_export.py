@@ -289,3 +289,29 @@ def test_activation_bits_are_refused_by_weight_only_targets_and_kept_by_others(g
     assert type(config.fqn_to_config["model.layers.0.mlp.up_proj"]).__name__ == "Int8DynamicActivationIntxWeightConfig"
     ct = pytest.importorskip("compressed_tensors.quantization")
     ct.QuantizationConfig.model_validate(export_plan(plan, "llmcompressor").data["quantization_config"])
+
+
+def test_ported_gptqmodel_matcher_agrees_with_gptqmodel_itself_when_installed(mixed, graph):
+    import sys
+
+    before = {n: m for n, m in sys.modules.items() if n == "gptqmodel" or n.startswith("gptqmodel.")}
+    try:
+        try:
+            QuantizeConfig = gptq_dynamic.load_real_quantize_config(sys.modules)
+        except ImportError as e:  # GPTQModel present without its own requirements (pcre, logbar)
+            pytest.skip(f"GPTQModel's config module does not import here: {e}")
+        if QuantizeConfig is None:
+            pytest.skip("GPTQModel is not installed (it needs a CUDA torchvision to import; see tests/gptq_dynamic.py)")
+        overlapping = {r"+:^model\.layers\.0\..*": {"bits": 8}, r"-:^model\.layers\.0\.mlp\.up_proj$": {}, r"+:.*up_proj": {"bits": 2}}
+        configs = [json.loads(json.dumps(export_plan(p, "gptqmodel").data))
+                   for p in (mixed, plan_from_specs(graph, llama_mixed_specs(vary_index=True)))]
+        configs.append({"bits": 4, "group_size": 128, "sym": True, "dynamic": overlapping})
+        for data in configs:
+            real = QuantizeConfig(**copy.deepcopy(data))
+            for name in list(graph.names) + ["model.layers.0.mlp.up_proj_x"]:
+                for key in ("bits", "group_size", "sym"):
+                    assert real.dynamic_get(name, key, getattr(real, key)) == gptq_dynamic.dynamic_get(data, name, key), (name, key)
+    finally:
+        for n in [n for n in sys.modules if n == "gptqmodel" or n.startswith("gptqmodel.")]:
+            del sys.modules[n]
+        sys.modules.update(before)
