@@ -126,7 +126,12 @@ def load_hf_workload(
     causal = _is_causal_lm(config)
     cls = AutoModelForCausalLM if causal else AutoModel
     try:
-        model = cls.from_pretrained(path, local_files_only=True, dtype=dtype)
+        import transformers
+        from packaging.version import Version
+
+        # transformers renamed ``torch_dtype`` to ``dtype`` in 4.56
+        dtype_arg = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+        model = cls.from_pretrained(path, local_files_only=True, **{dtype_arg: dtype})
     except (OSError, ValueError) as e:
         raise WorkloadError(f"cannot load the model weights of {str(path)!r}: {e}") from None
     model.eval()
