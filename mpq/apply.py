@@ -4,12 +4,13 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
 
 from .errors import UnknownLayer, WorkloadError
+from .workload import Batch
 from .quant import QuantSpec, fake_quantize, set_weight_matrix, weight_matrix, weight_shape
 from .schema import Plan, PlanLayer, dump_document
 
@@ -27,14 +28,33 @@ def _module(model: nn.Module, layer: PlanLayer) -> nn.Module:
     return module
 
 
-def apply_plan(model: nn.Module, plan: Plan, *, inplace: bool = True) -> nn.Module:
-    """Quantize every planned layer as planned; returns the model (a copy when ``inplace=False``).
+def apply_plan(
+    model: nn.Module,
+    plan: Plan,
+    *,
+    inplace: bool = True,
+    batches: Optional[Sequence[Batch]] = None,
+    observer: str = "minmax",
+) -> nn.Module:
+    """Quantize (and prune) every planned layer as planned; returns the model (a copy when ``inplace=False``).
 
-    Every layer is checked before any weight changes, so a bad plan leaves the model untouched.
+    Layers with ``a_bits`` also get their inputs fake-quantized by forward pre-hooks whose ranges
+    are calibrated on ``batches`` (after the weights are quantized); ``mpq.activations.
+    remove_activation_quant(model)`` takes them off. Every layer is checked before any weight
+    changes, so a bad plan leaves the model untouched.
     """
     if not inplace:
         model = copy.deepcopy(model)
     targets = [(layer, _module(model, layer)) for layer in plan.layers]
+    a_bits: dict[str, int] = {}
+    for layer, _ in targets:
+        if layer.a_bits is None:
+            continue
+        if a_bits.setdefault(layer.target, layer.a_bits) != layer.a_bits:
+            raise WorkloadError(f"plan layer {layer.name!r}: module {layer.target!r} has entries with different a_bits; one module has one input")
+    if a_bits and batches is None:
+        first = next(l for l, _ in targets if l.a_bits is not None)
+        raise WorkloadError(f"plan layer {first.name!r} has a_bits={first.a_bits}: activation ranges are calibrated on data, so pass batches=")
     for layer, module in targets:
         w = weight_matrix(module)
         spec = QuantSpec.of(layer)
@@ -47,11 +67,17 @@ def apply_plan(model: nn.Module, plan: Plan, *, inplace: bool = True) -> nn.Modu
             new = w.detach().clone()
             new[start:stop] = fake_quantize(w[start:stop], spec)
             set_weight_matrix(module, new)
+    if a_bits:
+        from .activations import install_activation_quant, remove_activation_quant
+
+        remove_activation_quant(model)
+        model._mpq_activation_hooks = install_activation_quant(model, a_bits, batches, observer)
     return model
 
 
 def save_quantized(model: nn.Module, plan: Plan, path: str | Path) -> Path:
-    """Write the dequantized weights as safetensors with the plan in the file's metadata (and beside it)."""
+    """Write the dequantized weights as safetensors with the plan (and any calibrated activation ranges)
+    in the file's metadata, and the plan beside it."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -68,7 +94,11 @@ def save_quantized(model: nn.Module, plan: Plan, path: str | Path) -> Path:
         seen[ptr] = k
         unique[k] = v
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file(unique, str(tmp), metadata={"mpq_plan": json.dumps(plan.model_dump(by_alias=True))})
+    metadata = {"mpq_plan": json.dumps(plan.model_dump(by_alias=True))}
+    hooks = getattr(model, "_mpq_activation_hooks", None)
+    if hooks is not None and hooks.quantizers:  # calibrated activation ranges: {layer: {"bits", "lo", "hi"}}
+        metadata["mpq_activation_ranges"] = json.dumps({n: vars(q) for n, q in hooks.quantizers.items()})
+    save_file(unique, str(tmp), metadata=metadata)
     tmp.replace(path)
     plan_path = path.with_suffix(".plan.json")
     plan_path.write_text(dump_document(plan))

@@ -338,7 +338,7 @@ def cmd_apply(args) -> int:
     if planned_for and planned_for != fp:
         print(f"warning: the plan was computed for model {planned_for[:19]}…, this model is {fp[:19]}…", file=sys.stderr)
     before = metrics(workload) if args.eval else None
-    apply_plan(workload.model, plan)
+    apply_plan(workload.model, plan, batches=workload.batches)
     if args.eval:
         after = metrics(workload)
         rows = [[k, f"{before[k]:.4f}", f"{after[k]:.4f}", f"{after[k] - before[k]:+.4f}"] for k in before]

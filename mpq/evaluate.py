@@ -53,6 +53,6 @@ def evaluate_plans(workload: Workload, plans: dict[str, Optional[Plan]]) -> list
     for label, plan in plans.items():
         if plan is None:
             continue
-        model = apply_plan(workload.model, plan, inplace=False)
+        model = apply_plan(workload.model, plan, inplace=False, batches=workload.batches)
         out.append(Evaluation(label, plan, metrics(workload, model)))
     return out

@@ -106,7 +106,13 @@ def discover(workload: Workload | nn.Module, example_inputs: Any = None) -> Laye
         example_inputs = workload.batches[0][0] if example_inputs is None else example_inputs
     else:
         model = workload
-    modules = {name: m for name, m in model.named_modules() if name and is_quantizable(m)}
+    modules: dict[str, nn.Module] = {}
+    owners: set[int] = set()
+    for name, m in model.named_modules():
+        # a weight shared by two modules (tied embeddings and lm_head) is one tensor: planned once, under its first name
+        if name and is_quantizable(m) and id(m.weight) not in owners:
+            owners.add(id(m.weight))
+            modules[name] = m
     if not modules:
         raise WorkloadError(
             f"model {type(model).__name__} has no quantizable layer "

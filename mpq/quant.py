@@ -146,6 +146,74 @@ def keep_float(w: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------
+# Floating-point element formats with MX-style block scales
+
+
+@dataclass(frozen=True)
+class FloatGrid:
+    """A small float element format: ``mantissa_bits``, smallest normal exponent, largest finite value."""
+
+    mantissa_bits: int
+    min_exponent: int
+    max_value: float
+
+    def round(self, x: torch.Tensor) -> torch.Tensor:
+        """Round to the nearest representable value (ties to even), saturating at ``max_value``."""
+        mag = x.abs().clamp(max=self.max_value)
+        exponent = torch.floor(torch.log2(mag.clamp(min=torch.finfo(mag.dtype).tiny))).clamp(min=self.min_exponent)
+        step = torch.exp2(exponent - self.mantissa_bits)
+        return torch.sign(x) * torch.clamp(torch.round(mag / step) * step, max=self.max_value)
+
+    def values(self) -> torch.Tensor:
+        """Every non-negative representable value (for tests and documentation)."""
+        vals = {0.0}
+        for e in range(self.min_exponent, int(math.floor(math.log2(self.max_value))) + 1):
+            for m in range(2**self.mantissa_bits):
+                sub = e == self.min_exponent
+                for v in ([m * 2.0 ** (e - self.mantissa_bits)] if sub else []) + [(1 + m / 2**self.mantissa_bits) * 2.0**e]:
+                    if v <= self.max_value:
+                        vals.add(v)
+        return torch.tensor(sorted(vals), dtype=torch.float64)
+
+
+#: OCP 8-bit (E4M3 "fn": no infinities, max 448; E5M2: max 57344) and 4-bit (E2M1: 0, 0.5 ... 6) formats.
+FLOAT_GRIDS = {
+    "fp8_e4m3": FloatGrid(3, -6, 448.0),
+    "fp8_e5m2": FloatGrid(2, -14, 57344.0),
+    "fp4_e2m1": FloatGrid(1, 0, 6.0),
+}
+
+
+def fp_block_scales(blocks: torch.Tensor, grid: FloatGrid) -> torch.Tensor:
+    """One power-of-two (E8M0) scale per row: the smallest ``2^k`` with ``amax / 2^k <= max_value``.
+
+    MX picks ``2^(floor(log2 amax) - emax)`` and saturates the top of the block; rounding the
+    exponent up instead never clips, at the cost of at most one binade of resolution.
+    """
+    amax = blocks.abs().amax(dim=1, keepdim=True)
+    k = torch.ceil(torch.log2(amax / grid.max_value))
+    return torch.where(amax > 0, torch.exp2(k), torch.ones_like(amax))
+
+
+def _fp_rows(rows: torch.Tensor, grid: FloatGrid) -> torch.Tensor:
+    scale = fp_block_scales(rows, grid)
+    return grid.round(rows / scale) * scale
+
+
+def _register_float(name: str, grid: FloatGrid) -> None:
+    @register_format(name)
+    def quantize_float(w: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
+        w32 = w.detach().float()
+        return _grouped(w32, fp_block(spec), lambda rows: _fp_rows(rows, grid)).to(w.dtype)
+
+    quantize_float.__doc__ = f"{name} elements with one power-of-two scale per block of ``group_size`` inputs (default 32)."
+
+
+for _name, _grid in FLOAT_GRIDS.items():
+    _register_float(_name, _grid)
+
+
+# ----------------------------------------------------------------------------------------------
 # Pruning
 
 

@@ -1,0 +1,79 @@
+"""Exporters: a plan -> the configuration a quantizer reads, one module per target.
+
+Targets register themselves with :func:`register_exporter`; every module in this package is
+imported on first use, so adding a target is one new file. ``export_plan(plan, "gptqmodel")``
+returns an :class:`~mpq.export.base.Export`; :func:`write_export` writes its files.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from ..errors import UnknownName
+from ..schema import Plan
+from .base import Export, ExportFile, Exporter, Support, keep_float
+
+EXPORTERS: dict[str, type[Exporter]] = {}
+_NOT_TARGETS = {"base", "cli"}
+
+
+def register_exporter(cls: type[Exporter]) -> type[Exporter]:
+    EXPORTERS[cls.name] = cls
+    return cls
+
+
+def _discover() -> None:
+    for info in pkgutil.iter_modules(__path__):
+        if info.name not in _NOT_TARGETS and not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+def available_targets() -> list[str]:
+    _discover()
+    return sorted(EXPORTERS)
+
+
+def get_exporter(target: str, **options: Any) -> Exporter:
+    _discover()
+    try:
+        cls = EXPORTERS[target]
+    except KeyError:
+        raise UnknownName("export target", target, list(EXPORTERS)) from None
+    return cls(**options)
+
+
+def export_plan(plan: Plan, target: str, *, keep_float_layers: Iterable[str] = (), **options: Any) -> Export:
+    """The ``target`` configuration for ``plan``; raises ExportError when the target cannot express it."""
+    exporter = get_exporter(target, **options)
+    plan, notes = keep_float(plan, keep_float_layers)
+    result = exporter.export(plan)
+    result.notes[:0] = notes
+    return result
+
+
+def write_export(result: Export, output: str | Path) -> list[Path]:
+    """Write every file atomically: the main one at ``output``, the others beside it (same stem, own suffix)."""
+    output = Path(output)
+    main_suffix = result.files[0].suffix
+    stem = output.name[: -len(main_suffix)] if output.name.endswith(main_suffix) else output.stem
+    paths = []
+    for i, f in enumerate(result.files):
+        path = output if i == 0 else output.with_name(stem + f.suffix)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(f.content)
+        tmp.replace(path)
+        paths.append(path)
+    return paths
+
+
+def default_output(plan_path: str | Path, result: Export) -> Path:
+    plan_path = Path(plan_path)
+    return plan_path.with_name(f"{plan_path.stem}.{result.target}{result.files[0].suffix}")
+
+
+__all__ = [
+    "EXPORTERS", "Export", "ExportFile", "Exporter", "Support", "available_targets", "default_output",
+    "export_plan", "get_exporter", "register_exporter", "write_export",
+]

@@ -1,0 +1,114 @@
+"""Hugging Face models from a local directory: names, losses, calibration files, and `mpq apply` on them."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mpq.errors import WorkloadError
+from mpq.graph import discover
+from mpq.hf import read_calibration_text
+from mpq.quant import QuantSpec, weight_matrix
+from mpq.schema import save_document
+from mpq.workload import load_workload
+
+from hf_tiny import tiny_hf  # noqa: F401  (session fixture)
+from plans import plan_from_specs
+
+
+def test_causal_lm_workload_uses_module_names_and_the_models_own_lm_loss(tiny_hf):
+    w = load_workload(str(tiny_hf["llama"]), calib=str(tiny_hf["calib"]))
+    names = discover(w).names
+    assert "model.layers.1.mlp.down_proj" in names and "lm_head" in names and "model.embed_tokens" in names
+    inputs, labels = w.batches[0]
+    with torch.no_grad():
+        reference = w.model(**inputs, labels=labels).loss
+    assert float(w.loss()) == pytest.approx(float(reference), rel=1e-5)
+    assert w.meta["causal_lm"] and not w.meta["zero_gradient_at_full_precision"]
+
+
+def test_encoder_self_distillation_is_zero_at_full_precision_and_grows_under_quantization(tiny_hf):
+    w = load_workload(str(tiny_hf["bert"]), calib=str(tiny_hf["calib"]))
+    assert w.meta["loss"] == "self-distillation-mse" and w.meta["zero_gradient_at_full_precision"]
+    assert w.calibration_loss() == pytest.approx(0.0, abs=1e-10)
+    layer = w.model.get_submodule("encoder.layer.0.intermediate.dense")
+    with torch.no_grad():
+        layer.weight.copy_(torch.sign(layer.weight) * layer.weight.abs().mean())
+    assert w.calibration_loss() > 1e-6
+
+
+def test_gpt2_conv1d_layers_are_found_and_the_tied_lm_head_is_planned_once(tiny_hf):
+    w = load_workload(str(tiny_hf["gpt2"]), calib=str(tiny_hf["calib"]))
+    graph = discover(w)
+    assert "transformer.h.0.attn.c_attn" in graph.names and graph.layers["transformer.h.0.attn.c_attn"].kind == "Conv1D"
+    assert graph.layers["transformer.h.0.mlp.c_fc"].shape == [128, 32]  # output channels first
+    assert "lm_head" not in graph.names and "transformer.wte" in graph.names
+    assert w.meta["tied"] == [["transformer.wte", "lm_head"]]
+
+
+@pytest.mark.parametrize("name,content,match", [
+    ("missing.txt", None, "does not exist"),
+    ("empty.txt", "\n  \n", "no non-empty sample"),
+    ("bad.jsonl", '{"text": "ok"}\nnot json\n', "line 2: not JSON"),
+    ("notext.jsonl", '{"body": "x"}\n', "line 1: expected an object with a string 'text'"),
+    ("data.csv", "a,b\n", "expected a .txt"),
+])
+def test_bad_calibration_files_get_clear_errors(tmp_path, name, content, match):
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(WorkloadError, match=match):
+        read_calibration_text(path)
+
+
+def test_jsonl_calibration_reads_the_text_field(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"text": "one two"}\n\n{"text": "three", "id": 3}\n')
+    assert read_calibration_text(path) == ["one two", "three"]
+
+
+def test_hf_directory_without_calibration_is_refused(tiny_hf):
+    with pytest.raises(WorkloadError, match="--calib"):
+        load_workload(str(tiny_hf["llama"]))
+
+
+def test_mpq_apply_on_a_hf_directory_quantizes_prunes_and_saves_with_the_plan(tiny_hf, tmp_path, capsys):
+    from safetensors import safe_open
+
+    from mpq.cli import main
+
+    w = load_workload(str(tiny_hf["gpt2"]), calib=str(tiny_hf["calib"]))
+    specs = {
+        "transformer.h.0.attn.c_attn": QuantSpec(3, 16, symmetric=False),
+        "transformer.h.0.mlp.c_fc": QuantSpec(4, None, prune_ratio=0.5),
+        "transformer.h.1.mlp.c_proj": QuantSpec(4, None, "fp4_e2m1", a_bits=8),
+        "transformer.h.1.attn.c_attn": QuantSpec(8, None, prune_ratio=0.5, prune_structure="2:4"),
+    }
+    plan = plan_from_specs(discover(w), specs)
+    save_document(plan, tmp_path / "plan.json")
+    out = tmp_path / "q.safetensors"
+    rc = main(["apply", str(tiny_hf["gpt2"]), str(tmp_path / "plan.json"), "--calib", str(tiny_hf["calib"]), "--eval", "--save", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0 and "calibration_loss" in text and "before" in text and "after" in text
+    with safe_open(str(out), "pt") as f:
+        assert json.loads(f.metadata()["mpq_plan"])["layers"][0]["name"] == "transformer.h.0.attn.c_attn"
+        ranges = json.loads(f.metadata()["mpq_activation_ranges"])
+        assert set(ranges) == {"transformer.h.1.mlp.c_proj"} and ranges["transformer.h.1.mlp.c_proj"]["bits"] == 8
+        saved = {k: f.get_tensor(k) for k in f.keys()}
+    assert (tmp_path / "q.plan.json").is_file()
+
+    def mat(name):  # Conv1D stores [in, out]: rows of the saved tensor's transpose are output channels
+        return saved[f"{name}.weight"].t()
+
+    attn = mat("transformer.h.0.attn.c_attn")
+    for row in attn:
+        for i in range(0, row.numel(), 16):
+            assert len(torch.unique(row[i : i + 16])) <= 8
+    fc = mat("transformer.h.0.mlp.c_fc")
+    assert int((fc == 0).sum()) >= fc.numel() // 2
+    assert all(len(torch.unique(r)) <= 2**4 for r in fc)
+    sparse = mat("transformer.h.1.attn.c_attn").reshape(96, -1, 4)
+    assert ((sparse != 0).sum(dim=2) <= 2).all()
+    untouched = weight_matrix(w.model.get_submodule("transformer.h.0.attn.c_proj"))
+    assert torch.equal(mat("transformer.h.0.attn.c_proj"), untouched)
