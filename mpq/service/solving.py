@@ -1,0 +1,117 @@
+"""Synchronous work (plans, frontiers) done off the event loop, in worker processes.
+
+Each task takes the raw request body and returns plain data: a list of plan records, or an error
+answer. Parsing, validation and solving all happen in the worker, so the server process only
+moves bytes, and a slow solve never stalls other requests. With ``workers=0`` the same functions
+run in threads of the server process.
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib
+import multiprocessing
+import time
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Optional
+
+from .limits import Limits, OverLimit
+from .requests import FrontierRequest, PlanRequest, error_answer, make_solver, parse_body
+from .store import PlanRecord
+
+
+def import_plugins(modules: tuple[str, ...]) -> None:
+    for name in modules:
+        importlib.import_module(name)
+
+
+def _init_worker(plugins: tuple[str, ...]) -> None:
+    import mpq.solvers.base as base
+
+    base.available_solvers()  # import every solver now, not on the first request
+    import_plugins(plugins)
+
+
+def _ready() -> bool:
+    return True
+
+
+def solve_plan(body: bytes, limits: Limits) -> dict[str, Any]:
+    """``POST /v1/plans`` in a worker: {"records": [PlanRecord], "timing": {...}} or {"error": (status, body)}."""
+    t0 = time.perf_counter()
+    try:
+        req = parse_body(body, PlanRequest)
+        limits.check_problem(req.problem)
+        limits.check_options(req.options)
+        seconds = limits.time_limit(req.options, limits.max_plan_seconds, limits.default_plan_seconds)
+        t1 = time.perf_counter()
+        plan = make_solver(req.solver, {**req.options, "time_limit_s": seconds}).solve(req.problem)
+        t2 = time.perf_counter()
+        record = PlanRecord.of(plan)
+    except Exception as e:  # every failure is answered, never raised into the server
+        return {"error": error_answer(e)}
+    t3 = time.perf_counter()
+    return {"records": [record], "timing": {"validate": t1 - t0, "solve": t2 - t1, "encode": t3 - t2}}
+
+
+def solve_frontier(body: bytes, limits: Limits) -> dict[str, Any]:
+    from .frontier import frontier_plans
+
+    t0 = time.perf_counter()
+    try:
+        req = parse_body(body, FrontierRequest)
+        limits.check_problem(req.problem)
+        points = req.max_points or limits.default_frontier_points
+        if points > limits.max_frontier_points:
+            raise OverLimit(f"max_points: {points} is over this service's limit of {limits.max_frontier_points}", 422)
+        t1 = time.perf_counter()
+        plans = frontier_plans(req.problem, points)
+        t2 = time.perf_counter()
+        records = [PlanRecord.of(p) for p in plans]
+    except Exception as e:
+        return {"error": error_answer(e)}
+    t3 = time.perf_counter()
+    return {"records": records, "timing": {"validate": t1 - t0, "solve": t2 - t1, "encode": t3 - t2}}
+
+
+class SolvePool:
+    """Runs :func:`solve_plan` / :func:`solve_frontier` in ``workers`` processes (or threads when 0)."""
+
+    def __init__(self, workers: int, plugins: tuple[str, ...] = ()):
+        self.workers, self.plugins = workers, plugins
+        self._executor = self._new()
+
+    def _new(self) -> Executor:
+        if self.workers <= 0:
+            import_plugins(self.plugins)
+            return ThreadPoolExecutor(max_workers=4, thread_name_prefix="mpq-solve")
+        return ProcessPoolExecutor(
+            self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+            initargs=(self.plugins,),
+        )
+
+    async def warm(self) -> None:
+        """Start every worker now, so the first requests do not pay for process start and imports."""
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(self._executor, _ready) for _ in range(max(1, self.workers))))
+
+    async def run(self, fn, body: bytes, limits: Limits, timeout: Optional[float]) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        for attempt in (1, 2):
+            future = loop.run_in_executor(self._executor, fn, body, limits)
+            try:
+                return await asyncio.wait_for(future, timeout)
+            except asyncio.TimeoutError:
+                raise OverLimit(
+                    f"the solver did not finish within this service's limit of {timeout:g} s per request; "
+                    "run it as a background search instead: POST /v1/searches", 422,
+                ) from None
+            except BrokenProcessPool:  # a worker died (e.g. out of memory): start fresh ones, retry once
+                self._executor.shutdown(wait=False, cancel_futures=True)
+                self._executor = self._new()
+                if attempt == 2:
+                    raise OverLimit("the solver process died on this problem (out of memory?)", 413) from None
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
