@@ -11,20 +11,19 @@ import json
 import logging
 import time
 from contextlib import asynccontextmanager
-from typing import Any, Optional
+from typing import Optional
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from mpq import __version__
 from mpq.errors import MpqError
-from mpq.schema import Plan
-
+from .answers import ErrorAnswer, FrontierAnswer, PlanAnswer, PlanPage, SearchAccepted, SearchState
 from .jobs import SearchRunner
 from .limits import Limits, OverLimit, ServiceConfig
 from .requests import FrontierRequest, PlanRequest, SearchRequest, error_answer, make_solver, parse_body
@@ -35,67 +34,6 @@ log = logging.getLogger("mpq.service")
 
 #: seconds a synchronous request may run past its solver's limit before it is answered with 422
 GRACE_S = 5.0
-
-
-# ----------------------------------------------------------------------------------------------
-# answers (documented in the OpenAPI schema; the routes write the same JSON)
-
-
-class PlanAnswer(BaseModel):
-    id: str
-    plan: Plan
-
-
-class PlanSummary(BaseModel):
-    id: str
-    created: str
-    fingerprint: Optional[str] = None
-    model_name: Optional[str] = None
-    solver: str
-    status: str
-    bytes: int
-    avg_bits: float
-    distortion: float
-    source: str = Field(description="plans, frontier or search: which request produced it")
-
-
-class PlanPage(BaseModel):
-    items: list[PlanSummary]
-    total: int
-    limit: int
-    offset: int
-
-
-class FrontierPoint(BaseModel):
-    bytes: int
-    distortion: float
-    plan_id: str
-
-
-class FrontierAnswer(BaseModel):
-    points: list[FrontierPoint]
-
-
-class SearchAccepted(BaseModel):
-    id: str
-    status: str
-
-
-class SearchState(BaseModel):
-    id: str
-    status: str = Field(description="queued, running, done, failed or cancelled")
-    progress: float = Field(ge=0, le=1)
-    best: Optional[Plan] = Field(None, description="the best plan so far (the final plan once done)")
-    plan_id: Optional[str] = Field(None, description="id of the final plan in /v1/plans, once done")
-    error: Optional[str] = None
-    solver: str
-    restarts: int = Field(description="times the search was restarted because its server stopped")
-    created: str
-    updated: str
-
-
-class ErrorAnswer(BaseModel):
-    detail: Any
 
 
 ERRORS = {

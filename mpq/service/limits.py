@@ -53,9 +53,9 @@ class Limits:
 
     def time_limit(self, options: dict, cap: float, default: Optional[float]) -> Optional[float]:
         """The solver seconds a request asks for (``options.time_limit_s``), refused over ``cap``."""
-        value = options.get("time_limit_s", default)
+        value = options.get("time_limit_s")
         if value is None:
-            return None
+            return None if default is None else min(default, cap)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise OverLimit(f"options.time_limit_s: expected a positive number of seconds, got {value!r}", status=422)
         if value > cap:
