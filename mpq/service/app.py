@@ -27,7 +27,7 @@ from .answers import ErrorAnswer, FrontierAnswer, PlanAnswer, PlanPage, SearchAc
 from .jobs import SearchRunner
 from .limits import Limits, OverLimit, ServiceConfig
 from .requests import FrontierRequest, PlanRequest, SearchRequest, error_answer, make_solver, parse_body
-from .solving import SolvePool, solve_frontier, solve_plan
+from .solving import SolvePool, import_plugins, solve_frontier, solve_plan
 from .store import Store, iso
 
 log = logging.getLogger("mpq.service")
@@ -76,6 +76,7 @@ def create_app(config: Optional[ServiceConfig] = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        import_plugins(config.plugins)  # here too: searches are validated in this process
         store = Store(config.db_url)
         pool = SolvePool(config.solve_workers, config.plugins)
         runner = SearchRunner(store, config)

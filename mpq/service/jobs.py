@@ -27,17 +27,11 @@ log = logging.getLogger("mpq.service")
 STOP_GRACE_S = 2.0
 
 
-def _exit_with_parent(parent: int) -> None:
-    """A search process must not outlive its server (kill -9 leaves no one to collect its result)."""
-    while True:
-        time.sleep(0.5)
-        if os.getppid() != parent:
-            os._exit(3)
-
-
 def run_search(problem_json: str, solver: str, options: dict, plugins: tuple[str, ...], parent: int, out, stop) -> None:
     """The body of a search process: solve, reporting ("progress", f, plan_json|None), then ("done", ...) or ("failed", msg)."""
-    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    from .solving import exit_with_parent
+
+    threading.Thread(target=exit_with_parent, args=(parent,), daemon=True).start()
     try:
         from mpq.schema import Problem
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import importlib
 import multiprocessing
+import os
+import threading
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -25,9 +27,18 @@ def import_plugins(modules: tuple[str, ...]) -> None:
         importlib.import_module(name)
 
 
-def _init_worker(plugins: tuple[str, ...]) -> None:
+def exit_with_parent(parent: int) -> None:
+    """Called in a worker thread: end this process once its server is gone (kill -9 leaves workers behind)."""
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent:
+            os._exit(3)
+
+
+def _init_worker(plugins: tuple[str, ...], parent: int) -> None:
     import mpq.solvers.base as base
 
+    threading.Thread(target=exit_with_parent, args=(parent,), daemon=True).start()
     base.available_solvers()  # import every solver now, not on the first request
     import_plugins(plugins)
 
@@ -83,11 +94,10 @@ class SolvePool:
 
     def _new(self) -> Executor:
         if self.workers <= 0:
-            import_plugins(self.plugins)
             return ThreadPoolExecutor(max_workers=4, thread_name_prefix="mpq-solve")
         return ProcessPoolExecutor(
             self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
-            initargs=(self.plugins,),
+            initargs=(self.plugins, os.getpid()),
         )
 
     async def warm(self) -> None:
