@@ -87,6 +87,7 @@ def test_unknown_solver_is_422_listing_the_known_ones(client):
     (lambda d: d.update(surprise=1), "surprise"),
     (lambda d: d.update(options={"time_limit_s": -3}), "options.time_limit_s"),
     (lambda d: d.update(options={"backend": "gurobi"}, solver="ilp"), "options"),
+    (lambda d: d.update(options={"should_stop": True}), "options.should_stop"),
 ])
 def test_malformed_request_is_422_naming_the_field(client, mutate, field):
     body = {"problem": problem()}

@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 
 from mpq import __version__
@@ -110,6 +111,11 @@ def create_app(config: Optional[ServiceConfig] = None) -> FastAPI:
     async def _mpq_error(request: Request, exc: MpqError):
         status, body = error_answer(exc)
         return JSONResponse(body, status_code=status)
+
+    @app.exception_handler(OperationalError)
+    async def _database_down(request: Request, exc: OperationalError):
+        log.error("database error", exc_info=exc)
+        return JSONResponse({"detail": "the service's database is unavailable; try again"}, status_code=503)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):

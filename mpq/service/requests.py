@@ -66,6 +66,10 @@ def parse_body(body: bytes, model: type[_Body]) -> _Body:
     raise DocumentError(format_validation_error(first, "request"))
 
 
+#: solver settings the service itself passes (to report progress and to cancel)
+RESERVED = frozenset({"progress", "should_stop"})
+
+
 def make_solver(name: str, options: dict[str, Any], **hooks: Optional[Callable]):
     """The registered solver ``name`` with ``options``; ``hooks`` (progress, should_stop) go to solvers that take them."""
     from mpq.solvers.base import SOLVERS, AutoSolver, available_solvers, get_solver
@@ -73,6 +77,9 @@ def make_solver(name: str, options: dict[str, Any], **hooks: Optional[Callable])
     known = available_solvers()
     if name not in known:
         raise UnknownName("solver", name, known)
+    reserved = sorted(RESERVED & set(options))
+    if reserved:
+        raise DocumentError(f"options.{reserved[0]}: this setting is supplied by the service, not by the request")
     cls = AutoSolver if name == "auto" else SOLVERS[name]
     params = inspect.signature(cls.__init__).parameters
     extra = {k: v for k, v in hooks.items() if v is not None and k in params}
