@@ -27,7 +27,7 @@ from mpq.errors import MpqError
 from .answers import ErrorAnswer, FrontierAnswer, PlanAnswer, PlanPage, SearchAccepted, SearchState
 from .jobs import SearchRunner
 from .limits import Limits, OverLimit, ServiceConfig
-from .requests import FrontierRequest, PlanRequest, SearchRequest, error_answer, make_solver, parse_body
+from .payloads import FrontierRequest, PlanRequest, SearchRequest, error_answer, make_solver, parse_body
 from .solving import SolvePool, import_plugins, solve_frontier, solve_plan
 from .store import Store, iso
 

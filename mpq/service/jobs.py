@@ -35,7 +35,7 @@ def run_search(problem_json: str, solver: str, options: dict, plugins: tuple[str
     try:
         from mpq.schema import Problem
 
-        from .requests import error_answer, make_solver
+        from .payloads import error_answer, make_solver
         from .solving import import_plugins
 
         import_plugins(plugins)
@@ -67,7 +67,10 @@ class SearchRunner:
         self._thread: Optional[threading.Thread] = None
 
     def start(self) -> None:
-        self.store.recover_orphans(self.config.stale_after_s, self.config.max_restarts)
+        found = self.store.recover_orphans(self.config.stale_after_s, self.config.max_restarts)
+        if found["requeued"] or found["failed"]:
+            log.warning("searches left running by a stopped server: %d queued again, %d marked failed",
+                        len(found["requeued"]), len(found["failed"]))
         self._thread = threading.Thread(target=self._dispatch, name="mpq-searches", daemon=True)
         self._thread.start()
 

@@ -18,7 +18,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Optional
 
 from .limits import Limits, OverLimit
-from .requests import FrontierRequest, PlanRequest, error_answer, make_solver, parse_body
+from .payloads import FrontierRequest, PlanRequest, error_answer, make_solver, parse_body
 from .store import PlanRecord
 
 
@@ -124,4 +124,4 @@ class SolvePool:
         raise AssertionError("unreachable")
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor.shutdown(wait=True, cancel_futures=True)
