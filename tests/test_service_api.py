@@ -214,3 +214,13 @@ def test_serve_refuses_a_public_address_without_a_token(capsys, monkeypatch):
     monkeypatch.delenv("MPQ_TOKEN", raising=False)
     assert main(["serve", "--host", "0.0.0.0", "--port", "1"]) == 2
     assert "--token" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("host, loopback", [
+    ("127.0.0.1", True), ("127.0.0.2", True), ("localhost", True), ("::1", True), ("[::1]", True),
+    ("0.0.0.0", False), ("10.1.2.3", False), ("::", False), ("build-box.internal", False),
+])
+def test_only_loopback_addresses_may_serve_without_a_token(host, loopback):
+    from mpq.service.cli import is_loopback
+
+    assert is_loopback(host) is loopback
