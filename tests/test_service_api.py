@@ -224,3 +224,14 @@ def test_only_loopback_addresses_may_serve_without_a_token(host, loopback):
     from mpq.service.cli import is_loopback
 
     assert is_loopback(host) is loopback
+
+
+def test_a_solve_past_the_time_limit_is_stopped_and_the_service_goes_on(tmp_path):
+    limits = Limits(max_plan_seconds=0.5, plan_grace_s=0.5)
+    config = ServiceConfig(db_url=f"sqlite:///{tmp_path / 's.db'}", solve_workers=1, limits=limits, plugins=("slow_solver",))
+    with TestClient(create_app(config)) as c:
+        t0 = time.monotonic()
+        slow = c.post("/v1/plans", json={"problem": problem(), "solver": "slow-test", "options": {"steps": 300, "step_s": 0.1}})
+        assert slow.status_code == 422 and "POST /v1/searches" in slow.json()["detail"]
+        assert time.monotonic() - t0 < 10
+        assert c.post("/v1/plans", json={"problem": problem()}).status_code == 201

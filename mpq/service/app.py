@@ -33,10 +33,6 @@ from .store import Store, iso
 
 log = logging.getLogger("mpq.service")
 
-#: seconds a synchronous request may run past its solver's limit before it is answered with 422
-GRACE_S = 5.0
-
-
 ERRORS = {
     401: {"model": ErrorAnswer, "description": "a bearer token is required"},
     413: {"model": ErrorAnswer, "description": "the request is over the service's limits"},
@@ -129,7 +125,7 @@ def create_app(config: Optional[ServiceConfig] = None) -> FastAPI:
     async def _solved(request: Request, fn, status: int, source: str):
         body = await read_body(request, limits)
         state = request.app.state
-        result = await state.pool.run(fn, body, limits, limits.max_plan_seconds + GRACE_S)
+        result = await state.pool.run(fn, body, limits, limits.max_plan_seconds + limits.plan_grace_s)
         if "error" in result:
             code, answer = result["error"]
             return None, JSONResponse(answer, status_code=code)

@@ -30,6 +30,7 @@ class Limits:
     max_solver_options: int = 32  # keys of the request's "options" object
     max_plan_seconds: float = 60.0  # synchronous POST /v1/plans and /v1/frontiers
     default_plan_seconds: float = 10.0
+    plan_grace_s: float = 5.0  # past max_plan_seconds + this, the solver process is stopped and 422 answered
     max_search_seconds: float = 24 * 3600.0
     max_frontier_points: int = 100
     default_frontier_points: int = 20

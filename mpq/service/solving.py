@@ -108,20 +108,31 @@ class SolvePool:
     async def run(self, fn, body: bytes, limits: Limits, timeout: Optional[float]) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         for attempt in (1, 2):
-            future = loop.run_in_executor(self._executor, fn, body, limits)
+            executor = self._executor
+            future = loop.run_in_executor(executor, fn, body, limits)
             try:
                 return await asyncio.wait_for(future, timeout)
             except asyncio.TimeoutError:
+                self._replace(executor, kill=True)  # the only way to stop a solver that ignores its time limit
                 raise OverLimit(
                     f"the solver did not finish within this service's limit of {timeout:g} s per request; "
                     "run it as a background search instead: POST /v1/searches", 422,
                 ) from None
-            except BrokenProcessPool:  # a worker died (e.g. out of memory): start fresh ones, retry once
-                self._executor.shutdown(wait=False, cancel_futures=True)
-                self._executor = self._new()
+            except BrokenProcessPool:  # a worker died (killed above, or out of memory): retry once on fresh ones
+                self._replace(executor, kill=False)
                 if attempt == 2:
                     raise OverLimit("the solver process died on this problem (out of memory?)", 413) from None
         raise AssertionError("unreachable")
+
+    def _replace(self, executor: Executor, kill: bool) -> None:
+        """Swap in a fresh pool for ``executor`` (once, however many requests saw it fail)."""
+        if self._executor is not executor or self.workers <= 0:
+            return
+        self._executor = self._new()
+        if kill:
+            for proc in list(getattr(executor, "_processes", {}).values()):
+                proc.terminate()  # requests in flight on it get BrokenProcessPool and are retried
+        executor.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
