@@ -1,6 +1,7 @@
 """The HTTP service through its real app (FastAPI's TestClient, lifespan included)."""
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -235,3 +236,13 @@ def test_a_solve_past_the_time_limit_is_stopped_and_the_service_goes_on(tmp_path
         assert slow.status_code == 422 and "POST /v1/searches" in slow.json()["detail"]
         assert time.monotonic() - t0 < 10
         assert c.post("/v1/plans", json={"problem": problem()}).status_code == 201
+
+
+@pytest.mark.skipif(not os.environ.get("MPQ_TEST_POSTGRES_URL"), reason="set MPQ_TEST_POSTGRES_URL to test a PostgreSQL store")
+def test_the_service_runs_on_postgresql():
+    config = ServiceConfig(db_url=os.environ["MPQ_TEST_POSTGRES_URL"], solve_workers=0, plugins=("slow_solver",))
+    with TestClient(create_app(config)) as c:
+        answer = c.post("/v1/plans", json={"problem": problem(seed=21)}).json()
+        assert c.get(f"/v1/plans/{answer['id']}").json() == answer
+        sid = c.post("/v1/searches", json={"problem": problem(), "solver": "slow-test", "options": {"steps": 2, "step_s": 0.01}}).json()["id"]
+        assert wait_for(c, sid, {"done", "failed"})["status"] == "done"
