@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException
 
 from mpq import __version__
 from mpq.errors import MpqError
+
 from .answers import ErrorAnswer, FrontierAnswer, PlanAnswer, PlanPage, SearchAccepted, SearchState
 from .jobs import SearchRunner
 from .limits import Limits, OverLimit, ServiceConfig
@@ -38,6 +39,13 @@ ERRORS = {
     413: {"model": ErrorAnswer, "description": "the request is over the service's limits"},
     422: {"model": ErrorAnswer, "description": "the request is invalid; the detail names the field or the reason"},
 }
+
+
+class Refusal(Exception):
+    """An error answer computed in a worker process, sent back as it is."""
+
+    def __init__(self, status: int, body: dict):
+        self.status, self.body = status, body
 
 
 def _body_spec(model: type[BaseModel]) -> dict:
@@ -108,6 +116,10 @@ def create_app(config: Optional[ServiceConfig] = None) -> FastAPI:
         status, body = error_answer(exc)
         return JSONResponse(body, status_code=status)
 
+    @app.exception_handler(Refusal)
+    async def _refused(request: Request, exc: Refusal):
+        return JSONResponse(exc.body, status_code=exc.status)
+
     @app.exception_handler(OperationalError)
     async def _database_down(request: Request, exc: OperationalError):
         log.error("database error", exc_info=exc)
@@ -122,25 +134,21 @@ def create_app(config: Optional[ServiceConfig] = None) -> FastAPI:
         return JSONResponse({"detail": "; ".join(parts) or "invalid request"}, status_code=422)
 
     # plans ------------------------------------------------------------------------------------
-    async def _solved(request: Request, fn, status: int, source: str):
+    async def _solved(request: Request, fn, source: str):
+        """Run ``fn`` on the body in a worker, store the plans it made: (ids, records, timing)."""
         body = await read_body(request, limits)
         state = request.app.state
         result = await state.pool.run(fn, body, limits, limits.max_plan_seconds + limits.plan_grace_s)
         if "error" in result:
-            code, answer = result["error"]
-            return None, JSONResponse(answer, status_code=code)
+            raise Refusal(*result["error"])
         t0 = time.perf_counter()
         ids = await run_in_threadpool(state.store.add_plans, result["records"], source)
-        timing = {**result["timing"], "store": time.perf_counter() - t0}
-        return (ids, result["records"], timing), None
+        return ids, result["records"], {**result["timing"], "store": time.perf_counter() - t0}
 
     @app.post("/v1/plans", status_code=201, response_model=PlanAnswer, dependencies=guarded, openapi_extra=_body_spec(PlanRequest),
               responses=ERRORS, summary="Solve a problem now, under a time limit, and store the plan")
     async def post_plan(request: Request):
-        done, refused = await _solved(request, solve_plan, 201, "plans")
-        if refused is not None:
-            return refused
-        (plan_id,), (record,), timing = done
+        (plan_id,), (record,), timing = await _solved(request, solve_plan, "plans")
         return _raw_json(201, f'{{"id":"{plan_id}","plan":{record.body}}}', {"Server-Timing": _server_timing(timing)})
 
     @app.get("/v1/plans/{plan_id}", response_model=PlanAnswer, dependencies=guarded, responses={404: {"model": ErrorAnswer}, **ERRORS},
@@ -164,10 +172,7 @@ def create_app(config: Optional[ServiceConfig] = None) -> FastAPI:
     @app.post("/v1/frontiers", response_model=FrontierAnswer, dependencies=guarded, openapi_extra=_body_spec(FrontierRequest),
               responses=ERRORS, summary="The size/distortion frontier under the problem's budget; each point is a stored plan")
     async def post_frontier(request: Request):
-        done, refused = await _solved(request, solve_frontier, 200, "frontier")
-        if refused is not None:
-            return refused
-        ids, records, timing = done
+        ids, records, timing = await _solved(request, solve_frontier, "frontier")
         points = [{"bytes": r.bytes, "distortion": r.distortion, "plan_id": i} for i, r in zip(ids, records)]
         return JSONResponse({"points": points}, headers={"Server-Timing": _server_timing(timing)})
 
@@ -215,7 +220,9 @@ def create_app(config: Optional[ServiceConfig] = None) -> FastAPI:
             raise HTTPException(404, f"no search with id {search_id!r}")
         if before["status"] not in ("queued", "running"):
             raise HTTPException(409, f"search {search_id!r} is already {before['status']}")
-        await run_in_threadpool(state.store.cancel_search, search_id)
+        after = await run_in_threadpool(state.store.cancel_search, search_id)
+        if after != "cancelled":  # it finished meanwhile
+            raise HTTPException(409, f"search {search_id!r} is already {after}")
         state.runner.wake()
         return JSONResponse(await run_in_threadpool(_search_state, state.store, search_id))
 
