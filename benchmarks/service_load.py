@@ -6,6 +6,7 @@ server's own breakdown of each request (``Server-Timing``: validate, solve, enco
 Goal (issue 6): at least 200 solves/s and p99 under 50 ms on 2 cores.
 
     python benchmarks/service_load.py [--requests 400] [--concurrency 4] [--max-seconds 60]
+    python benchmarks/service_load.py --overhead   # a zero-cost solver: what the service itself costs
 """
 from __future__ import annotations
 
