@@ -91,6 +91,8 @@ class SolvePool:
     def __init__(self, workers: int, plugins: tuple[str, ...] = ()):
         self.workers, self.plugins = workers, plugins
         self._executor = self._new()
+        self._warm_for: Optional[Executor] = None
+        self._warming: Optional[asyncio.Future] = None
 
     def _new(self) -> Executor:
         if self.workers <= 0:
@@ -101,24 +103,31 @@ class SolvePool:
         )
 
     async def warm(self) -> None:
-        """Start every worker now, so the first requests do not pay for process start and imports."""
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(*(loop.run_in_executor(self._executor, _ready) for _ in range(max(1, self.workers))))
+        """Start every worker now, so no request's time limit pays for process start and imports."""
+        if self._warm_for is not self._executor:
+            loop = asyncio.get_running_loop()
+            self._warm_for = self._executor
+            self._warming = asyncio.gather(*(loop.run_in_executor(self._executor, _ready) for _ in range(max(1, self.workers))))
+        await asyncio.shield(self._warming)
 
     async def run(self, fn, body: bytes, limits: Limits, timeout: Optional[float]) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         for attempt in (1, 2):
-            executor = self._executor
-            future = loop.run_in_executor(executor, fn, body, limits)
             try:
-                return await asyncio.wait_for(future, timeout)
+                await self.warm()  # a pool replaced after a timeout starts its workers outside the time limit
+            except BrokenProcessPool:
+                pass  # answered below
+            executor = self._executor
+            try:
+                return await asyncio.wait_for(loop.run_in_executor(executor, fn, body, limits), timeout)
             except asyncio.TimeoutError:
                 self._replace(executor, kill=True)  # the only way to stop a solver that ignores its time limit
                 raise OverLimit(
                     f"the solver did not finish within this service's limit of {timeout:g} s per request; "
                     "run it as a background search instead: POST /v1/searches", 422,
                 ) from None
-            except BrokenProcessPool:  # a worker died (killed above, or out of memory): retry once on fresh ones
+            except (BrokenProcessPool, RuntimeError):  # a worker died (killed above, or out of memory), or the pool
+                # was replaced meanwhile: retry once on fresh workers
                 self._replace(executor, kill=False)
                 if attempt == 2:
                     raise OverLimit("the solver process died on this problem (out of memory?)", 413) from None
