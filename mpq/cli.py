@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Optional
@@ -299,6 +300,7 @@ def _solve_args(p):
     p.add_argument("--solver", default="auto")
     p.add_argument("--budget", action="append", default=[], help="override the problem's constraints")
     p.add_argument("--time-limit", type=float)
+    p.add_argument("--server", metavar="URL", help="solve on a running `mpq serve` at URL (token from $MPQ_TOKEN)")
     p.add_argument("-o", "--output", help="plan file (default: stdout)")
 
 
@@ -311,7 +313,13 @@ def cmd_solve(args) -> int:
     problem = load_document(args.problem, Problem)
     if args.budget:
         problem = problem.model_copy(update={"constraints": Constraints(**parse_budgets(args.budget))})
-    plan = get_solver(args.solver, time_limit_s=args.time_limit).solve(problem)
+    if args.server:
+        from .client import Client
+
+        with Client(args.server, token=os.environ.get("MPQ_TOKEN")) as client:
+            plan = client.solve(problem, args.solver, time_limit_s=args.time_limit)
+    else:
+        plan = get_solver(args.solver, time_limit_s=args.time_limit).solve(problem)
     write_or_print(plan, args.output)
     if args.output:
         print_plan(plan)

@@ -1,0 +1,103 @@
+"""Request bodies of the v1 API, and how bad ones are refused.
+
+Bodies are validated with ``mpq.schema``'s models; a body that fails is re-read to give the
+document error that names the field (``problem.layers.3.options.0.bytes: ...``). Errors become
+``(status, {"detail": message, ...})`` answers here, so every route refuses input the same way.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from typing import Any, Callable, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mpq.errors import (
+    DocumentError, MpqError, PlanInfeasible, SolverFailed, SolverNotApplicable, UnknownLayer, UnknownName,
+)
+from mpq.schema import Problem, format_validation_error, parse_document
+
+from .limits import OverLimit
+
+log = logging.getLogger("mpq.service")
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PlanRequest(_Body):
+    """``POST /v1/plans``: solve ``problem`` with ``solver``; ``options`` are the solver's settings."""
+
+    problem: Problem
+    solver: str = Field("auto", min_length=1, max_length=64)
+    options: dict[str, Any] = Field(default_factory=dict, description="solver settings, e.g. time_limit_s")
+
+
+class SearchRequest(PlanRequest):
+    """``POST /v1/searches``: the same as a plan request, run in the background."""
+
+
+class FrontierRequest(_Body):
+    """``POST /v1/frontiers``: the size/distortion frontier under the problem's budget."""
+
+    problem: Problem
+    max_points: Optional[int] = Field(None, ge=1, description="at most this many plans (default 20)")
+
+
+def parse_body(body: bytes, model: type[_Body]) -> _Body:
+    """Validate a request body; a failure raises DocumentError naming the field."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as err:
+        first = err
+    except RecursionError:
+        raise DocumentError("body: the JSON is nested too deeply") from None
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as e:
+        where = f" ({e.msg} at line {e.lineno}, column {e.colno})" if isinstance(e, json.JSONDecodeError) else ""
+        raise DocumentError(f"body: not a JSON document{where}") from None
+    if not isinstance(data, dict):
+        raise DocumentError(f"body: expected a JSON object, got {type(data).__name__}")
+    if isinstance(data.get("problem"), dict):
+        parse_document(data["problem"], Problem, source="problem")  # names the field of a bad problem
+    raise DocumentError(format_validation_error(first, "request"))
+
+
+#: solver settings the service itself passes (to report progress and to cancel)
+RESERVED = frozenset({"progress", "should_stop"})
+
+
+def make_solver(name: str, options: dict[str, Any], **hooks: Optional[Callable]):
+    """The registered solver ``name`` with ``options``; ``hooks`` (progress, should_stop) go to solvers that take them."""
+    from mpq.solvers.base import SOLVERS, AutoSolver, available_solvers, get_solver
+
+    known = available_solvers()
+    if name not in known:
+        raise UnknownName("solver", name, known)
+    reserved = sorted(RESERVED & set(options))
+    if reserved:
+        raise DocumentError(f"options.{reserved[0]}: this setting is supplied by the service, not by the request")
+    cls = AutoSolver if name == "auto" else SOLVERS[name]
+    params = inspect.signature(cls.__init__).parameters
+    extra = {k: v for k, v in hooks.items() if v is not None and k in params}
+    try:
+        return get_solver(name, **options, **extra)
+    except (TypeError, ValueError) as e:
+        raise DocumentError(f"options: solver {name!r} refuses these settings: {e}") from None
+
+
+def error_answer(exc: BaseException) -> tuple[int, dict[str, Any]]:
+    """The HTTP status and JSON body for an error raised while serving a request."""
+    if isinstance(exc, OverLimit):
+        return exc.status, {"detail": str(exc)}
+    if isinstance(exc, PlanInfeasible):
+        return 422, {"detail": str(exc), "minimum": exc.minimum}
+    if isinstance(exc, UnknownName):
+        return 422, {"detail": str(exc), "known": exc.known}
+    if isinstance(exc, (DocumentError, UnknownLayer, SolverNotApplicable, SolverFailed, MpqError)):
+        return 422, {"detail": str(exc)}
+    log.error("solver error", exc_info=exc)
+    return 422, {"detail": f"the solver failed on this problem: {type(exc).__name__}: {exc}"}

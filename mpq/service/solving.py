@@ -1,0 +1,147 @@
+"""Synchronous work (plans, frontiers) done off the event loop, in worker processes.
+
+Each task takes the raw request body and returns plain data: a list of plan records, or an error
+answer. Parsing, validation and solving all happen in the worker, so the server process only
+moves bytes, and a slow solve never stalls other requests. With ``workers=0`` the same functions
+run in threads of the server process.
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib
+import multiprocessing
+import os
+import threading
+import time
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Optional
+
+from .limits import Limits, OverLimit
+from .payloads import FrontierRequest, PlanRequest, error_answer, make_solver, parse_body
+from .store import PlanRecord
+
+
+def import_plugins(modules: tuple[str, ...]) -> None:
+    for name in modules:
+        importlib.import_module(name)
+
+
+def exit_with_parent(parent: int) -> None:
+    """Called in a worker thread: end this process once its server is gone (kill -9 leaves workers behind)."""
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent:
+            os._exit(3)
+
+
+def _init_worker(plugins: tuple[str, ...], parent: int) -> None:
+    import mpq.solvers.base as base
+
+    threading.Thread(target=exit_with_parent, args=(parent,), daemon=True).start()
+    base.available_solvers()  # import every solver now, not on the first request
+    import_plugins(plugins)
+
+
+def _ready() -> bool:
+    return True
+
+
+def solve_plan(body: bytes, limits: Limits) -> dict[str, Any]:
+    """``POST /v1/plans`` in a worker: {"records": [PlanRecord], "timing": {...}} or {"error": (status, body)}."""
+    t0 = time.perf_counter()
+    try:
+        req = parse_body(body, PlanRequest)
+        limits.check_problem(req.problem)
+        limits.check_options(req.options)
+        seconds = limits.time_limit(req.options, limits.max_plan_seconds, limits.default_plan_seconds)
+        t1 = time.perf_counter()
+        plan = make_solver(req.solver, {**req.options, "time_limit_s": seconds}).solve(req.problem)
+        t2 = time.perf_counter()
+        record = PlanRecord.of(plan)
+    except Exception as e:  # every failure is answered, never raised into the server
+        return {"error": error_answer(e)}
+    t3 = time.perf_counter()
+    return {"records": [record], "timing": {"validate": t1 - t0, "solve": t2 - t1, "encode": t3 - t2}}
+
+
+def solve_frontier(body: bytes, limits: Limits) -> dict[str, Any]:
+    from .frontier import frontier_plans
+
+    t0 = time.perf_counter()
+    try:
+        req = parse_body(body, FrontierRequest)
+        limits.check_problem(req.problem)
+        points = req.max_points or limits.default_frontier_points
+        if points > limits.max_frontier_points:
+            raise OverLimit(f"max_points: {points} is over this service's limit of {limits.max_frontier_points}", 422)
+        t1 = time.perf_counter()
+        plans = frontier_plans(req.problem, points)
+        t2 = time.perf_counter()
+        records = [PlanRecord.of(p) for p in plans]
+    except Exception as e:
+        return {"error": error_answer(e)}
+    t3 = time.perf_counter()
+    return {"records": records, "timing": {"validate": t1 - t0, "solve": t2 - t1, "encode": t3 - t2}}
+
+
+class SolvePool:
+    """Runs :func:`solve_plan` / :func:`solve_frontier` in ``workers`` processes (or threads when 0)."""
+
+    def __init__(self, workers: int, plugins: tuple[str, ...] = ()):
+        self.workers, self.plugins = workers, plugins
+        self._executor = self._new()
+        self._warm_for: Optional[Executor] = None
+        self._warming: Optional[asyncio.Future] = None
+
+    def _new(self) -> Executor:
+        if self.workers <= 0:
+            return ThreadPoolExecutor(max_workers=4, thread_name_prefix="mpq-solve")
+        return ProcessPoolExecutor(
+            self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+            initargs=(self.plugins, os.getpid()),
+        )
+
+    async def warm(self) -> None:
+        """Start every worker now, so no request's time limit pays for process start and imports."""
+        if self._warm_for is not self._executor:
+            loop = asyncio.get_running_loop()
+            self._warm_for = self._executor
+            self._warming = asyncio.gather(*(loop.run_in_executor(self._executor, _ready) for _ in range(max(1, self.workers))))
+        await asyncio.shield(self._warming)
+
+    async def run(self, fn, body: bytes, limits: Limits, timeout: Optional[float]) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        for attempt in (1, 2):
+            try:
+                await self.warm()  # a pool replaced after a timeout starts its workers outside the time limit
+            except BrokenProcessPool:
+                pass  # answered below
+            executor = self._executor
+            try:
+                return await asyncio.wait_for(loop.run_in_executor(executor, fn, body, limits), timeout)
+            except asyncio.TimeoutError:
+                self._replace(executor, kill=True)  # the only way to stop a solver that ignores its time limit
+                raise OverLimit(
+                    f"the solver did not finish within this service's limit of {timeout:g} s per request; "
+                    "run it as a background search instead: POST /v1/searches", 422,
+                ) from None
+            except (BrokenProcessPool, RuntimeError):  # a worker died (killed above, or out of memory), or the pool
+                # was replaced meanwhile: retry once on fresh workers
+                self._replace(executor, kill=False)
+                if attempt == 2:
+                    raise OverLimit("the solver process died on this problem (out of memory?)", 413) from None
+        raise AssertionError("unreachable")
+
+    def _replace(self, executor: Executor, kill: bool) -> None:
+        """Swap in a fresh pool for ``executor`` (once, however many requests saw it fail)."""
+        if self._executor is not executor or self.workers <= 0:
+            return
+        self._executor = self._new()
+        if kill:
+            for proc in list(getattr(executor, "_processes", {}).values()):
+                proc.terminate()  # requests in flight on it get BrokenProcessPool and are retried
+        executor.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
