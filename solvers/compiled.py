@@ -3,10 +3,15 @@
 Tied layers are merged into one decision group whose options are the ids they share, with costs
 and resources summed over the members. Resources are integers wherever the problem's are
 (bytes, bits, BitOps), so exact solvers can compare budgets without rounding.
+
+:class:`Arrays` is the padded ``(groups x options)`` form that vectorized solvers consume: a group
+with fewer options repeats its last one, so a padded index is always a valid (duplicate) choice.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Mapping
 
 import numpy as np
 
@@ -24,6 +29,51 @@ RESOURCES = {
 
 
 @dataclass
+class Arrays:
+    """Padded numpy form of a problem without pairs: ``cost[g, k]`` and ``resources[name][g, k]``."""
+
+    cost: np.ndarray  # (groups, options) float64
+    resources: dict[str, np.ndarray]  # constraint name -> (groups, options), int64 where integral
+    n_options: np.ndarray  # (groups,) real options per group; columns beyond repeat the last one
+    caps: dict[str, float]  # constraint name -> cap in resource units
+
+    @classmethod
+    def from_ragged(cls, cost: list[np.ndarray], resources: Mapping[str, list[np.ndarray]], caps: Mapping[str, float]) -> "Arrays":
+        n = np.fromiter((len(c) for c in cost), dtype=np.int64, count=len(cost))
+        offsets = np.concatenate([[0], np.cumsum(n)[:-1]])
+        idx = offsets[:, None] + np.minimum(np.arange(int(n.max())), n[:, None] - 1)
+        res = {}
+        for name, rs in resources.items():
+            flat = np.concatenate(rs)
+            res[name] = flat[idx]
+        return cls(np.concatenate(cost).astype(np.float64)[idx], res, n, dict(caps))
+
+    @property
+    def n_groups(self) -> int:
+        return self.cost.shape[0]
+
+    def take(self, a: np.ndarray, choice: np.ndarray) -> np.ndarray:
+        return a[np.arange(a.shape[0]), choice]
+
+    def objective(self, choice: np.ndarray) -> float:
+        return float(self.take(self.cost, choice).sum())
+
+    def usage(self, choice: np.ndarray) -> dict[str, float]:
+        return {n: float(self.take(r, choice).sum()) for n, r in self.resources.items()}
+
+    def fits(self, choice: np.ndarray) -> bool:
+        use = self.usage(choice)
+        return all(use[n] <= self.caps[n] * (1 + 1e-12) for n in self.caps)
+
+    def min_resource(self, name: str) -> float:
+        return float(self.resources[name].min(axis=1).sum())
+
+    def real(self, choice: np.ndarray) -> np.ndarray:
+        """Map padded duplicates back to the real option they repeat."""
+        return np.minimum(np.asarray(choice, dtype=np.int64), self.n_options - 1)
+
+
+@dataclass
 class Compiled:
     problem: Problem
     groups: list[list[str]]  # layer names per decision group
@@ -37,16 +87,21 @@ class Compiled:
     def n_groups(self) -> int:
         return len(self.groups)
 
+    @cached_property
+    def arrays(self) -> Arrays:
+        """The padded form (pairs are not in it: solvers that use it must reject pairwise terms)."""
+        return Arrays.from_ragged(self.cost, self.resources, self.caps)
+
     def min_resource(self, name: str) -> float:
         return float(sum(r.min() for r in self.resources[name]))
 
     def objective(self, choice: np.ndarray) -> float:
-        value = float(sum(c[k] for c, k in zip(self.cost, choice)))
+        value = self.arrays.objective(self.arrays.real(choice))
         value += sum(d for ga, ka, gb, kb, d in self.pairs if choice[ga] == ka and choice[gb] == kb)
         return value
 
     def usage(self, choice: np.ndarray) -> dict[str, float]:
-        return {n: float(sum(r[k] for r, k in zip(rs, choice))) for n, rs in self.resources.items()}
+        return self.arrays.usage(self.arrays.real(choice))
 
     def fits(self, choice: np.ndarray) -> bool:
         use = self.usage(choice)
@@ -69,9 +124,14 @@ class Compiled:
             ]
             raise PlanInfeasible("; ".join(parts) + " (every layer at its smallest option)", minimum)
 
-    def plan(self, choice: np.ndarray, solver: SolverInfo, provenance: Provenance | None = None) -> Plan:
-        """The DESIGN plan for a per-group choice; verifies every constraint exactly before returning it."""
-        if not self.fits(choice):
+    def plan(self, choice: np.ndarray, solver: SolverInfo, provenance: Provenance | None = None, *, verify: bool = True) -> Plan:
+        """The DESIGN plan for a per-group choice; verifies every constraint exactly before returning it.
+
+        ``verify=False`` builds a candidate plan that may break the budget (for solvers that evaluate
+        candidates on the model); a returned solution is always verified.
+        """
+        choice = self.arrays.real(choice)
+        if verify and not self.fits(choice):
             use = self.usage(choice)
             raise SolverFailed(
                 f"solver {solver.name!r} returned a choice that breaks the budget "
@@ -86,7 +146,7 @@ class Compiled:
         if pair_d:
             plan.totals.distortion = plan.totals.distortion + pair_d
         bad = violations(plan.totals, self.problem.constraints)
-        if bad:
+        if bad and verify:
             raise SolverFailed(f"solver {solver.name!r} produced a plan that breaks: {'; '.join(bad)}")
         return plan
 
