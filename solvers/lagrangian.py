@@ -28,6 +28,31 @@ _SORT_LIMIT = 200_000
 _BUCKETS = 1 << 16
 
 
+def row_min(a: np.ndarray) -> np.ndarray:
+    """``a.min(axis=1)`` for few columns, column by column (numpy's short-row reduction is slow)."""
+    out = a[:, 0].copy()
+    for j in range(1, a.shape[1]):
+        np.minimum(out, a[:, j], out=out)
+    return out
+
+
+def row_count(mask: np.ndarray) -> np.ndarray:
+    out = mask[:, 0].astype(np.int64)
+    for j in range(1, mask.shape[1]):
+        out += mask[:, j]
+    return out
+
+
+def leading_true(mask: np.ndarray) -> np.ndarray:
+    """Number of leading True values in each row."""
+    run = mask[:, 0].copy()
+    out = run.astype(np.int64)
+    for j in range(1, mask.shape[1]):
+        run &= mask[:, j]
+        out += run
+    return out
+
+
 @dataclass
 class Hulls:
     """Lower convex hull of every group's (weight, cost) points, lightest vertex first."""
@@ -39,37 +64,66 @@ class Hulls:
 
 
 def lower_hulls(cost: np.ndarray, weight: np.ndarray) -> Hulls:
-    """All hulls at once: from the lightest (then cheapest) option, repeatedly step to the option
-    with the steepest cost decrease per unit weight (the farthest one on near-ties), at most K-1 steps."""
+    """All hulls at once, by pairwise tests over the (few) options of every group.
+
+    Options are taken in order of weight (rows already sorted, the usual case, are not re-sorted).
+    A point survives when every lighter point costs more (and no equally heavy one costs less),
+    and is a hull vertex when the flattest chord from a lighter survivor is steeper than the
+    steepest chord to a heavier one. Columns are contiguous vectors over groups.
+    """
     G, K = cost.shape
-    wmin = weight.min(axis=1)
-    start = np.where(weight == wmin[:, None], cost, np.inf).argmin(axis=1)
-    vertices = np.repeat(start[:, None], K, axis=1)
-    n_seg = np.zeros(G, dtype=np.int64)
+    order = None
+    if K > 1 and not all((weight[:, j + 1] >= weight[:, j]).all() for j in range(K - 1)):
+        order = np.argsort(weight, axis=1, kind="stable")
+        cost_s, weight_s = np.take_along_axis(cost, order, 1), np.take_along_axis(weight, order, 1)
+    else:
+        cost_s, weight_s = cost, weight
+    c = [np.ascontiguousarray(cost_s[:, j], dtype=np.float64) for j in range(K)]
+    w = [np.ascontiguousarray(weight_s[:, j], dtype=np.float64) for j in range(K)]
+    ties = any((weight_s[:, j + 1] == weight_s[:, j]).any() for j in range(K - 1))
+    cs = []
+    best = np.full(G, np.inf)
+    for j in range(K):
+        alive = c[j] < best
+        if ties:
+            for k in range(j + 1, K):
+                alive &= ~((w[k] == w[j]) & (c[k] < c[j]))
+        np.minimum(best, c[j], out=best)
+        cs.append(np.where(alive, c[j], np.inf))  # a dead point never bounds a chord
+    left = [np.full(G, -np.inf) for _ in range(K)]  # flattest chord from a lighter survivor
+    right = [np.full(G, np.inf) for _ in range(K)]  # steepest chord to a heavier survivor
+    num, den = np.empty(G), np.empty(G)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for j in range(K):
+            for i in range(j):
+                np.subtract(cs[j], cs[i], out=num)
+                np.subtract(w[j], w[i], out=den)
+                np.divide(num, den, out=num)
+                np.maximum(left[j], num, out=left[j])
+                np.minimum(right[i], num, out=right[i])
+    hull = [np.isfinite(cs[j]) & (left[j] < right[j]) for j in range(K)]
+    n_vert = np.sum(hull, axis=0)
+    vertices = np.zeros((G, K), dtype=np.int64)
+    rank = np.zeros(G, dtype=np.int64)
+    for j in range(K):
+        g = np.flatnonzero(hull[j])
+        vertices[g, rank[g]] = j
+        rank += hull[j]
+    last = np.take_along_axis(vertices, (n_vert - 1)[:, None], axis=1)
+    vertices = np.where(np.arange(K)[None, :] >= n_vert[:, None], last, vertices)
+    n_seg = n_vert - 1
     eff = np.zeros((G, max(K - 1, 1)))
     dws = np.zeros((G, max(K - 1, 1)))
-    active = np.arange(G)
-    cur = start
-    for r in range(K - 1):
-        if active.size == 0:
-            break
-        rows = np.arange(active.size)
-        Wa, Ca = weight[active], cost[active]
-        dw = (Wa - Wa[rows, cur][:, None]).astype(np.float64)
-        dc = Ca - Ca[rows, cur][:, None]
-        ok = (dw > 0) & (dc < 0)
-        slope = np.full(dw.shape, np.inf)
-        np.divide(dc, dw, out=slope, where=ok)
-        best = slope.min(axis=1)
-        has = np.isfinite(best)
-        near = slope <= (best * (1 - 1e-12))[:, None]
-        nxt = np.where(near, dw, -1.0).argmax(axis=1)
-        a, nxt, rows = active[has], nxt[has], rows[has]
-        vertices[a, r + 1 :] = nxt[:, None]
-        eff[a, r] = -slope[rows, nxt]
-        dws[a, r] = dw[rows, nxt]
-        n_seg[a] += 1
-        active, cur = a, nxt
+    rows = np.arange(G)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for r in range(K - 1):
+            has = r < n_seg
+            a, b = vertices[:, r], vertices[:, r + 1]
+            dw = weight_s[rows, b].astype(np.float64) - weight_s[rows, a]
+            dws[:, r] = np.where(has, dw, 0.0)
+            eff[:, r] = np.where(has, (cost_s[rows, a] - cost_s[rows, b]) / dw, 0.0)
+    if order is not None:
+        vertices = np.take_along_axis(order, vertices, 1)
     return Hulls(vertices, n_seg, eff, dws)
 
 
@@ -97,11 +151,36 @@ def split_multiplier(eff: np.ndarray, dw: np.ndarray, slack: float) -> float:
 def relaxation_bound(cost: np.ndarray, weight: np.ndarray, cap: float) -> float:
     """The LP (= Lagrangian) lower bound of one budget's multiple-choice knapsack."""
     hull = lower_hulls(cost, weight)
-    slack = cap - float(weight.min(axis=1).sum())
+    slack = cap - float(row_min(weight).sum())
     valid = np.arange(hull.efficiency.shape[1])[None, :] < hull.n_segments[:, None]
     eff, dw = hull.efficiency[valid], hull.d_weight[valid]
     lam = 0.0 if dw.sum() <= slack else split_multiplier(eff, dw, slack)
-    return float((cost + lam * weight).min(axis=1).sum() - lam * cap)
+    return float(row_min(cost + lam * weight).sum() - lam * cap)
+
+
+def fill(cost: np.ndarray, weight: np.ndarray, hull: Hulls, steps: np.ndarray, cap: float, rounds: int = 4) -> np.ndarray:
+    """Spend the weight the rounded LP solution leaves unused on the next hull segments that fit,
+    most efficient first."""
+    rows = np.arange(cost.shape[0])
+    steps = steps.copy()
+    choice = hull.vertices[rows, steps]
+    for _ in range(rounds):
+        left = cap - float(weight[rows, choice].sum())
+        g = np.flatnonzero(steps < hull.n_segments)
+        dw = hull.d_weight[g, steps[g]]
+        ok = dw <= left
+        g, dw = g[ok], dw[ok]
+        if not g.size:
+            break
+        e = hull.efficiency[g, steps[g]]
+        if e.size > 4096:  # only the most efficient few can matter: the leftover is small
+            top = np.argpartition(-e, 4095)[:4096]
+            g, dw, e = g[top], dw[top], e[top]
+        order = np.argsort(-e, kind="stable")
+        take = g[order[np.cumsum(dw[order]) <= left]]
+        steps[take] += 1
+        choice[take] = hull.vertices[take, steps[take]]
+    return choice
 
 
 @dataclass
@@ -121,19 +200,25 @@ def solve_mckp(
     cap: float,
     n_options: Optional[np.ndarray] = None,
     *,
-    max_core_states: int = 200_000,
+    prove: bool = True,
+    max_proof_groups: int = 400,
+    core_groups: int = 64,
+    max_core_states: int = 50_000,
     time_limit_s: Optional[float] = None,
 ) -> MCKPResult:
-    """Minimize sum(cost[g, choice[g]]) subject to sum(weight[g, choice[g]]) <= cap (exactly).
+    """Minimize sum(cost[g, choice[g]]) subject to sum(weight[g, choice[g]]) <= cap.
 
     ``cost`` and ``weight`` are ``(groups, options)``; columns beyond ``n_options[g]`` repeat a
-    real option. The caller has checked that the lightest choice fits.
+    real option. The caller has checked that the lightest choice fits. The result is proven
+    optimal when every group left undecided by reduced-cost fixing fits an exact core (DP, or
+    HiGHS when ``prove``); otherwise the ``core_groups`` most undecided groups are re-solved
+    exactly around the incumbent and the certified gap to the LP bound is reported.
     """
     t0 = time.perf_counter()
     G, K = cost.shape
     rows = np.arange(G)
     hull = lower_hulls(cost, weight)
-    base_weight = float(weight.min(axis=1).sum())
+    base_weight = float(row_min(weight).sum())
     slack = cap - base_weight
     valid = np.arange(hull.efficiency.shape[1])[None, :] < hull.n_segments[:, None]
     seg_eff, seg_dw = hull.efficiency[valid], hull.d_weight[valid]
@@ -142,13 +227,14 @@ def solve_mckp(
         value = float(cost[rows, choice].sum())
         return MCKPResult(choice, value, value, True, 0.0, 0, "none")
     lam = split_multiplier(seg_eff, seg_dw, slack)
-    # incumbent: every group takes its hull segments strictly more efficient than lam (a prefix)
+    # incumbent: every group takes its hull segments strictly more efficient than lam (a prefix),
+    # then the weight left over is spent greedily
     taken = valid & (hull.efficiency > lam)
-    steps = np.cumprod(taken, axis=1).sum(axis=1)
-    choice = hull.vertices[rows, steps]
+    steps = leading_true(taken)
+    choice = fill(cost, weight, hull, steps, cap)
     upper = float(cost[rows, choice].sum())
     z = cost + lam * weight
-    zmin = z.min(axis=1)
+    zmin = row_min(z)
     bound = float(zmin.sum() - lam * cap)
     delta = upper - bound
     tol = 1e-9 * max(abs(upper), abs(bound), 1e-300) + 1e-12 * abs(lam * cap)
@@ -156,47 +242,61 @@ def solve_mckp(
     keep = rc <= delta + tol
     if n_options is not None:
         keep &= np.arange(K)[None, :] < n_options[:, None]
-    n_keep = keep.sum(axis=1)
-    core = np.flatnonzero(n_keep >= 2)
-    result = MCKPResult(choice, upper, bound, False, lam, int(core.size), "none")
-    if core.size == 0:
-        result.optimal = True
+    keep[rows, choice] = True
+    undecided = np.flatnonzero(row_count(keep) >= 2)
+    result = MCKPResult(choice, upper, bound, undecided.size == 0, lam, int(undecided.size), "none")
+    if undecided.size == 0:
         return result
-    fixed = np.ones(G, dtype=bool)
-    fixed[core] = False
-    fixed_choice = np.where(keep, rc, np.inf).argmin(axis=1)  # the single survivor of fixed groups
-    fixed_weight = float(weight[rows[fixed], fixed_choice[fixed]].sum())
-    fixed_cost = float(cost[rows[fixed], fixed_choice[fixed]].sum())
-    options = [np.flatnonzero(keep[g]) for g in core]
-    costs = [cost[g, o] for g, o in zip(core, options)]
-    weights = [weight[g, o] for g, o in zip(core, options)]
-    try:
-        front = pareto_dp(
-            costs, weights, cap - fixed_weight,
-            penalties=[rc[g, o] for g, o in zip(core, options)], penalty_limit=delta + tol, max_states=max_core_states,
-        )
-        if len(front.cost):
-            best = int(np.argmin(front.cost))
-            sub = front.choice(best)
-            result.core_method = "dp"
-            result.optimal = True
-            if fixed_cost + float(front.cost[best]) < upper:
-                choice = fixed_choice.copy()
-                choice[core] = [o[k] for o, k in zip(options, sub)]
-        else:  # numerical corner: the incumbent itself is the best the core admits
-            result.core_method, result.optimal = "dp", True
-    except FrontierTooLarge:
-        from .ilp import highs_mckp
 
-        left = None if time_limit_s is None else max(0.1, time_limit_s - (time.perf_counter() - t0))
-        sub, proven = highs_mckp(costs, {"cap": weights}, {"cap": cap - fixed_weight}, time_limit_s=left)
-        result.core_method = "highs"
-        result.optimal = proven
-        if sub is not None:
-            cand = fixed_choice.copy()
-            cand[core] = [o[k] for o, k in zip(options, sub)]
-            if float(cost[rows, cand].sum()) < upper:
+    def core_solve(core: np.ndarray, exact_fallback: bool) -> tuple[Optional[np.ndarray], bool, str]:
+        """Best choice with groups outside ``core`` at the incumbent; (choice, proven, method)."""
+        fixed = np.ones(G, dtype=bool)
+        fixed[core] = False
+        fixed_weight = float(weight[rows[fixed], choice[fixed]].sum())
+        options = [np.flatnonzero(keep[g]) for g in core]
+        costs = [cost[g, o] for g, o in zip(core, options)]
+        weights = [weight[g, o] for g, o in zip(core, options)]
+        try:
+            front = pareto_dp(costs, weights, cap - fixed_weight, penalties=[rc[g, o] for g, o in zip(core, options)],
+                              penalty_limit=delta + tol, max_states=max_core_states)
+            if not len(front.cost):
+                return None, True, "dp"
+            sub, proven, method = front.choice(int(np.argmin(front.cost))), True, "dp"
+        except FrontierTooLarge:
+            if not exact_fallback:
+                return None, False, "dp"
+            from .ilp import highs_mckp
+
+            left = None if time_limit_s is None else max(0.1, time_limit_s - (time.perf_counter() - t0))
+            sub, proven = highs_mckp(costs, {"cap": weights}, {"cap": cap - fixed_weight}, time_limit_s=left)
+            method = "highs"
+            if sub is None:
+                return None, False, method
+        cand = choice.copy()
+        cand[core] = [o[k] for o, k in zip(options, sub)]
+        return cand, proven, method
+
+    if undecided.size <= max_proof_groups or prove:
+        cand, proven, method = core_solve(undecided, exact_fallback=prove)
+        result.core_method = method
+        if proven:
+            result.optimal = True
+            if cand is not None and float(cost[rows, cand].sum()) < upper:
                 choice = cand
+    if not result.optimal:
+        # re-solve the most undecided groups exactly (smallest reduced cost of an alternative)
+        second = np.where(keep[undecided], rc[undecided], np.inf)
+        second[np.arange(undecided.size), choice[undecided]] = np.inf
+        closest = row_min(second)
+        if closest.size > core_groups:
+            closest_idx = np.argpartition(closest, core_groups - 1)[:core_groups]
+        else:
+            closest_idx = np.arange(closest.size)
+        core = undecided[closest_idx]
+        cand, _, method = core_solve(core, exact_fallback=False)
+        result.core_method = method
+        if cand is not None and float(cost[rows, cand].sum()) < upper:
+            choice = cand
     result.choice = choice
     result.objective = float(cost[rows, choice].sum())
     return result
@@ -204,14 +304,18 @@ def solve_mckp(
 
 @register_solver
 class LagrangianSolver(Solver):
-    """Exact for one budget at any scale: Lagrangian over convex hulls, then an exact core (gap to LP bound)."""
+    """One budget at any scale: Lagrangian over convex hulls, exact core; proven optimal or certified gap to the LP bound.
+
+    ``prove=True`` solves every group left undecided by reduced-cost fixing exactly (HiGHS when the
+    DP frontier grows too large), so the status is always ``optimal`` (slower at 10,000+ groups).
+    """
 
     name = "lagrangian"
     exact = True
 
-    def __init__(self, *, time_limit_s=None, max_core_states: int = 200_000, **settings):
+    def __init__(self, *, time_limit_s=None, prove: bool = False, core_groups: int = 64, **settings):
         super().__init__(time_limit_s=time_limit_s, **settings)
-        self.max_core_states = int(max_core_states)
+        self.prove, self.core_groups = bool(prove), int(core_groups)
         self.last: Optional[MCKPResult] = None
 
     def _solve(self, cp: Compiled) -> Solution:
@@ -223,6 +327,6 @@ class LagrangianSolver(Solver):
         arrays = cp.arrays
         (name, cap), = arrays.caps.items()
         res = solve_mckp(arrays.cost, arrays.resources[name], cap, arrays.n_options,
-                         max_core_states=self.max_core_states, time_limit_s=self.time_limit_s)
+                         prove=self.prove, core_groups=self.core_groups, time_limit_s=self.time_limit_s)
         self.last = res
         return Solution(res.choice, "optimal" if res.optimal else "feasible", min(res.bound, res.objective))
