@@ -295,22 +295,32 @@ def cmd_plan(args) -> int:
 
 
 def _solve_args(p):
-    p.add_argument("problem", help="problem JSON file")
+    p.add_argument("problem", help="problem file: JSON (mpq.problem/v1) or its columnar .npz form")
     p.add_argument("--solver", default="auto")
     p.add_argument("--budget", action="append", default=[], help="override the problem's constraints")
     p.add_argument("--time-limit", type=float)
+    p.add_argument("--problem-out", help="also write the problem solved, as .json or columnar .npz")
     p.add_argument("-o", "--output", help="plan file (default: stdout)")
 
 
 @command("solve", "solve an mpq.problem/v1 and write the plan", _solve_args)
 def cmd_solve(args) -> int:
+    import dataclasses
+
     from .budget import parse_budgets
-    from .schema import Constraints, Problem, load_document
+    from .columnar import ProblemColumns, load_problem, save_problem
+    from .schema import Constraints
     from mpq.solvers import get_solver
 
-    problem = load_document(args.problem, Problem)
+    problem = load_problem(args.problem)
     if args.budget:
-        problem = problem.model_copy(update={"constraints": Constraints(**parse_budgets(args.budget))})
+        constraints = Constraints(**parse_budgets(args.budget))
+        if isinstance(problem, ProblemColumns):
+            problem = dataclasses.replace(problem, constraints=constraints)
+        else:
+            problem = problem.model_copy(update={"constraints": constraints})
+    if args.problem_out:
+        save_problem(problem, args.problem_out)
     plan = get_solver(args.solver, time_limit_s=args.time_limit).solve(problem)
     write_or_print(plan, args.output)
     if args.output:

@@ -261,3 +261,24 @@ def validate_columns(data: dict[str, np.ndarray], source: str = "columnar proble
     if ties or pairs:
         cols.to_problem()  # the JSON model checks ties and pairs (they reference names and options)
     return cols
+
+
+def load_problem(path: str | Path):
+    """A problem from ``.json`` (``mpq.problem/v1``) or its columnar ``.npz`` form."""
+    from .schema import load_document
+
+    if str(path).endswith(".npz"):
+        return load_columns(path)
+    return load_document(path, Problem)
+
+
+def save_problem(problem, path: str | Path) -> Path:
+    """Write a problem (JSON model or columns) as ``.npz`` columns or ``.json``, by the file's suffix."""
+    from .schema import save_document
+
+    path = Path(path)
+    if path.suffix == ".npz":
+        cols = problem if isinstance(problem, ProblemColumns) else ProblemColumns.from_problem(problem)
+        return cols.save(path)
+    save_document(problem.to_problem() if isinstance(problem, ProblemColumns) else problem, path)
+    return path

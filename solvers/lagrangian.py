@@ -6,8 +6,9 @@ convex hull (all groups at once in numpy). Its multiplier ``lam`` gives the cert
 LP solution down gives an incumbent ``U``; any option with ``rc > U - L`` cannot be in a better
 solution, so every group with a single surviving option is fixed and only the few undecided
 groups form the core, which is solved exactly (Pareto DP pruned by reduced cost, or HiGHS when
-that frontier grows too large). The result is proven optimal; the reported bound is ``L``, so the
-gap shown is the certified gap to the LP bound.
+that frontier grows too large). When every undecided group fits the exact core the result is
+proven optimal (gap 0); otherwise the status is ``feasible`` and the bound is ``L``, so the gap
+shown is the certified gap to the LP bound.
 """
 from __future__ import annotations
 
@@ -329,4 +330,6 @@ class LagrangianSolver(Solver):
         res = solve_mckp(arrays.cost, arrays.resources[name], cap, arrays.n_options,
                          prove=self.prove, core_groups=self.core_groups, time_limit_s=self.time_limit_s)
         self.last = res
-        return Solution(res.choice, "optimal" if res.optimal else "feasible", min(res.bound, res.objective))
+        if res.optimal:  # proven: the optimality gap is zero (the LP bound stays in self.last.bound)
+            return Solution(res.choice, "optimal", None)
+        return Solution(res.choice, "feasible", min(res.bound, res.objective))
