@@ -246,6 +246,9 @@ def _plan_args(p):
     p.add_argument("--sensitivity", help="use this mpq.sensitivity/v1 table instead of estimating")
     p.add_argument("--solver", default="auto")
     p.add_argument("--time-limit", type=float, help="solver time limit in seconds")
+    p.add_argument("--max-drop", type=float, help="bisection: the largest allowed drop of --metric against full precision")
+    p.add_argument("--metric", help="bisection: the workload metric to hold (default accuracy, else the first one)")
+    p.add_argument("--channel-groups", type=int, default=1, help="split each layer into N output-channel groups, each with its own option")
     add_candidate_args(p)
     p.add_argument("--no-eval", action="store_true", help="skip evaluating the plan against full precision and uniform")
     p.add_argument("--problem-out", help="also write the mpq.problem/v1 that was solved")
@@ -260,6 +263,8 @@ def cmd_plan(args) -> int:
     from .schema import SensitivityTable, load_document, save_document
 
     budgets = args.budget
+    if not budgets and args.max_drop is not None:
+        budgets = ["avg_bits=64"]  # only the measured drop limits the plan
     if not budgets:
         if args.model is not None:
             raise DocumentError("--budget is required, e.g. --budget avg_bits=4 or --budget mb=12")
@@ -268,10 +273,20 @@ def cmd_plan(args) -> int:
     constraints = parse_budgets(budgets)
     workload = load(args)
     table = load_document(args.sensitivity, SensitivityTable) if args.sensitivity else None
+    solver_settings = {"time_limit_s": args.time_limit}
+    if args.max_drop is not None:
+        if args.solver != "bisection":
+            raise DocumentError(f"--max-drop is the target of --solver bisection, not of {args.solver!r}")
+        from .evaluate import plan_evaluator
+
+        evaluator = plan_evaluator(workload, args.metric)
+        solver_settings.update(evaluate_plan=evaluator, max_drop=args.max_drop, baseline=evaluator.baseline)
+    if args.channel_groups < 1:
+        raise DocumentError(f"--channel-groups must be >= 1, got {args.channel_groups}")
     result = plan_model(
         workload, constraints, estimator=args.estimator, solver=args.solver, candidates=candidates_from_args(args),
-        estimator_settings=estimator_settings(args), solver_settings={"time_limit_s": args.time_limit},
-        table=table, use_cache=not args.no_cache,
+        estimator_settings=estimator_settings(args), solver_settings=solver_settings,
+        table=table, use_cache=not args.no_cache, channel_groups=args.channel_groups,
     )
     print_plan(result.plan, result.table)
     if args.problem_out:
