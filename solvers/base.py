@@ -112,13 +112,13 @@ class AutoSolver(Solver):
 
     - several constraints or pairwise terms: ``ilp`` (HiGHS, proven optimal);
     - one budget, up to 12 groups: ``dp`` (its frontier stays tiny);
-    - one budget, up to 20,000 groups: ``lagrangian`` with ``prove=True`` (proven optimal);
+    - one budget, up to 10,000 groups: ``lagrangian`` with ``prove=True`` (proven optimal);
     - one budget, more groups: ``lagrangian`` (certified gap to the LP bound, typically below 1e-9).
     """
 
     name = "auto"
     exact = True
-    PROVE_UP_TO = 20_000
+    PROVE_UP_TO = 10_000
 
     def choose(self, problem) -> tuple[str, dict]:
         from mpq.columnar import ProblemColumns

@@ -51,11 +51,15 @@ def pareto_dp(
     penalties: list[np.ndarray] | None = None,
     penalty_limit: float = np.inf,
     max_states: int | None = None,
+    completion=None,
+    upper: float = np.inf,
 ) -> Frontier:
     """Exact frontier of sum(cost) against sum(weight) <= cap over one option per group.
 
     ``penalties`` (non-negative, e.g. Lagrangian reduced costs) prune every partial state whose
     summed penalty exceeds ``penalty_limit``: such a state cannot lead to a better solution.
+    ``completion(g, weight)`` (a lower bound on the cost of groups after ``g`` given the weight
+    used so far, e.g. their LP relaxation) prunes every state that cannot end below ``upper``.
     """
     W = np.zeros(1, dtype=np.result_type(*[w.dtype for w in weights]) if weights else np.int64)
     C = np.zeros(1)
@@ -75,6 +79,11 @@ def pareto_dp(
             keep &= cp <= penalty_limit
             cp = cp[keep]
         cw, cc, prev, opt = cw[keep], cc[keep], prev[keep], opt[keep]
+        if completion is not None:
+            ok = cc + completion(g, cw) <= upper
+            cw, cc, prev, opt = cw[ok], cc[ok], prev[ok], opt[ok]
+            if penalties is not None:
+                cp = cp[ok]
         order = np.lexsort((cc, cw))
         cw, cc, prev, opt = cw[order], cc[order], prev[order], opt[order]
         running = np.minimum.accumulate(cc)

@@ -184,6 +184,43 @@ def fill(cost: np.ndarray, weight: np.ndarray, hull: Hulls, steps: np.ndarray, c
     return choice
 
 
+class SuffixLP:
+    """LP relaxation of the groups after ``g`` as a function of the weight already used: the
+    completion bound that lets the core DP drop every state that cannot beat the incumbent."""
+
+    def __init__(self, costs: list[np.ndarray], weights: list[np.ndarray], cap: float):
+        n = len(costs)
+        K = max(len(c) for c in costs)
+        idx = [np.minimum(np.arange(K), len(c) - 1) for c in costs]
+        C = np.array([c[i] for c, i in zip(costs, idx)], dtype=np.float64)
+        W = np.array([w[i] for w, i in zip(weights, idx)], dtype=np.float64)
+        hull = lower_hulls(C, W)
+        rows = np.arange(n)
+        start = hull.vertices[:, 0]
+        base_c, base_w = C[rows, start], W[rows, start]
+        self.cap = cap
+        self.base_cost = np.append(np.cumsum(base_c[::-1])[::-1], 0.0)  # groups g.. (index g), n -> 0
+        self.base_weight = np.append(np.cumsum(base_w[::-1])[::-1], 0.0)
+        self.tables: list[tuple[np.ndarray, np.ndarray]] = [None] * (n + 1)  # type: ignore[list-item]
+        eff = np.empty(0)
+        dw = np.empty(0)
+        self.tables[n] = (np.zeros(1), np.zeros(1))
+        for g in range(n - 1, -1, -1):
+            k = hull.n_segments[g]
+            eff = np.concatenate([eff, hull.efficiency[g, :k]])
+            dw = np.concatenate([dw, hull.d_weight[g, :k]])
+            order = np.argsort(-eff, kind="stable")
+            eff, dw = eff[order], dw[order]
+            self.tables[g] = (np.concatenate([[0.0], np.cumsum(dw)]), np.concatenate([[0.0], np.cumsum(eff * dw)]))
+
+    def __call__(self, g: int, used: np.ndarray) -> np.ndarray:
+        """Lower bound on the cost of groups ``g+1..`` when ``used`` weight is already taken."""
+        cum_w, cum_gain = self.tables[g + 1]
+        room = self.cap - used - self.base_weight[g + 1]
+        gain = np.interp(room, cum_w, cum_gain)  # fractional last segment; flat beyond the end
+        return np.where(room < -1e-9 * max(abs(self.cap), 1.0), np.inf, self.base_cost[g + 1] - gain)
+
+
 @dataclass
 class MCKPResult:
     choice: np.ndarray  # option index per group
@@ -203,6 +240,7 @@ def solve_mckp(
     *,
     prove: bool = True,
     max_proof_groups: int = 400,
+    max_dp_groups: int = 3000,
     core_groups: int = 64,
     max_core_states: int = 50_000,
     time_limit_s: Optional[float] = None,
@@ -211,9 +249,11 @@ def solve_mckp(
 
     ``cost`` and ``weight`` are ``(groups, options)``; columns beyond ``n_options[g]`` repeat a
     real option. The caller has checked that the lightest choice fits. The result is proven
-    optimal when every group left undecided by reduced-cost fixing fits an exact core (DP, or
-    HiGHS when ``prove``); otherwise the ``core_groups`` most undecided groups are re-solved
-    exactly around the incumbent and the certified gap to the LP bound is reported.
+    optimal when every group left undecided by reduced-cost fixing fits an exact core: a DP
+    (up to ``max_proof_groups`` undecided groups, or ``max_dp_groups`` with ``prove``) or, with
+    ``prove``, HiGHS within the time limit (30 s by default). Otherwise the ``core_groups`` most
+    undecided groups are re-solved exactly around the incumbent and the certified gap to the LP
+    bound is reported.
     """
     t0 = time.perf_counter()
     G, K = cost.shape
@@ -257,9 +297,14 @@ def solve_mckp(
         options = [np.flatnonzero(keep[g]) for g in core]
         costs = [cost[g, o] for g, o in zip(core, options)]
         weights = [weight[g, o] for g, o in zip(core, options)]
+        core_cap = cap - fixed_weight
+        core_upper = float(cost[core, choice[core]].sum()) + tol
         try:
-            front = pareto_dp(costs, weights, cap - fixed_weight, penalties=[rc[g, o] for g, o in zip(core, options)],
-                              penalty_limit=delta + tol, max_states=max_core_states)
+            if core.size > max_dp_groups:
+                raise FrontierTooLarge(f"{core.size} undecided groups")
+            front = pareto_dp(costs, weights, core_cap, penalties=[rc[g, o] for g, o in zip(core, options)],
+                              penalty_limit=delta + tol, max_states=max_core_states,
+                              completion=SuffixLP(costs, weights, core_cap), upper=core_upper)
             if not len(front.cost):
                 return None, True, "dp"
             sub, proven, method = front.choice(int(np.argmin(front.cost))), True, "dp"
@@ -268,7 +313,8 @@ def solve_mckp(
                 return None, False, "dp"
             from .ilp import highs_mckp
 
-            left = None if time_limit_s is None else max(0.1, time_limit_s - (time.perf_counter() - t0))
+            limit = 30.0 if time_limit_s is None else time_limit_s
+            left = max(0.1, limit - (time.perf_counter() - t0))
             sub, proven = highs_mckp(costs, {"cap": weights}, {"cap": cap - fixed_weight}, time_limit_s=left)
             method = "highs"
             if sub is None:
