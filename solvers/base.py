@@ -111,7 +111,7 @@ class AutoSolver(Solver):
     """The fastest method that is exact for the problem at hand.
 
     - several constraints or pairwise terms: ``ilp`` (HiGHS, proven optimal);
-    - one budget, up to 12 groups: ``dp`` (its frontier stays tiny);
+    - one size-like budget, up to 12 groups: ``dp`` (its frontier stays tiny);
     - one budget, up to 10,000 groups: ``lagrangian`` with ``prove=True`` (proven optimal);
     - one budget, more groups: ``lagrangian`` (certified gap to the LP bound, typically below 1e-9).
     """
@@ -123,14 +123,12 @@ class AutoSolver(Solver):
     def choose(self, problem) -> tuple[str, dict]:
         from mpq.columnar import ProblemColumns
 
-        if isinstance(problem, ProblemColumns):
-            n_groups, n_constraints, pairs = problem.n_layers - sum(len(t) - 1 for t in problem.ties), len(problem.constraints.active()), bool(problem.pairs)
-        else:
-            n_groups = len(problem.layers) - sum(len(t) - 1 for t in problem.ties)
-            n_constraints, pairs = len(problem.constraints.active()), bool(problem.pairs)
-        if pairs or n_constraints > 1:
+        n_layers = problem.n_layers if isinstance(problem, ProblemColumns) else len(problem.layers)
+        n_groups = n_layers - sum(len(t) - 1 for t in problem.ties)
+        active = problem.constraints.active()
+        if problem.pairs or len(active) > 1:
             return "ilp", {"backend": "highs"}
-        if n_groups <= 12:
+        if n_groups <= 12 and "max_latency_ms" not in active:
             return "dp", {}
         return "lagrangian", {"prove": n_groups <= self.PROVE_UP_TO}
 

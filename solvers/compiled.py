@@ -152,7 +152,8 @@ class Compiled:
             for n in names:
                 by_layer[n] = self.option_ids[g][int(choice[g])]
         plan = build_plan(self.problem, by_layer, solver, provenance=provenance)
-        pair_d = sum(d for ga, ka, gb, kb, d in self.pairs if choice[ga] == ka and choice[gb] == kb)
+        # every pair term of the problem, including those folded into a tied group's cost
+        pair_d = sum(p.distortion for p in self.problem.pairs if by_layer[p.a] == p.option_a and by_layer[p.b] == p.option_b)
         if pair_d:
             plan.totals.distortion = plan.totals.distortion + pair_d
         bad = violations(plan.totals, self.problem.constraints)

@@ -142,6 +142,8 @@ def highs_solve(m: MILP, *, relax: bool = False, time_limit_s: Optional[float] =
         return highs_solve(m, relax=relax, time_limit_s=time_limit_s, gap_rel=gap_rel, start=None)
     bound = info.mip_dual_bound * m.scale if np.isfinite(info.mip_dual_bound) else None
     if ms == S.kOptimal and has_x:
+        if bound is not None and obj - bound > 10 * gap_rel * max(abs(obj), 1e-300) + 1e-9 * m.scale:
+            return HighsResult(x, "feasible", obj, bound)  # "optimal" outside the gap asked for: say so
         return HighsResult(x, "optimal", obj, bound)
     return HighsResult(x, "feasible" if has_x else "failed", obj, bound)
 
