@@ -204,8 +204,8 @@ def validate_columns(data: dict[str, np.ndarray], source: str = "columnar proble
 
     def where_row(r: int) -> str:
         i = int(a["row_layer"][r]) if 0 <= int(a["row_layer"][r]) < L else -1
-        oid = a["option_names"][a["row_option"][r]] if 0 <= a["row_option"][r] < a["option_names"].size else "?"
-        return f"row {r} (layer {names[i]!r}, option {oid!r})" if i >= 0 else f"row {r}"
+        oid = str(a["option_names"][a["row_option"][r]]) if 0 <= a["row_option"][r] < a["option_names"].size else "?"
+        return f"row {r} (layer {str(names[i])!r}, option {oid!r})" if i >= 0 else f"row {r}"
 
     def check(bad: np.ndarray, what: str, where=where_row) -> None:
         idx = np.flatnonzero(bad)
@@ -215,7 +215,7 @@ def validate_columns(data: dict[str, np.ndarray], source: str = "columnar proble
     check(np.diff(a["row_layer"]) < 0, "row_layer: rows must be grouped by layer in layer order; it decreases", lambda r: f"row {r + 1}")
     check((a["row_layer"] < 0) | (a["row_layer"] >= L), f"row_layer: must index a layer in [0, {L})")
     counts = np.bincount(a["row_layer"], minlength=L)
-    check(counts == 0, "layer has no option", lambda i: f"layer {names[i]!r}")
+    check(counts == 0, "layer has no option", lambda i: f"layer {str(names[i])!r}")
     check((a["row_option"] < 0) | (a["row_option"] >= a["option_names"].size), "row_option: must index option_names")
     check(np.char.str_len(a["option_names"]) == 0, "option_names: empty option id", lambda i: f"entry {i}")
     key = a["row_layer"] * (a["option_names"].size + 1) + a["row_option"]
@@ -239,7 +239,7 @@ def validate_columns(data: dict[str, np.ndarray], source: str = "columnar proble
         check(a[name] < 0, f"{name}: must be non-negative")
     check(-(-a["bits"] // 8) != a["bytes"], "bytes: must be ceil(bits/8)")
     check(a["bitops"] < -1, "bitops: must be non-negative (-1 for none)")
-    check(a["layer_params"] < 0, "layer_params: must be non-negative", lambda i: f"layer {names[i]!r}")
+    check(a["layer_params"] < 0, "layer_params: must be non-negative", lambda i: f"layer {str(names[i])!r}")
     check(np.char.str_len(names) == 0, "layer_name: empty name", lambda i: f"layer {i}")
     if np.unique(names).size != L:
         u, c = np.unique(names, return_counts=True)
