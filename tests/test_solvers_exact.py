@@ -121,3 +121,24 @@ def test_ilp_lp_bound_is_below_the_optimum():
     rng = np.random.default_rng(5)
     p = random_problem(rng, 5, pairs=2, constraints=("max_bytes", "max_latency_ms"), slack=0.3)
     assert lp_bound(compile_problem(p)) <= brute_force(p)[0] + 1e-12
+
+
+def test_solvers_never_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, mpq.solvers as s, mpq.columnar; s.available_solvers(); "
+            "from mpq.solvers.frontier import frontier; assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("backend", ["cbc", "highs"])
+def test_ilp_stopped_by_its_time_limit_reports_feasible_with_a_bound_or_proves_optimal(backend):
+    problem = random_problem(np.random.default_rng(12), n_layers=300, n_options=6, ragged=False,
+                             constraints=("max_bytes", "max_bitops"), slack=0.37)
+    plan = get_solver("ilp", backend=backend, time_limit_s=0.01).solve(problem)
+    assert not violations(plan.totals, problem.constraints)
+    assert plan.solver.bound is not None and plan.solver.bound <= plan.solver.objective + 1e-12
+    assert plan.solver.status in ("optimal", "feasible")
+    if plan.solver.status == "feasible":
+        assert plan.solver.gap == pytest.approx((plan.solver.objective - plan.solver.bound) / plan.solver.objective)
