@@ -247,6 +247,9 @@ def _plan_args(p):
     p.add_argument("--sensitivity", help="use this mpq.sensitivity/v1 table instead of estimating")
     p.add_argument("--solver", default="auto")
     p.add_argument("--time-limit", type=float, help="solver time limit in seconds")
+    p.add_argument("--max-drop", type=float, help="bisection: the largest allowed drop of --metric against full precision")
+    p.add_argument("--metric", help="bisection: the workload metric to hold (default accuracy, else the first one)")
+    p.add_argument("--channel-groups", type=int, default=1, help="split each layer into N output-channel groups, each with its own option")
     add_candidate_args(p)
     p.add_argument("--no-eval", action="store_true", help="skip evaluating the plan against full precision and uniform")
     p.add_argument("--problem-out", help="also write the mpq.problem/v1 that was solved")
@@ -261,6 +264,8 @@ def cmd_plan(args) -> int:
     from .schema import SensitivityTable, load_document, save_document
 
     budgets = args.budget
+    if not budgets and args.max_drop is not None:
+        budgets = ["avg_bits=64"]  # only the measured drop limits the plan
     if not budgets:
         if args.model is not None:
             raise DocumentError("--budget is required, e.g. --budget avg_bits=4 or --budget mb=12")
@@ -269,10 +274,20 @@ def cmd_plan(args) -> int:
     constraints = parse_budgets(budgets)
     workload = load(args)
     table = load_document(args.sensitivity, SensitivityTable) if args.sensitivity else None
+    solver_settings = {"time_limit_s": args.time_limit}
+    if args.max_drop is not None:
+        if args.solver != "bisection":
+            raise DocumentError(f"--max-drop is the target of --solver bisection, not of {args.solver!r}")
+        from .evaluate import plan_evaluator
+
+        evaluator = plan_evaluator(workload, args.metric)
+        solver_settings.update(evaluate_plan=evaluator, max_drop=args.max_drop, baseline=evaluator.baseline)
+    if args.channel_groups < 1:
+        raise DocumentError(f"--channel-groups must be >= 1, got {args.channel_groups}")
     result = plan_model(
         workload, constraints, estimator=args.estimator, solver=args.solver, candidates=candidates_from_args(args),
-        estimator_settings=estimator_settings(args), solver_settings={"time_limit_s": args.time_limit},
-        table=table, use_cache=not args.no_cache,
+        estimator_settings=estimator_settings(args), solver_settings=solver_settings,
+        table=table, use_cache=not args.no_cache, channel_groups=args.channel_groups,
     )
     print_plan(result.plan, result.table)
     if args.problem_out:
@@ -296,26 +311,38 @@ def cmd_plan(args) -> int:
 
 
 def _solve_args(p):
-    p.add_argument("problem", help="problem JSON file")
+    p.add_argument("problem", help="problem file: JSON (mpq.problem/v1) or its columnar .npz form")
     p.add_argument("--solver", default="auto")
     p.add_argument("--budget", action="append", default=[], help="override the problem's constraints")
     p.add_argument("--time-limit", type=float)
     p.add_argument("--server", metavar="URL", help="solve on a running `mpq serve` at URL (token from $MPQ_TOKEN)")
+    p.add_argument("--problem-out", help="also write the problem solved, as .json or columnar .npz")
     p.add_argument("-o", "--output", help="plan file (default: stdout)")
 
 
 @command("solve", "solve an mpq.problem/v1 and write the plan", _solve_args)
 def cmd_solve(args) -> int:
+    import dataclasses
+
     from .budget import parse_budgets
-    from .schema import Constraints, Problem, load_document
+    from .columnar import ProblemColumns, load_problem, save_problem
+    from .schema import Constraints
     from mpq.solvers import get_solver
 
-    problem = load_document(args.problem, Problem)
+    problem = load_problem(args.problem)
     if args.budget:
-        problem = problem.model_copy(update={"constraints": Constraints(**parse_budgets(args.budget))})
+        constraints = Constraints(**parse_budgets(args.budget))
+        if isinstance(problem, ProblemColumns):
+            problem = dataclasses.replace(problem, constraints=constraints)
+        else:
+            problem = problem.model_copy(update={"constraints": constraints})
+    if args.problem_out:
+        save_problem(problem, args.problem_out)
     if args.server:
         from .client import Client
 
+        if isinstance(problem, ProblemColumns):
+            problem = problem.to_problem()
         with Client(args.server, token=os.environ.get("MPQ_TOKEN")) as client:
             plan = client.solve(problem, args.solver, time_limit_s=args.time_limit)
     else:

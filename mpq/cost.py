@@ -106,8 +106,17 @@ def build_problem(
     *,
     ties: Iterable[Sequence[str]] = (),
     layers: Optional[Sequence[str]] = None,
+    channel_groups: int = 1,
 ) -> Problem:
-    """One problem layer per graph layer, one option per candidate, distortions from the table."""
+    """One problem layer per graph layer, one option per candidate, distortions from the table.
+
+    ``channel_groups=N`` splits each layer's output channels into up to N contiguous groups
+    (MixLLM-style sub-layer groups): one problem layer ``name[start:stop]`` per group, with
+    ``module``/``channels`` set, sizes counted for the slice, and distortion measured on the slice
+    (a measured per-layer distortion is shared out in proportion to each slice's quantization error).
+    """
+    if channel_groups < 1:
+        raise DocumentError(f"channel_groups must be >= 1, got {channel_groups}")
     specs = (candidates or CandidateSet()).specs() if not isinstance(candidates, Mapping) else dict(candidates)
     if constraints is None:
         raise DocumentError("constraints: give at least one budget (max_bytes, max_avg_bits, max_bitops, max_latency_ms)")
@@ -125,6 +134,9 @@ def build_problem(
         if sens is None:
             raise UnknownLayer(f"sensitivity table ({table.estimator}) has no entry for layer {name!r}")
         w = weight_matrix(graph.module(name))
+        if channel_groups > 1:
+            out_layers.extend(_channel_group_layers(name, info, sens, w, specs, channel_groups, table.estimator))
+            continue
         options = []
         for oid, spec in specs.items():
             if spec.format == "float":
@@ -140,12 +152,53 @@ def build_problem(
                 )
             options.append(option_for(info.shape, info.macs, spec, d, oid))
         out_layers.append(ProblemLayer(name=name, params=info.params, macs=info.macs, shape=list(info.shape), options=options))
+    ties = [list(t) for t in ties]
+    if channel_groups > 1 and (ties or any(p.options for p in table.pairs)):
+        raise DocumentError("ties and pairwise terms name whole layers; they cannot be combined with channel_groups > 1")
     pairs = []
     for p in table.pairs:
         for po in p.options:
             if po.option_a in specs and po.option_b in specs and p.a in names and p.b in names:
                 pairs.append(ProblemPair(a=p.a, option_a=po.option_a, b=p.b, option_b=po.option_b, distortion=po.distortion))
     return Problem(
-        layers=out_layers, ties=[list(t) for t in ties], pairs=pairs, constraints=constraints,
+        layers=out_layers, ties=ties, pairs=pairs, constraints=constraints,
         model=ModelRef(name=table.model.name, fingerprint=table.model.fingerprint), estimator=table.estimator,
     )
+
+
+def channel_slices(out_channels: int, groups: int) -> list[tuple[int, int]]:
+    """Up to ``groups`` contiguous [start, stop) slices of the output channels, as equal as possible."""
+    n = min(groups, out_channels)
+    edges = [round(i * out_channels / n) for i in range(n + 1)]
+    return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
+def _channel_group_layers(name, info, sens, w, specs, groups: int, estimator: str) -> list[ProblemLayer]:
+    shape = list(info.shape)
+    out = shape[0]
+    whole = {}
+    if sens.options is not None:
+        for oid, spec in specs.items():
+            if spec.format != "float":
+                if oid not in sens.options:
+                    raise UnknownLayer(f"sensitivity table ({estimator}) measured no distortion for layer {name!r}, option {oid!r}")
+                whole[oid] = (float(sens.options[oid]), quantization_error(w, spec))
+    layers = []
+    for a, b in channel_slices(out, groups):
+        part = w[a:b]
+        sub_shape = [b - a, *shape[1:]]
+        macs = info.macs * (b - a) // out
+        options = []
+        for oid, spec in specs.items():
+            if spec.format == "float":
+                d = 0.0
+            elif sens.options is None:
+                d = sens.score * quantization_error(part, spec)
+            else:
+                total, err = whole[oid]
+                d = total * (quantization_error(part, spec) / err if err > 0 else (b - a) / out)
+            options.append(option_for(sub_shape, macs, spec, d, oid))
+        params = info.params * (b - a) // out
+        layers.append(ProblemLayer(name=f"{name}[{a}:{b}]", params=params, macs=macs, shape=shape, module=name,
+                                   channels=(a, b), options=options))
+    return layers

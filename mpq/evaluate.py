@@ -56,3 +56,38 @@ def evaluate_plans(workload: Workload, plans: dict[str, Optional[Plan]]) -> list
         model = apply_plan(workload.model, plan, inplace=False, batches=workload.batches)
         out.append(Evaluation(label, plan, metrics(workload, model)))
     return out
+
+
+#: metric names where lower is better (the score passed to solvers is negated for them)
+LOWER_IS_BETTER = ("loss", "perplexity", "ppl", "error", "mse")
+
+
+class PlanEvaluator:
+    """``plan -> score`` (higher is better) for solvers that measure candidates, e.g. ``bisection``.
+
+    Applies each plan to a copy of the workload's model and reads one metric of the workload's
+    ``evaluate`` (or the calibration loss). ``baseline`` is the full-precision score.
+    """
+
+    def __init__(self, workload: Workload, metric: Optional[str] = None):
+        self.workload = workload
+        full = metrics(workload)
+        if metric is None:
+            metric = "accuracy" if "accuracy" in full else next(iter(full))
+        if metric not in full:
+            from .errors import WorkloadError
+
+            raise WorkloadError(f"metric {metric!r} is not reported by the workload; it reports {sorted(full)}")
+        self.metric = metric
+        self.sign = -1.0 if any(w in metric.lower() for w in LOWER_IS_BETTER) else 1.0
+        self.baseline = self.sign * full[metric]
+        self.calls = 0
+
+    def __call__(self, plan: Plan) -> float:
+        self.calls += 1
+        model = apply_plan(self.workload.model, plan, inplace=False)
+        return self.sign * metrics(self.workload, model)[self.metric]
+
+
+def plan_evaluator(workload: Workload, metric: Optional[str] = None) -> PlanEvaluator:
+    return PlanEvaluator(workload, metric)

@@ -47,6 +47,7 @@ def plan_model(
     solver_settings: Optional[Mapping[str, Any]] = None,
     table: Optional[SensitivityTable] = None,
     use_cache: bool = True,
+    channel_groups: int = 1,
 ) -> PlanResult:
     from mpq.solvers import get_solver
 
@@ -54,7 +55,7 @@ def plan_model(
     candidates = candidates or CandidateSet()
     if table is None:
         table = sensitivities(workload, estimator, graph=graph, candidates=candidates, use_cache=use_cache, **dict(estimator_settings or {}))
-    problem = build_problem(graph, table, candidates, constraints)
+    problem = build_problem(graph, table, candidates, constraints, channel_groups=channel_groups)
     prov = Provenance(estimator=table.estimator, model=problem.model)
     plan = get_solver(solver, **dict(solver_settings or {})).solve(problem, provenance=prov)
     return PlanResult(graph, table, problem, plan)

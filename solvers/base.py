@@ -26,7 +26,7 @@ import numpy as np
 from mpq.errors import UnknownName
 from mpq.schema import Plan, Problem, Provenance, SolverInfo
 
-from .compiled import Compiled, compile_problem
+from .compiled import Compiled, compile_any
 
 SOLVERS: dict[str, type["Solver"]] = {}
 
@@ -48,9 +48,12 @@ class Solver(ABC):
         self.settings = settings
 
     def solve(self, problem: Problem, provenance: Optional[Provenance] = None) -> Plan:
-        """Compile, check feasibility (naming the smallest feasible budget), optimize, verify, build the plan."""
+        """Compile, check feasibility (naming the smallest feasible budget), optimize, verify, build the plan.
+
+        ``problem`` is an ``mpq.problem/v1`` or its columnar form (:class:`mpq.columnar.ProblemColumns`).
+        """
         t0 = time.perf_counter()
-        cp = compile_problem(problem)
+        cp = compile_any(problem)
         cp.check_feasible()
         sol = self._solve(cp)
         objective = cp.objective(sol.choice)
@@ -100,22 +103,41 @@ def get_solver(name: str, **settings: Any) -> Solver:
 
 
 def solve(problem: Problem, solver: str = "auto", **settings: Any) -> Plan:
+    """Solve an ``mpq.problem/v1`` (or its columnar form) with a registered solver; ``auto`` picks one."""
     return get_solver(solver, **settings).solve(problem)
 
 
 class AutoSolver(Solver):
-    """Exact DP for one size-like budget without pairwise terms, the ILP otherwise."""
+    """The fastest method that is exact for the problem at hand.
+
+    - several constraints or pairwise terms: ``ilp`` (HiGHS, proven optimal);
+    - one size-like budget, up to 12 groups: ``dp`` (its frontier stays tiny);
+    - one budget, up to 10,000 groups: ``lagrangian`` with ``prove=True`` (proven optimal);
+    - one budget, more groups: ``lagrangian`` (certified gap to the LP bound, typically below 1e-9).
+    """
 
     name = "auto"
     exact = True
+    PROVE_UP_TO = 10_000
 
-    def choose(self, problem: Problem) -> str:
-        from .dp import dp_applicable
+    def choose(self, problem) -> tuple[str, dict]:
+        from mpq.columnar import ProblemColumns
 
-        return "dp" if dp_applicable(problem) else "ilp"
+        n_layers = problem.n_layers if isinstance(problem, ProblemColumns) else len(problem.layers)
+        n_groups = n_layers - sum(len(t) - 1 for t in problem.ties)
+        active = problem.constraints.active()
+        if problem.pairs or len(active) > 1:
+            return "ilp", {"backend": "highs"}
+        if n_groups <= 12 and "max_latency_ms" not in active:
+            return "dp", {}
+        return "lagrangian", {"prove": n_groups <= self.PROVE_UP_TO}
 
     def solve(self, problem: Problem, provenance: Optional[Provenance] = None) -> Plan:
-        return get_solver(self.choose(problem), time_limit_s=self.time_limit_s, **self.settings).solve(problem, provenance)
+        name, extra = self.choose(problem)
+        settings = {**extra, **self.settings}
+        plan = get_solver(name, time_limit_s=self.time_limit_s, **settings).solve(problem, provenance)
+        plan.solver.name = f"auto:{name}"
+        return plan
 
     def _solve(self, cp: Compiled) -> Solution:  # pragma: no cover - solve() dispatches before this
         raise NotImplementedError

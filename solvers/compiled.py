@@ -3,10 +3,15 @@
 Tied layers are merged into one decision group whose options are the ids they share, with costs
 and resources summed over the members. Resources are integers wherever the problem's are
 (bytes, bits, BitOps), so exact solvers can compare budgets without rounding.
+
+:class:`Arrays` is the padded ``(groups x options)`` form that vectorized solvers consume: a group
+with fewer options repeats its last one, so a padded index is always a valid (duplicate) choice.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Mapping
 
 import numpy as np
 
@@ -24,6 +29,55 @@ RESOURCES = {
 
 
 @dataclass
+class Arrays:
+    """Padded numpy form of a problem without pairs: ``cost[g, k]`` and ``resources[name][g, k]``."""
+
+    cost: np.ndarray  # (groups, options) float64
+    resources: dict[str, np.ndarray]  # constraint name -> (groups, options), int64 where integral
+    n_options: np.ndarray  # (groups,) real options per group; columns beyond repeat the last one
+    caps: dict[str, float]  # constraint name -> cap in resource units
+
+    @classmethod
+    def from_ragged(cls, cost: list[np.ndarray], resources: Mapping[str, list[np.ndarray]], caps: Mapping[str, float]) -> "Arrays":
+        n = np.fromiter((len(c) for c in cost), dtype=np.int64, count=len(cost))
+        offsets = np.concatenate([[0], np.cumsum(n)[:-1]])
+        idx = offsets[:, None] + np.minimum(np.arange(int(n.max())), n[:, None] - 1)
+        res = {}
+        for name, rs in resources.items():
+            flat = np.concatenate(rs)
+            res[name] = flat[idx]
+        return cls(np.concatenate(cost).astype(np.float64)[idx], res, n, dict(caps))
+
+    @property
+    def n_groups(self) -> int:
+        return self.cost.shape[0]
+
+    def take(self, a: np.ndarray, choice: np.ndarray) -> np.ndarray:
+        return a[np.arange(a.shape[0]), choice]
+
+    def objective(self, choice: np.ndarray) -> float:
+        return float(self.take(self.cost, choice).sum())
+
+    def usage(self, choice: np.ndarray) -> dict[str, float]:
+        return {n: float(self.take(r, choice).sum()) for n, r in self.resources.items()}
+
+    def fits(self, choice: np.ndarray) -> bool:
+        use = self.usage(choice)
+        return all(use[n] <= self.caps[n] * (1 + 1e-12) for n in self.caps)
+
+    def min_resource(self, name: str) -> float:
+        r = self.resources[name]
+        low = r[:, 0].copy()
+        for j in range(1, r.shape[1]):  # column by column: numpy's short-row min is slow
+            np.minimum(low, r[:, j], out=low)
+        return float(low.sum())
+
+    def real(self, choice: np.ndarray) -> np.ndarray:
+        """Map padded duplicates back to the real option they repeat."""
+        return np.minimum(np.asarray(choice, dtype=np.int64), self.n_options - 1)
+
+
+@dataclass
 class Compiled:
     problem: Problem
     groups: list[list[str]]  # layer names per decision group
@@ -37,20 +91,30 @@ class Compiled:
     def n_groups(self) -> int:
         return len(self.groups)
 
+    @cached_property
+    def arrays(self) -> Arrays:
+        """The padded form (pairs are not in it: solvers that use it must reject pairwise terms)."""
+        return Arrays.from_ragged(self.cost, self.resources, self.caps)
+
     def min_resource(self, name: str) -> float:
-        return float(sum(r.min() for r in self.resources[name]))
+        return self.arrays.min_resource(name)
 
     def objective(self, choice: np.ndarray) -> float:
-        value = float(sum(c[k] for c, k in zip(self.cost, choice)))
+        value = self.arrays.objective(self.arrays.real(choice))
         value += sum(d for ga, ka, gb, kb, d in self.pairs if choice[ga] == ka and choice[gb] == kb)
         return value
 
     def usage(self, choice: np.ndarray) -> dict[str, float]:
-        return {n: float(sum(r[k] for r, k in zip(rs, choice))) for n, rs in self.resources.items()}
+        return self.arrays.usage(self.arrays.real(choice))
 
     def fits(self, choice: np.ndarray) -> bool:
         use = self.usage(choice)
         return all(use[n] <= self.caps[n] * (1 + 1e-12) for n in self.caps)
+
+    @property
+    def limits(self) -> dict[str, float]:
+        """The constraints as the user gave them."""
+        return self.problem.constraints.active()
 
     def cap_value(self, name: str, resource_amount: float) -> float:
         """Resource units back to the constraint's own units (total bits -> average bits)."""
@@ -60,18 +124,24 @@ class Compiled:
 
     def check_feasible(self) -> None:
         """Raise :class:`PlanInfeasible` naming the smallest feasible budget of each broken constraint."""
-        minimum = {n: self.cap_value(n, self.min_resource(n)) for n in self.caps}
-        broken = [n for n in self.caps if self.min_resource(n) > self.caps[n] * (1 + 1e-12)]
+        low = {n: self.min_resource(n) for n in self.caps}
+        minimum = {n: self.cap_value(n, low[n]) for n in self.caps}
+        broken = [n for n in self.caps if low[n] > self.caps[n] * (1 + 1e-12)]
         if broken:
             parts = [
-                f"{n}={self.problem.constraints.active()[n]:g} is infeasible: the smallest plan needs {n}={_fmt(n, minimum[n])}"
+                f"{n}={self.limits[n]:g} is infeasible: the smallest plan needs {n}={_fmt(n, minimum[n])}"
                 for n in broken
             ]
             raise PlanInfeasible("; ".join(parts) + " (every layer at its smallest option)", minimum)
 
-    def plan(self, choice: np.ndarray, solver: SolverInfo, provenance: Provenance | None = None) -> Plan:
-        """The DESIGN plan for a per-group choice; verifies every constraint exactly before returning it."""
-        if not self.fits(choice):
+    def plan(self, choice: np.ndarray, solver: SolverInfo, provenance: Provenance | None = None, *, verify: bool = True) -> Plan:
+        """The DESIGN plan for a per-group choice; verifies every constraint exactly before returning it.
+
+        ``verify=False`` builds a candidate plan that may break the budget (for solvers that evaluate
+        candidates on the model); a returned solution is always verified.
+        """
+        choice = self.arrays.real(choice)
+        if verify and not self.fits(choice):
             use = self.usage(choice)
             raise SolverFailed(
                 f"solver {solver.name!r} returned a choice that breaks the budget "
@@ -82,11 +152,12 @@ class Compiled:
             for n in names:
                 by_layer[n] = self.option_ids[g][int(choice[g])]
         plan = build_plan(self.problem, by_layer, solver, provenance=provenance)
-        pair_d = sum(d for ga, ka, gb, kb, d in self.pairs if choice[ga] == ka and choice[gb] == kb)
+        # every pair term of the problem, including those folded into a tied group's cost
+        pair_d = sum(p.distortion for p in self.problem.pairs if by_layer[p.a] == p.option_a and by_layer[p.b] == p.option_b)
         if pair_d:
             plan.totals.distortion = plan.totals.distortion + pair_d
         bad = violations(plan.totals, self.problem.constraints)
-        if bad:
+        if bad and verify:
             raise SolverFailed(f"solver {solver.name!r} produced a plan that breaks: {'; '.join(bad)}")
         return plan
 
@@ -117,8 +188,21 @@ def compile_problem(problem: Problem) -> Compiled:
     option_ids, cost = [], []
     resources: dict[str, list[np.ndarray]] = {n: [] for n in active}
     group_of: dict[str, int] = {}
+    attrs = [(n, RESOURCES[n]) for n in active]
     for g, members in enumerate(groups):
         first = by_name[members[0]]
+        if len(members) == 1:  # the common case, kept cheap: the service solves 200-layer problems in ms
+            group_of[first.name] = g
+            opts = first.options
+            option_ids.append([o.id for o in opts])
+            cost.append(np.array([o.distortion for o in opts], dtype=np.float64))
+            for n, attr in attrs:
+                values = [getattr(o, attr) for o in opts]
+                if None in values:
+                    oid = opts[values.index(None)].id
+                    raise DocumentError(f"layer {first.name!r}, option {oid!r}: {attr} is null, but the problem constrains {n}")
+                resources[n].append(np.array(values, dtype=np.float64 if n == "max_latency_ms" else np.int64))
+            continue
         common = [o.id for o in first.options if all(_has(by_name[m], o.id) for m in members[1:])]
         option_ids.append(common)
         c = np.zeros(len(common))
@@ -140,7 +224,7 @@ def compile_problem(problem: Problem) -> Compiled:
         cost.append(c)
         for n in active:
             r = res[n]
-            resources[n].append(r.astype(np.int64) if n != "max_latency_ms" and np.all(r == np.round(r)) else r)
+            resources[n].append(r.astype(np.int64) if n != "max_latency_ms" else r)
     caps = {n: (v * problem.total_params if n == "max_avg_bits" else float(v)) for n, v in active.items()}
     pairs = []
     index = [{oid: k for k, oid in enumerate(ids)} for ids in option_ids]
@@ -159,3 +243,104 @@ def compile_problem(problem: Problem) -> Compiled:
 
 def _has(layer, oid: str) -> bool:
     return any(o.id == oid for o in layer.options)
+
+
+class CompiledColumns(Compiled):
+    """A columnar problem (no ties, no pairs) compiled straight to :class:`Arrays`, for 100k+ groups.
+
+    ``cost``/``resources`` lists and group names are built only if a solver asks for them.
+    """
+
+    def __init__(self, columns):
+        self.columns = columns
+        self.problem = None
+        self.pairs = []
+        active = columns.constraints.active()
+        self.caps = {n: (v * columns.total_params if n == "max_avg_bits" else float(v)) for n, v in active.items()}
+        a = columns.arrays
+        off = columns.offsets()
+        n = np.diff(off)
+        idx = off[:-1, None] + np.minimum(np.arange(int(n.max())), n[:, None] - 1)
+        self.rows = idx  # (groups, options) row of each padded option
+        res = {}
+        for name in active:
+            col = {"max_bytes": "bytes", "max_avg_bits": "bits", "max_bitops": "bitops", "max_latency_ms": "latency_ms"}[name]
+            res[name] = a[col][idx]
+        self.__dict__["arrays"] = Arrays(a["distortion"][idx].astype(np.float64), res, n, dict(self.caps))
+
+    @property
+    def n_groups(self) -> int:
+        return self.columns.n_layers
+
+    @cached_property
+    def groups(self) -> list[list[str]]:
+        return [[str(x)] for x in self.columns.arrays["layer_name"]]
+
+    @cached_property
+    def option_ids(self) -> list[list[str]]:
+        names = self.columns.arrays["option_names"][self.columns.arrays["row_option"]]
+        return [list(names[r[:k]]) for r, k in zip(self.rows, self.arrays.n_options)]
+
+    @cached_property
+    def cost(self) -> list[np.ndarray]:
+        return [c[:k] for c, k in zip(self.arrays.cost, self.arrays.n_options)]
+
+    @cached_property
+    def resources(self) -> dict[str, list[np.ndarray]]:
+        return {name: [r[:k] for r, k in zip(rs, self.arrays.n_options)] for name, rs in self.arrays.resources.items()}
+
+    def cap_value(self, name: str, resource_amount: float) -> float:
+        return resource_amount / self.columns.total_params if name == "max_avg_bits" else resource_amount
+
+    @property
+    def limits(self) -> dict[str, float]:
+        return self.columns.constraints.active()
+
+    def plan(self, choice: np.ndarray, solver: SolverInfo, provenance: Provenance | None = None, *, verify: bool = True) -> Plan:
+        """The DESIGN plan (one entry per layer), built without re-validating each row."""
+        from mpq.plan import now
+        from mpq.schema import PlanLayer, Totals
+        from mpq import __version__
+
+        choice = self.arrays.real(choice)
+        if verify and not self.fits(choice):
+            raise SolverFailed(f"solver {solver.name!r} returned a choice that breaks the budget")
+        cols = self.columns
+        a = cols.arrays
+        rows = self.rows[np.arange(self.n_groups), choice]
+        names = a["option_names"][a["row_option"][rows]]
+        layers = []
+        for i, r in enumerate(rows):
+            f = cols.layer_fields(i)
+            gs, ab, bo, lat = int(a["group_size"][r]), int(a["a_bits"][r]), int(a["bitops"][r]), float(a["latency_ms"][r])
+            from mpq.columnar import FORMATS, STRUCTURES
+
+            layers.append(PlanLayer.model_construct(
+                **f, option=str(names[i]), w_bits=int(a["w_bits"][r]), group_size=gs or None, format=FORMATS[int(a["row_format"][r])],
+                symmetric=bool(a["symmetric"][r]), prune_ratio=float(a["prune_ratio"][r]), prune_structure=STRUCTURES[int(a["row_structure"][r])],
+                a_bits=ab or None, bits=int(a["bits"][r]), bytes=int(a["bytes"][r]), bitops=None if bo < 0 else bo,
+                latency_ms=None if lat != lat else lat, distortion=float(a["distortion"][r]),
+            ))
+        params = cols.total_params
+        bitops = None if (a["bitops"][rows] < 0).any() else int(a["bitops"][rows].sum())
+        latency = None if np.isnan(a["latency_ms"][rows]).any() else float(a["latency_ms"][rows].sum())
+        totals = Totals(bytes=int(a["bytes"][rows].sum()), avg_bits=float(a["bits"][rows].sum()) / params if params else 0.0,
+                        bitops=bitops, latency_ms=latency, distortion=float(a["distortion"][rows].sum()))
+        prov = provenance or Provenance(estimator=cols.estimator, model=cols.model)
+        prov = prov.model_copy(update={"mpq_version": prov.mpq_version or __version__, "created": prov.created or now()})
+        plan = Plan.model_construct(layers=layers, totals=totals, constraints=self.limits, solver=solver, provenance=prov)
+        bad = violations(totals, cols.constraints)
+        if bad and verify:
+            raise SolverFailed(f"solver {solver.name!r} produced a plan that breaks: {'; '.join(bad)}")
+        return plan
+
+
+def compile_any(problem) -> Compiled:
+    """A JSON problem or a columnar one (columns with ties or pairs go through the JSON model)."""
+    from mpq.columnar import ProblemColumns
+
+    if isinstance(problem, ProblemColumns):
+        if problem.ties or problem.pairs:
+            return compile_problem(problem.to_problem())
+        return CompiledColumns(problem)
+    return compile_problem(problem)

@@ -39,27 +39,62 @@ class Frontier:
         return out
 
 
-def pareto_dp(costs: list[np.ndarray], weights: list[np.ndarray], cap: float = np.inf) -> Frontier:
-    """Exact frontier of sum(cost) against sum(weight) <= cap over one option per group."""
-    W = np.zeros(1, dtype=np.int64)
+class FrontierTooLarge(Exception):
+    """The DP frontier grew past ``max_states`` (callers fall back to another exact method)."""
+
+
+def pareto_dp(
+    costs: list[np.ndarray],
+    weights: list[np.ndarray],
+    cap: float = np.inf,
+    *,
+    penalties: list[np.ndarray] | None = None,
+    penalty_limit: float = np.inf,
+    max_states: int | None = None,
+    completion=None,
+    upper: float = np.inf,
+) -> Frontier:
+    """Exact frontier of sum(cost) against sum(weight) <= cap over one option per group.
+
+    ``penalties`` (non-negative, e.g. Lagrangian reduced costs) prune every partial state whose
+    summed penalty exceeds ``penalty_limit``: such a state cannot lead to a better solution.
+    ``completion(g, weight)`` (a lower bound on the cost of groups after ``g`` given the weight
+    used so far, e.g. their LP relaxation) prunes every state that cannot end below ``upper``.
+    """
+    W = np.zeros(1, dtype=np.result_type(*[w.dtype for w in weights]) if weights else np.int64)
     C = np.zeros(1)
+    P = np.zeros(1)
     parents = []
-    remaining_min = np.cumsum([w.min() for w in weights][::-1])[::-1]
+    mins = np.array([w.min() for w in weights], dtype=W.dtype)
+    remaining_min = np.concatenate([np.cumsum(mins[::-1])[::-1][1:], [0]]) if len(mins) else mins
+    slack = cap * (1 + 1e-12) if np.issubdtype(W.dtype, np.floating) else cap
     for g, (c, w) in enumerate(zip(costs, weights)):
-        rest = remaining_min[g + 1] if g + 1 < len(weights) else 0
         cw = (W[:, None] + w[None, :]).ravel()
         cc = (C[:, None] + c[None, :]).ravel()
         prev = np.repeat(np.arange(len(W)), len(w))
         opt = np.tile(np.arange(len(w)), len(W))
-        keep = cw + rest <= cap
+        keep = cw + remaining_min[g] <= slack
+        if penalties is not None:
+            cp = (P[:, None] + penalties[g][None, :]).ravel()
+            keep &= cp <= penalty_limit
+            cp = cp[keep]
         cw, cc, prev, opt = cw[keep], cc[keep], prev[keep], opt[keep]
+        if completion is not None:
+            ok = cc + completion(g, cw) <= upper
+            cw, cc, prev, opt = cw[ok], cc[ok], prev[ok], opt[ok]
+            if penalties is not None:
+                cp = cp[ok]
         order = np.lexsort((cc, cw))
         cw, cc, prev, opt = cw[order], cc[order], prev[order], opt[order]
         running = np.minimum.accumulate(cc)
         nd = np.ones(len(cc), dtype=bool)
         nd[1:] = cc[1:] < running[:-1]
         W, C = cw[nd], cc[nd]
+        if penalties is not None:
+            P = cp[order][nd]
         parents.append((prev[nd], opt[nd]))
+        if max_states is not None and len(W) > max_states:
+            raise FrontierTooLarge(f"the frontier has {len(W)} points after {g + 1} of {len(costs)} groups")
     return Frontier(W, C, parents)
 
 

@@ -1,0 +1,67 @@
+"""Pick a point of the exact size/distortion frontier by rule (HAWQ-V2, ZeroQ).
+
+``rule="budget"`` (default): the least distortion within the budget (the same optimum as ``dp``).
+``rule="knee"``: the frontier point (within the budget) farthest below the chord of its ends,
+where more size stops buying much distortion. ``rule="max_distortion"``: the smallest plan whose
+distortion is at most ``max_distortion``. The knee and the distortion-limited point are not the
+least-distortion plan, so they report ``feasible`` with that plan's distortion as the bound: the
+gap says how much distortion the rule traded for size.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from mpq.errors import PlanInfeasible, SolverNotApplicable
+
+from .base import Solution, Solver, register_solver
+from .compiled import Compiled
+from .dp import pareto_dp
+from .frontier import knee
+
+RULES = ("budget", "knee", "max_distortion")
+
+
+@register_solver
+class ParetoSolver(Solver):
+    """Exact frontier, then a point by rule: under the budget, the knee, or the smallest within max_distortion."""
+
+    name = "pareto"
+    exact = True
+
+    def __init__(self, *, time_limit_s=None, rule: str = "budget", max_distortion: Optional[float] = None, **settings):
+        super().__init__(time_limit_s=time_limit_s, **settings)
+        if rule not in RULES:
+            raise ValueError(f"pareto rule must be one of {', '.join(RULES)}, got {rule!r}")
+        if rule == "max_distortion" and (max_distortion is None or not np.isfinite(max_distortion)):
+            raise ValueError("pareto rule 'max_distortion' needs max_distortion=<finite number>")
+        self.rule, self.max_distortion = rule, max_distortion
+
+    def _solve(self, cp: Compiled) -> Solution:
+        if len(cp.caps) != 1 or cp.pairs or "max_latency_ms" in cp.caps:
+            raise SolverNotApplicable(
+                "pareto walks the frontier of one size-like budget (bytes, avg_bits or bitops) without pairwise terms; "
+                f"this problem has constraints {sorted(cp.caps)} and {len(cp.pairs)} pair terms: use --solver ilp"
+            )
+        (name, cap), = cp.caps.items()
+        weights = [np.asarray(r, dtype=np.int64) for r in cp.resources[name]]
+        front = pareto_dp(cp.cost, weights, cap)
+        if self.rule == "budget":
+            i = int(np.argmin(front.cost))
+            return Solution(front.choice(i), "optimal", float(front.cost[i]))
+        if self.rule == "knee":
+            i = knee(front.weight.astype(np.float64), front.cost)
+            return Solution(front.choice(i), "feasible", float(front.cost.min()))
+        ok = np.flatnonzero(front.cost <= self.max_distortion)
+        if ok.size == 0:
+            full = pareto_dp(cp.cost, weights)
+            reach = np.flatnonzero(full.cost <= self.max_distortion)
+            need = cp.cap_value(name, float(full.weight[reach[0]])) if reach.size else None
+            msg = (f"no plan within {name}={cp.limits[name]:g} has distortion <= {self.max_distortion:g} "
+                   f"(the least within the budget is {front.cost.min():.6g})")
+            if need is not None:
+                msg += f"; the smallest plan meeting it needs {name}={need:.6g}"
+            raise PlanInfeasible(msg, {name: need} if need is not None else {})
+        i = int(ok[0])  # ascending size: the first point within the limit is the smallest
+        return Solution(front.choice(i), "feasible", float(front.cost.min()))
