@@ -9,7 +9,7 @@ import pytest
 from mpq.cli import main
 from mpq.schema import Plan, Problem, load_document
 
-ESTIMATOR = ["--estimator", "weight-error", "--quiet"]
+ESTIMATOR = ["--estimator", "hessian-trace", "--quiet"]
 
 
 def independent_bits(layer):
@@ -26,7 +26,8 @@ def independent_bits(layer):
 @pytest.fixture(scope="module")
 def planned(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli")
-    code = main(["plan", *ESTIMATOR, "--budget", "avg_bits=3", "-o", str(out / "plan.json"),
+    # the demo: no model and no budget plan the digits example at avg_bits=3 with per-channel and g32 options
+    code = main(["plan", *ESTIMATOR, "-o", str(out / "plan.json"),
                  "--problem-out", str(out / "problem.json")])
     assert code == 0
     return out
@@ -110,3 +111,57 @@ def test_schema_and_layers_commands(capsys):
     assert main(["layers"]) == 0
     out = capsys.readouterr().out
     assert "features.0" in out and "classifier.2" in out and "47,376 weights" in out
+
+
+UNSEEN_MLP = '''
+import torch
+from torch import nn
+from mpq import Workload
+
+
+def workload():
+    g = torch.Generator().manual_seed(5)
+    model = nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 8), nn.Tanh(), nn.Linear(8, 3))
+    for p in model.parameters():
+        p.data = torch.randn(p.shape, generator=g) * 0.7
+    batches = [(torch.randn(32, 6, generator=g), torch.randint(0, 3, (32,), generator=g)) for _ in range(2)]
+    return Workload(model, batches, nn.functional.cross_entropy)
+'''
+
+
+def exact_block_traces(workload):
+    """tr(H_ll) of each weight block of the mean loss over the batches, by one HVP per coordinate."""
+    import torch
+
+    out = {}
+    for name, module in workload.model.named_modules():
+        if not isinstance(module, torch.nn.Linear):
+            continue
+        w = module.weight
+        total = 0.0
+        for inputs, targets in workload.batches:
+            loss = workload.loss_fn(workload.model(inputs), targets)
+            (g,) = torch.autograd.grad(loss, w, create_graph=True)
+            g = g.reshape(-1)
+            for i in range(g.numel()):
+                (h,) = torch.autograd.grad(g[i], w, retain_graph=True)
+                total += float(h.reshape(-1)[i])
+        out[name] = total / len(workload.batches)
+    return out
+
+
+def test_default_hessian_trace_on_an_unseen_mlp_is_within_5_percent_and_4_stderr(tmp_path, monkeypatch):
+    (tmp_path / "unseen_mlp.py").write_text(UNSEEN_MLP)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["sensitivity", "unseen_mlp:workload", "--estimator", "hessian-trace", "--quiet", "-o", "s.json"]) == 0
+    table = json.loads((tmp_path / "s.json").read_text())
+    from mpq.workload import load_workload
+
+    exact = exact_block_traces(load_workload("unseen_mlp:workload"))
+    assert set(table["layers"]) == set(exact)
+    for name, value in exact.items():
+        got = table["layers"][name]
+        err = abs(got["trace"] - value)
+        assert err <= 0.05 * abs(value), (name, got["trace"], value)
+        assert err <= 4 * got["stderr"] + 1e-9 * abs(value), (name, got, value)
