@@ -203,6 +203,7 @@ class EvolutionarySolver(Solver):
         self.heartbeat_s = heartbeat_s
         self.progress, self.should_stop = progress, should_stop
         self._cache: dict[tuple, float] = {}
+        self._current_trial: Optional[int] = None
 
     # ------------------------------------------------------------------------------------------
     # public API
@@ -280,6 +281,7 @@ class EvolutionarySolver(Solver):
         me = worker_id()
 
         def objective(trial) -> tuple[float, int]:
+            self._current_trial = trial.number
             choice = space.suggest(trial)
             excess = violation(cp, choice)
             additive = cp.objective(choice)
@@ -334,13 +336,28 @@ class EvolutionarySolver(Solver):
                 optuna.storages.fail_stale_trials(study)
                 time.sleep(poll)
                 continue
-            study.optimize(objective, n_trials=1, catch=(), gc_after_trial=False, show_progress_bar=False)
+            self._current_trial = None
+            try:
+                study.optimize(objective, n_trials=1, catch=(), gc_after_trial=False, show_progress_bar=False)
+            except KeyboardInterrupt:
+                self._requeue_interrupted(study)
+                raise
             ran += 1
             if self.progress is not None:
                 complete = counts[TrialState.COMPLETE] + 1
                 best = self.collect(study, cp, space, bound=bound, started=started).best
                 self.progress(min(1.0, complete / target), best)
         return ran
+
+    def _requeue_interrupted(self, study) -> None:
+        """An interrupted trial is marked failed by Optuna; enqueue its plan again so that no trial is lost."""
+        from optuna.trial import TrialState
+
+        from mpq.search.storage import retry_callback
+
+        trial = next((t for t in study.get_trials(deepcopy=True) if t.number == self._current_trial), None)
+        if trial is not None and trial.state == TrialState.FAIL:
+            retry_callback()(study, trial)
 
     def collect(self, study, cp: Compiled, space: SearchSpace, *, bound: Optional[float] = None,
                 started: Optional[float] = None, provenance: Optional[Provenance] = None) -> SearchResult:

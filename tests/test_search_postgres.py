@@ -46,7 +46,7 @@ SLOW_WORKLOAD = textwrap.dedent('''
 
     def workload():
         torch.manual_seed(0)
-        model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)).eval()
+        model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4)).eval()
         x, y = torch.randn(32, 8), torch.randint(0, 4, (32,))
         markers = os.environ.get("MARKERS")
 
@@ -84,12 +84,16 @@ def test_three_workers_one_killed_mid_trial_complete_the_study_with_every_trial_
     wl = load_workload("slowwl:workload")
     graph = discover(wl)
     problem = build_problem(graph, sensitivities(wl, "weight-error", graph=graph, use_cache=False),
-                            CandidateSet(bits=(2, 3, 4, 8)), {"max_avg_bits": 4})
+                            CandidateSet(bits=(2, 3, 4, 8)), {"max_avg_bits": 5})
     name, target = f"kill-{uuid.uuid4().hex[:8]}", 12
     # create and seed the study without running a trial: the workers do all of them
     get_solver("evolutionary", trials=target, population=6, seed=0, storage=pg_url, study=name,
                objective="measured", evaluate_plan=measured_objective(wl), model="slowwl:workload",
                should_stop=lambda: True).search(problem)
+
+    # each worker's first trial is one of the seeds (exact, feasible, so measured): all three reach the gate
+    study, _ = join_study(pg_url, name)
+    assert len([t for t in study.get_trials(deepcopy=False) if t.state.name == "WAITING"]) >= 3
 
     markers = tmp_path / "markers"
     markers.mkdir()

@@ -211,3 +211,27 @@ def test_cli_solve_with_the_measured_objective_reports_measured_losses(tiny_prob
     assert plan.solver.gap is None and plan.solver.objective != pytest.approx(plan.totals.distortion)
     spec = join_study(url, "m")[1]
     assert spec.objective == "measured" and spec.model == "tinywl:workload"
+
+
+def test_an_interrupted_trial_is_enqueued_again_and_completed_by_the_next_run(db_dir):
+    url = sqlite_url(db_dir)
+    problem = random_problem(17)
+    calls = []
+
+    def evaluate_plan(plan):
+        calls.append(plan)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return plan.totals.distortion
+
+    with pytest.raises(KeyboardInterrupt):
+        get_solver("evolutionary", trials=8, storage=url, study="ctrl-c", objective="measured",
+                   evaluate_plan=evaluate_plan).search(problem)
+    study, _ = join_study(url, "ctrl-c")
+    failed = [t for t in study.get_trials() if t.state.name == "FAIL"]
+    assert len(failed) == 1
+    result = get_solver("evolutionary", trials=8, storage=url, study="ctrl-c", objective="measured",
+                        evaluate_plan=lambda plan: plan.totals.distortion).search(problem)
+    assert result.trials == {"COMPLETE": 8, "FAIL": 1}
+    retry = [t for t in study.get_trials() if t.system_attrs.get("failed_trial") == failed[0].number]
+    assert len(retry) == 1 and retry[0].state.name == "COMPLETE" and retry[0].params == failed[0].params

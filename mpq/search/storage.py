@@ -49,6 +49,19 @@ def _scrub(text: str, url: str) -> str:
     return text.replace(password, "***") if password else text
 
 
+def retry_callback(max_retry: int = MAX_RETRY):
+    """Optuna's callback that enqueues a failed trial's parameters again, recording ``failed_trial`` on the copy."""
+    import warnings
+
+    import optuna
+
+    # Optuna >= 4.9 names it RetryHeartbeatStaleTrialCallback
+    cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return cls(max_retry=max_retry)
+
+
 def _with_postgres_driver(url: str) -> str:
     """``postgresql://`` with the driver that is installed: SQLAlchemy 2.1 defaults to psycopg 3, mpq ships psycopg2."""
     scheme, sep, rest = url.partition("://")
@@ -88,11 +101,7 @@ def open_storage(url: str, *, heartbeat_s: Optional[int] = DEFAULT_HEARTBEAT_S, 
     url = _with_postgres_driver(url)
     kwargs: dict = {}
     if heartbeat_s:
-        # Optuna >= 4.9 names it RetryHeartbeatStaleTrialCallback; both record "failed_trial" on the retry
-        retry_cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            retry = retry_cls(max_retry=max_retry)
+        retry = retry_callback(max_retry)
         stale_arg = (
             "heartbeat_stale_trial_callback"
             if "heartbeat_stale_trial_callback" in inspect.signature(optuna.storages.RDBStorage).parameters
