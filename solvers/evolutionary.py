@@ -204,6 +204,7 @@ class EvolutionarySolver(Solver):
         self.progress, self.should_stop = progress, should_stop
         self._cache: dict[tuple, float] = {}
         self._current_trial: Optional[int] = None
+        self._learned: set[int] = set()  # trial numbers whose measured values are in the cache
 
     # ------------------------------------------------------------------------------------------
     # public API
@@ -296,6 +297,8 @@ class EvolutionarySolver(Solver):
                 return additive, size  # an infeasible candidate is never measured nor reported
             key = tuple(int(k) for k in choice)
             if key not in self._cache:
+                self._learn_from(trial.study, space)  # another worker may have measured this plan already
+            if key not in self._cache:
                 info = SolverInfo(name=self.name, status="feasible", objective=additive)
                 value = float(self.evaluate_plan(cp.plan(choice, info)))
                 if not math.isfinite(value):
@@ -348,6 +351,18 @@ class EvolutionarySolver(Solver):
                 best = self.collect(study, cp, space, bound=bound, started=started).best
                 self.progress(min(1.0, complete / target), best)
         return ran
+
+    def _learn_from(self, study, space: SearchSpace) -> None:
+        """Cache the measured values of the study's complete feasible trials, so no plan is measured twice."""
+        from optuna.trial import TrialState
+
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if t.number in self._learned or t.values is None:
+                continue
+            self._learned.add(t.number)
+            choice = space.choice(t.params)
+            if choice is not None and space.cp.fits(choice):
+                self._cache.setdefault(tuple(int(k) for k in choice), float(t.values[0]))
 
     def _requeue_interrupted(self, study) -> None:
         """An interrupted trial is marked failed by Optuna; enqueue its plan again so that no trial is lost."""

@@ -235,3 +235,21 @@ def test_an_interrupted_trial_is_enqueued_again_and_completed_by_the_next_run(db
     assert result.trials == {"COMPLETE": 8, "FAIL": 1}
     retry = [t for t in study.get_trials() if t.system_attrs.get("failed_trial") == failed[0].number]
     assert len(retry) == 1 and retry[0].state.name == "COMPLETE" and retry[0].params == failed[0].params
+
+
+def test_no_plan_is_measured_twice_across_processes_sharing_a_study(db_dir):
+    url = sqlite_url(db_dir)
+    problem = random_problem(18, n=3)  # few distinct plans: NSGA-II proposes many repeats
+    measured: list[list[tuple]] = [[], []]
+
+    def counting(i):
+        def evaluate_plan(plan):
+            measured[i].append(tuple(l.option for l in plan.layers))
+            return plan.totals.distortion
+        return evaluate_plan
+
+    for i, trials in enumerate((15, 30)):  # the second "worker" continues the first one's study
+        get_solver("evolutionary", trials=trials, seed=i, storage=url, study="once", objective="measured",
+                   evaluate_plan=counting(i)).search(problem)
+    everything = measured[0] + measured[1]
+    assert len(everything) == len(set(everything))
