@@ -316,6 +316,8 @@ class EvolutionarySolver(Solver):
 
         With heartbeats, a worker whose remaining trials are all running elsewhere waits instead of
         leaving, so that it retries the trial of a worker that dies (failed once its heartbeat stops).
+        Queued trials always run and a worker leaves only when no trial is running, so a retry is never
+        left behind; the study may end a trial or two past ``target`` when several workers finish at once.
         """
         import optuna
         from optuna.trial import TrialState
@@ -333,9 +335,11 @@ class EvolutionarySolver(Solver):
             if self.time_limit_s is not None and time.perf_counter() - started >= self.time_limit_s:
                 break
             counts = Counter(t.state for t in study.get_trials(deepcopy=False))
-            if counts[TrialState.COMPLETE] >= target:
-                break
-            if heartbeat and counts[TrialState.COMPLETE] + counts[TrialState.RUNNING] >= target and not counts[TrialState.WAITING]:
+            complete, running, waiting = (counts[s] for s in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING))
+            if not waiting and complete + (running if heartbeat else 0) >= target:
+                if complete >= target and not (heartbeat and running):
+                    break
+                # the rest is running elsewhere: wait, to retry it should its worker die (no heartbeat)
                 optuna.storages.fail_stale_trials(study)
                 time.sleep(poll)
                 continue

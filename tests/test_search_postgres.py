@@ -126,7 +126,8 @@ def test_three_workers_one_killed_mid_trial_complete_the_study_with_every_trial_
     study, spec = join_study(pg_url, name)
     trials = study.get_trials(deepcopy=False)
     by_state = {s: [t for t in trials if t.state.name == s] for s in ("COMPLETE", "FAIL", "RUNNING", "WAITING")}
-    # the study reached its target; concurrent workers may each finish one trial started before it was reached
+    # the study reached its target; concurrent workers may each finish one trial started before it was reached,
+    # and no queued trial (the retry) is left behind
     assert target <= len(by_state["COMPLETE"]) <= target + len(others)
     assert not by_state["RUNNING"] and not by_state["WAITING"]
     # the killed worker's trial was failed by the heartbeat and retried, with the same plan, by a survivor
