@@ -2,10 +2,11 @@
 
 The digits model (``mpq.examples.digits:workload``), a problem from its sensitivity table (the Hessian
 estimator when available, else ``weight-error``), budget 4 average bits. Each trial applies its plan
-to the model and measures the calibration loss. Throughput counts complete trials between the first
-moment every worker has started its first trial and the last trial's end (process start-up excluded). Also printed: the hypervolume of
-the feasible front (measured loss against bytes) after k trials, and the measured loss of the exact
-additive optimum against the best plan the search found.
+to the model and measures the calibration loss. Throughput counts the trials completed between the
+moment every worker has started its first trial and the last trial's end (process start-up excluded).
+A plan already measured anywhere in the study is not measured again, so repeats are cheap trials.
+Also printed: the hypervolume of the feasible front (measured loss against bytes) after k trials, and
+the measured loss of the exact additive optimum against the best plan the search found.
 
 The digits evaluation costs milliseconds, so there Optuna's per-trial round trips to the database
 (and the CPU shared by workers, PostgreSQL and anything else on the machine) set the pace. A second
