@@ -1,0 +1,153 @@
+"""The evolutionary solver: NSGA-II seeded with exact solutions, reporting only non-dominated feasible plans."""
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mpq.plan import violations
+from mpq.schema import Problem
+from mpq.solvers import get_solver
+from mpq.solvers.compiled import compile_problem
+from mpq.solvers.evolutionary import SearchSettingError, SearchSpace, hypervolume, non_dominated
+
+
+def random_problem(seed: int, n: int = 5, constraints=None, ties=(), pairs=False) -> Problem:
+    rng = np.random.default_rng(seed)
+    layers = []
+    for i in range(n):
+        p = int(rng.integers(40, 400))
+        opts = []
+        for b in (2, 3, 4, 8):
+            bits = p * b + 16 * int(rng.integers(1, 8))
+            opts.append({"id": f"int{b}", "w_bits": b, "bits": bits, "bytes": -(-bits // 8),
+                         "bitops": p * b * 100, "distortion": float(rng.random() * 2.0 ** (-b) * p)})
+        layers.append({"name": f"layer{i}", "params": p, "shape": [p // 4 or 1, 4], "options": opts})
+    doc = {"schema": "mpq.problem/v1", "layers": layers, "ties": [list(t) for t in ties],
+           "constraints": constraints or {"max_avg_bits": 3.5}}
+    if pairs:
+        doc["pairs"] = [{"a": "layer0", "option_a": "int2", "b": "layer1", "option_b": "int2", "distortion": 5.0}]
+    return Problem.model_validate(doc)
+
+
+def brute_force(problem: Problem):
+    cp = compile_problem(problem)
+    best = None
+    for choice in itertools.product(*[range(len(ids)) for ids in cp.option_ids]):
+        c = np.array(choice)
+        if cp.fits(c):
+            v = cp.objective(c)
+            best = v if best is None else min(best, v)
+    return best
+
+
+def dominated(a, b) -> bool:
+    """True when plan b dominates plan a."""
+    return (b.solver.objective <= a.solver.objective and b.totals.bytes <= a.totals.bytes
+            and (b.solver.objective < a.solver.objective or b.totals.bytes < a.totals.bytes))
+
+
+@pytest.mark.parametrize("seed, kwargs", [
+    (1, {}),
+    (2, {"constraints": {"max_avg_bits": 3.2, "max_bitops": 380_000}, "ties": [("layer2", "layer3")], "pairs": True}),
+])
+def test_evolutionary_returns_only_non_dominated_feasible_plans(seed, kwargs):
+    problem = random_problem(seed, **kwargs)
+    result = get_solver("evolutionary", trials=60, seed=seed).search(problem)
+    assert result.trials["COMPLETE"] == 60
+    assert len(result.plans) >= 2
+    cp = compile_problem(problem)
+    space = SearchSpace(cp)
+    for plan in result.plans:
+        assert violations(plan.totals, problem.constraints) == []
+        choice = space.choice({l.name: l.option for l in plan.layers})
+        assert cp.fits(choice)
+        assert plan.solver.status == "feasible"
+        assert plan.solver.objective == pytest.approx(cp.objective(choice))
+    for a, b in itertools.permutations(result.plans, 2):
+        assert not dominated(a, b), (a.totals, b.totals)
+    assert [p.totals.bytes for p in result.plans] == sorted(p.totals.bytes for p in result.plans)
+    assert result.best is result.plans[-1]
+
+
+def test_evolutionary_never_reports_an_infeasible_candidate_even_when_most_are():
+    problem = random_problem(3, n=6, constraints={"max_avg_bits": 2.3})  # a tight budget: most samples break it
+    result = get_solver("evolutionary", trials=40, seed=0).search(problem)
+    for plan in result.plans:
+        assert violations(plan.totals, problem.constraints) == []
+
+
+def test_seeding_with_the_dp_frontier_finds_the_exact_optimum_and_certifies_it():
+    problem = random_problem(4)
+    plan = get_solver("evolutionary", trials=20, seed=0).solve(problem)
+    assert plan.solver.name == "evolutionary" and plan.solver.status == "feasible"
+    assert plan.solver.objective == pytest.approx(brute_force(problem))
+    assert plan.solver.bound == pytest.approx(plan.solver.objective)
+    assert plan.solver.gap == pytest.approx(0.0, abs=1e-12)
+
+
+def test_measured_objective_is_called_only_for_feasible_plans_and_drives_the_result():
+    problem = random_problem(5, n=4, constraints={"max_avg_bits": 3.0})
+    seen = []
+
+    def evaluate_plan(plan):
+        assert violations(plan.totals, problem.constraints) == []
+        seen.append(plan)
+        return 100.0 - plan.totals.avg_bits  # "measured": more bits is better, whatever the additive model says
+
+    result = get_solver("evolutionary", trials=30, seed=0, objective="measured", evaluate_plan=evaluate_plan).search(problem)
+    assert seen
+    assert result.bound is None and result.best.solver.gap is None
+    assert result.best.solver.objective == pytest.approx(100.0 - result.best.totals.avg_bits)
+    assert result.best.solver.objective == min(100.0 - p.totals.avg_bits for p in seen)
+
+
+def test_progress_reports_fractions_and_should_stop_ends_the_search_early():
+    problem = random_problem(6)
+    calls = []
+    stop_after = 7
+    solver = get_solver("evolutionary", trials=50, seed=0,
+                        progress=lambda fraction, best: calls.append((fraction, best)),
+                        should_stop=lambda: len(calls) >= stop_after)
+    result = solver.search(problem)
+    assert result.trials["COMPLETE"] == stop_after
+    fractions = [f for f, _ in calls]
+    assert fractions == sorted(fractions) and 0 < fractions[0] and fractions[-1] == pytest.approx(stop_after / 50)
+    assert all(b is None or violations(b.totals, problem.constraints) == [] for _, b in calls)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"objective": "measured"}, "needs evaluate_plan"),
+    ({"objective": "exact"}, "objective must be one of"),
+    ({"trials": 0}, "trials must be a positive integer"),
+    ({"population": 1}, "population must be an integer >= 2"),
+    ({"storage": "sqlite:///x.db"}, "storage and study go together"),
+    ({"generations": 3}, "unknown settings ['generations']"),
+])
+def test_bad_settings_name_the_setting(settings, message):
+    with pytest.raises(SearchSettingError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        get_solver("evolutionary", **settings)
+
+
+def test_non_dominated_and_hypervolume_on_known_points():
+    points = [(3.0, 10, 0), (2.0, 20, 1), (2.5, 20, 2), (1.0, 40, 3), (1.0, 40, 4), (5.0, 5, 5), (3.0, 12, 6)]
+    assert non_dominated(points) == [5, 0, 1, 3]
+    assert hypervolume([(1.0, 1.0)], (2.0, 2.0)) == pytest.approx(1.0)
+    assert hypervolume([(1.0, 3.0), (2.0, 1.0)], (4.0, 4.0)) == pytest.approx(3 * 1 + 2 * 2)
+    assert hypervolume([(5.0, 1.0)], (4.0, 4.0)) == 0.0
+
+
+def test_the_evolutionary_solver_never_imports_torch():
+    code = (
+        "import sys, json\n"
+        "from mpq.schema import Problem\n"
+        "from mpq.solvers import get_solver\n"
+        "p = Problem.model_validate(json.loads(sys.argv[1]))\n"
+        "get_solver('evolutionary', trials=5).solve(p)\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    doc = random_problem(7, n=3).model_dump_json(by_alias=True)
+    subprocess.run([sys.executable, "-c", code, doc], check=True, timeout=60)
