@@ -453,4 +453,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run through the importable module, so extension commands register into the same registry
+    from mpq.cli import main as _main
+
+    sys.exit(_main())
