@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 from typing import Optional
 
+from mpq.dburl import with_installed_driver
 from mpq.errors import MpqError
 
 #: Seconds between heartbeats of a running trial; a trial silent for ``GRACE_FACTOR`` times this is failed.
@@ -62,19 +63,6 @@ def retry_callback(max_retry: int = MAX_RETRY):
         return cls(max_retry=max_retry)
 
 
-def _with_postgres_driver(url: str) -> str:
-    """``postgresql://`` with the driver that is installed: SQLAlchemy 2.1 defaults to psycopg 3, mpq ships psycopg2."""
-    scheme, sep, rest = url.partition("://")
-    if scheme not in ("postgresql", "postgres"):
-        return url
-    import importlib.util
-
-    for module, driver in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")):
-        if importlib.util.find_spec(module) is not None:
-            return f"postgresql+{driver}://{rest}"
-    return f"postgresql://{rest}"
-
-
 def open_storage(url: str, *, heartbeat_s: Optional[int] = DEFAULT_HEARTBEAT_S, max_retry: int = MAX_RETRY):
     """An Optuna storage for ``url``; RDB storages get heartbeats and retry the trials of dead workers."""
     import warnings
@@ -98,7 +86,7 @@ def open_storage(url: str, *, heartbeat_s: Optional[int] = DEFAULT_HEARTBEAT_S, 
             return optuna.storages.JournalStorage(JournalFileBackend(path))
         except (OSError, ValueError) as e:
             raise StorageUnreachable(f"cannot open the study storage {masked}: {e}") from None
-    url = _with_postgres_driver(url)
+    url = with_installed_driver(url)
     kwargs: dict = {}
     if heartbeat_s:
         retry = retry_callback(max_retry)

@@ -20,6 +20,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import StaticPool
 
+from mpq.dburl import with_installed_driver
+
 metadata = MetaData()
 
 plans = Table(
@@ -89,6 +91,7 @@ class PlanRecord:
         )
 
 
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         memory = url in ("sqlite://", "sqlite:///:memory:")
@@ -107,7 +110,7 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(with_installed_driver(url), pool_pre_ping=True)
 
 
 class Store:
