@@ -112,6 +112,7 @@ from mpq.quant import QuantSpec
 from mpq.schema import LayerSensitivity, SensitivityTable
 from mpq.workload import Workload, call_model, check_loss
 
+from ._runtime import check_device
 from .base import Estimator, check_finite_scores, register_estimator
 
 #: Most elements in one stacked probe tensor (and in one layer's sketch basis).
@@ -192,7 +193,7 @@ class BlockHVP:
         model = workload.model
         params = list(model.parameters())
         original_device = params[0].device if params else torch.device("cpu")
-        device = original_device if self.device == "auto" else torch.device(self.device)
+        device = original_device if self.device == "auto" else check_device(self.device)
         moved = any(p.device != device for p in params)
         used = list(workload.batches[: self.batches])
         sizes = [max(_batch_size(x), 1) for x, _ in used]

@@ -195,3 +195,21 @@ def test_cli_writes_finite_eigenvalues_for_every_layer(tmp_path, monkeypatch):
     for layer in doc["layers"].values():
         assert math.isfinite(layer["eigenvalue"]) and layer["score"] == layer["eigenvalue"]
         assert layer["iterations"] >= 1 and layer["residual"] >= 0
+
+
+def test_unknown_device_is_named():
+    with pytest.raises(WorkloadError, match="device"):
+        run(tiny_mlp(), mlp_batches((16,)), device="tpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_gives_the_cpu_eigenvalues_and_the_model_back_on_the_cpu():
+    model, batches = tiny_mlp(), mlp_batches((32, 16))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cpu, gpu = run(model, batches), run(model, batches, device="cuda")
+    assert all(p.device.type == "cpu" for p in model.parameters())
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    hessians = exact_block_hessians(model, batches, ["0", "2", "4"])
+    check_top_eigenvalues(gpu, hessians)
+    for name in cpu.layers:
+        assert gpu.layers[name].eigenvalue == pytest.approx(cpu.layers[name].eigenvalue, rel=1e-4)
