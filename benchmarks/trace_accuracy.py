@@ -1,6 +1,6 @@
 """Per-layer Hessian-trace accuracy and HVP cost: mpq's block probing against PyHessian, on an MLP and a CNN.
 
-    .venv/bin/python benchmarks/trace_accuracy.py [--seeds 5] [--batches 1] [--no-cache]
+    .venv/bin/python benchmarks/trace_accuracy.py [--seeds 5] [--batches 1] [--no-cache] [--verify-whole]
 
 Models: a 64-256-256-10 ReLU MLP (85k weights, the FINDINGS model size), trained here for a few
 seconds on a seeded synthetic teacher task, and the embedded digits CNN (``mpq.examples.digits:workload``,
@@ -33,7 +33,7 @@ Goal (a): every layer of the digits CNN within 5% of its exact trace with mpq's 
 every layer within 5%. That HVP count is *estimated* from the whole-model per-layer single-probe
 standard deviation s_l (pooled over all seeds' 100 samples): n_l = (1.96 s_l / (0.05 |tr_l|))^2, the
 count at which the 95% error interval is +-5%, and n = max_l n_l; its time is n x PyHessian's seconds per
-HVP. Goal (b): mpq's seconds per HVP no more than PyHessian's, on each model.
+HVP (``--verify-whole`` runs that many once and prints the errors it reaches). Goal (b): mpq's seconds per HVP no more than PyHessian's, on each model.
 """
 from __future__ import annotations
 
@@ -258,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=5, help="repetitions for the RMS errors (default 5)")
     ap.add_argument("--batches", type=int, default=1, help="calibration batches per model (exact reference cost grows with it)")
     ap.add_argument("--no-cache", action="store_true", help="recompute the exact traces")
+    ap.add_argument("--verify-whole", action="store_true",
+                    help="also run the estimated number of whole-model PyHessian HVPs on the digits CNN (about 30-40 s)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -281,6 +283,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"    -> {n_whole:.0f} HVPs (layer {worst_layer}) x {1e3 * cnn['py_spv']:.2f} ms = {t_whole:.1f} s")
     print(f"    mpq default hessian-trace: {cnn['t_mpq']:.2f} s, {cnn['table0'].meta['hvps']} HVPs, worst layer "
           f"{100 * cnn['worst_default_seed0']:.2f}% (worst over {cnn['seeds']} seeds {100 * cnn['worst_default']:.2f}%)")
+    if args.verify_whole:
+        n = int(math.ceil(n_whole))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph")
+            t = time.perf_counter()
+            samples = pyhessian_layer_samples(cnn["wl"], cnn["names"], n, seed=7)
+            t_run = time.perf_counter() - t
+        errs = {name: rel(float(samples[i].mean()), cnn["exact"][name]) for i, name in enumerate(cnn["names"])}
+        print(f"    check: {n} whole-model PyHessian HVPs (seed 7) took {t_run:.1f} s; per-layer error "
+              + ", ".join(f"{name} {100 * e:.2f}%" for name, e in errs.items()))
     print(f"    ratio {ratio:.1f}x (goal >= 10x, every layer <= 5%): {'MET' if met_a else 'MISSED'}")
     print("(b) seconds per HVP no more than PyHessian's on the same model:")
     met_b = True
