@@ -40,8 +40,8 @@ Method: block power iteration (subspace iteration with Rayleigh-Ritz) on block-r
     iteration. A block of at most ``block`` weights is solved exactly in one iteration.
     Several vectors per layer converge at the rate ``lambda_{k+1} / lambda_1`` instead of
     ``lambda_2 / lambda_1`` and ride in one batched autograd call. Layers are not batched together:
-    one whole-model call over stacked block vectors pays a whole-model HVP per row (7-40x the
-    per-layer calls on the digits CNN and an MLP, see ``hessian.py``).
+    one whole-model call over every layer's stacked block vectors pays a whole-model HVP per row,
+    5-7x the per-layer batched calls on the digits CNN and 5-14x on an 85k MLP (``hessian.py``).
 
 Measured (one thread, torch 2.13 CPU, shared 2-core box; best of 2-3 runs; error against a
 block=8, 300-400-iteration reference)
