@@ -96,6 +96,7 @@ sketch fits in ``2**24`` elements.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import time
@@ -111,6 +112,7 @@ from mpq.quant import QuantSpec
 from mpq.schema import LayerSensitivity, SensitivityTable
 from mpq.workload import Workload, call_model, check_loss
 
+from ._runtime import check_device
 from .base import Estimator, check_finite_scores, register_estimator
 
 #: Most elements in one stacked probe tensor (and in one layer's sketch basis).
@@ -173,8 +175,122 @@ def _to(obj: Any, device: torch.device) -> Any:
     return obj
 
 
+class BlockHVP:
+    """What ``hessian-trace`` and ``hessian-eigen`` share: weight blocks, per-batch gradients with their
+    graph, block-restricted Hessian-vector products, and leaving the model as it was."""
+
+    name: str
+    seed: int
+    device: str
+    batches: int
+    threads: Optional[int] = None
+    _batched_ok: bool = True
+
+    @contextlib.contextmanager
+    def _session(self, workload: Workload, graph: LayerGraph):
+        """Yields ``(blocks, batches, batch weights, batch sizes, device)`` with the block weights requiring
+        grad; afterwards the thread count, ``requires_grad`` flags, device and buffers are put back."""
+        model = workload.model
+        params = list(model.parameters())
+        original_device = params[0].device if params else torch.device("cpu")
+        device = original_device if self.device == "auto" else check_device(self.device)
+        moved = any(p.device != device for p in params)
+        used = list(workload.batches[: self.batches])
+        sizes = [max(_batch_size(x), 1) for x, _ in used]
+        weights_b = [s / sum(sizes) for s in sizes]
+        # a forward pass in training mode may update buffers (BatchNorm statistics): put them back after
+        saved_buffers = {n: buf.detach().clone() for n, buf in model.named_buffers()}
+        flags: list[tuple[torch.Tensor, bool]] = []
+        threads_before = torch.get_num_threads()
+        try:
+            if self.threads:
+                torch.set_num_threads(self.threads)
+            if moved:
+                model.to(device)
+            blocks = self._blocks(graph)
+            flags = [(b.weight, b.weight.requires_grad) for b in blocks]
+            for b in blocks:
+                b.weight.requires_grad_(True)
+            batches = [(_to(x, device), _to(y, device)) for x, y in used]
+            with torch.enable_grad():
+                yield blocks, batches, weights_b, sizes, device
+        finally:
+            torch.set_num_threads(threads_before)
+            for w, flag in flags:
+                w.requires_grad_(flag)
+            if moved:
+                model.to(original_device)
+            with torch.no_grad():
+                for n, buf in model.named_buffers():
+                    if n in saved_buffers and buf.shape == saved_buffers[n].shape:
+                        buf.copy_(saved_buffers[n].to(buf.device))
+
+    def _blocks(self, graph: LayerGraph) -> list[_Block]:
+        """One block per distinct weight tensor, in graph order (tied layers share one)."""
+        blocks: list[_Block] = []
+        by_id: dict[int, _Block] = {}
+        for name in graph.names:
+            w = graph.module(name).weight
+            if not isinstance(w, torch.Tensor) or not w.is_leaf:
+                raise WorkloadError(
+                    f"{self.name}: layer {name!r} has a weight that is not a leaf tensor "
+                    "(a parametrization or a computed weight); its Hessian block is not defined here"
+                )
+            if id(w) in by_id:  # tied weights: one block, reported under every layer that uses it
+                by_id[id(w)].names.append(name)
+                continue
+            blk = _Block(names=[name], weight=w, index=len(blocks), d=w.numel())
+            self._setup_block(blk)
+            by_id[id(w)] = blk
+            blocks.append(blk)
+        return blocks
+
+    def _setup_block(self, blk: _Block) -> None:
+        """Per-estimator sizes of a new block (chunk, sketch)."""
+
+    def _grads(self, workload: Workload, blocks: list[_Block], batch: tuple[Any, Any], index: int) -> dict:
+        """Gradients of one batch's loss w.r.t. the given blocks' weights, with their graph (block index -> grad)."""
+        inputs, targets = batch
+        loss = workload.loss_fn(call_model(workload.model, inputs), targets)
+        try:
+            check_loss(loss.detach() if isinstance(loss, torch.Tensor) else loss, workload.name)
+            loss = loss.reshape(())
+        except WorkloadError as e:
+            raise WorkloadError(f"{self.name}: calibration batch {index}: {e}") from None
+        if not loss.requires_grad:
+            raise WorkloadError(
+                f"{self.name}: calibration batch {index}: the loss of workload {workload.name!r} has no autograd "
+                "graph to the weights (loss_fn or the model detaches it, or runs under torch.no_grad)"
+            )
+        try:
+            grads = torch.autograd.grad(loss, [b.weight for b in blocks], create_graph=True, allow_unused=True)
+        except RuntimeError as e:
+            raise WorkloadError(f"{self.name}: cannot differentiate the loss of calibration batch {index}: {e}") from e
+        return {b.index: g for b, g in zip(blocks, grads)}
+
+    def _hvp(self, grad: Optional[torch.Tensor], weight: torch.Tensor, rows: torch.Tensor) -> Optional[torch.Tensor]:
+        """``rows[i] -> (H rows[i])`` restricted to this block; None when the block has no second-order path."""
+        if grad is None or not grad.requires_grad:
+            return None
+        try:
+            if rows.shape[0] > 1 and self._batched_ok:
+                try:
+                    (hv,) = torch.autograd.grad(grad, weight, rows, retain_graph=True, allow_unused=True, is_grads_batched=True)
+                    return hv
+                except RuntimeError:
+                    self._batched_ok = False  # an op without a batching rule: one probe per call from now on
+            out = []
+            for r in rows:
+                (hv,) = torch.autograd.grad(grad, weight, r, retain_graph=True, allow_unused=True)
+                if hv is None:
+                    return None
+                out.append(hv)
+            return torch.stack(out)
+        except RuntimeError as e:
+            raise WorkloadError(f"{self.name}: the model does not support second derivatives (double backward): {e}") from e
+
 @register_estimator
-class HessianTraceEstimator(Estimator):
+class HessianTraceEstimator(BlockHVP, Estimator):
     """Per-layer weight-block Hessian traces by deflated block-restricted Hutchinson probing."""
 
     name = "hessian-trace"
@@ -230,45 +346,15 @@ class HessianTraceEstimator(Estimator):
         self, workload: Workload, graph: LayerGraph, options: Optional[Mapping[str, QuantSpec]] = None
     ) -> SensitivityTable:
         self._started = time.perf_counter()
-        model = workload.model
-        params = list(model.parameters())
-        original_device = params[0].device if params else torch.device("cpu")
-        device = original_device if self.device == "auto" else torch.device(self.device)
-        moved = any(p.device != device for p in params)
-        used = list(workload.batches[: self.batches])
-        sizes = [max(_batch_size(x), 1) for x, _ in used]
-        weights_b = [s / sum(sizes) for s in sizes]
-        # a forward pass in training mode may update buffers (BatchNorm statistics): put them back after
-        saved_buffers = {n: buf.detach().clone() for n, buf in model.named_buffers()}
         counters = {"hvps": 0}
-        flags: list[tuple[torch.Tensor, bool]] = []
         from tqdm.auto import tqdm
 
         bar = tqdm(desc="hessian-trace", unit="HVP", disable=self.quiet, leave=False)
-        threads_before = torch.get_num_threads()
         try:
-            if self.threads:
-                torch.set_num_threads(self.threads)
-            if moved:
-                model.to(device)
-            blocks = self._blocks(graph)
-            flags = [(b.weight, b.weight.requires_grad) for b in blocks]
-            for b in blocks:
-                b.weight.requires_grad_(True)
-            batches = [(_to(x, device), _to(y, device)) for x, y in used]
-            with torch.enable_grad():
+            with self._session(workload, graph) as (blocks, batches, weights_b, sizes, device):
                 self._run(workload, blocks, batches, weights_b, device, bar, counters)
         finally:
             bar.close()
-            torch.set_num_threads(threads_before)
-            for w, flag in flags:
-                w.requires_grad_(flag)
-            if moved:
-                model.to(original_device)
-            with torch.no_grad():
-                for n, buf in model.named_buffers():
-                    if n in saved_buffers and buf.shape == saved_buffers[n].shape:
-                        buf.copy_(saved_buffers[n].to(buf.device))
 
         layers: dict[str, LayerSensitivity] = {}
         by_name = {n: b for b in blocks for n in b.names}
@@ -293,7 +379,7 @@ class HessianTraceEstimator(Estimator):
             "scheme": scheme,
             "probes": sum(b.n for b in blocks),
             "hvps": counters["hvps"],
-            "batches": len(used),
+            "batches": len(batches),
             "batch_sizes": sizes,
             "tol": self.tol,
             "layers_at_max": [n for b in blocks if b.at_max for n in b.names],
@@ -303,70 +389,13 @@ class HessianTraceEstimator(Estimator):
         return check_finite_scores(self.table(workload, layers, **meta))
 
     # ------------------------------------------------------------------------------------------
-    def _blocks(self, graph: LayerGraph) -> list[_Block]:
-        blocks: list[_Block] = []
-        by_id: dict[int, _Block] = {}
-        for name in graph.names:
-            w = graph.module(name).weight
-            if not isinstance(w, torch.Tensor) or not w.is_leaf:
-                raise WorkloadError(
-                    f"hessian-trace: layer {name!r} has a weight that is not a leaf tensor "
-                    "(a parametrization or a computed weight); its Hessian block is not defined here"
-                )
-            if id(w) in by_id:  # tied weights: one block, reported under every layer that uses it
-                by_id[id(w)].names.append(name)
-                continue
-            d = w.numel()
-            blk = _Block(names=[name], weight=w, index=len(blocks), d=d)
-            blk.chunk = max(1, min(self.chunk, ELEMENT_BUDGET // max(d, 1)))
-            if self.sketch > 0 and d <= 2 * self.sketch:
-                blk.exact, blk.k = True, d
-            elif self.sketch > 0 and d * self.sketch <= ELEMENT_BUDGET:
-                blk.k = min(self.sketch, d)
-            by_id[id(w)] = blk
-            blocks.append(blk)
-        return blocks
-
-    def _grads(self, workload: Workload, blocks: list[_Block], batch: tuple[Any, Any], index: int) -> dict:
-        """Gradients of one batch's loss w.r.t. the given blocks' weights, with their graph (block index -> grad)."""
-        inputs, targets = batch
-        loss = workload.loss_fn(call_model(workload.model, inputs), targets)
-        try:
-            check_loss(loss.detach() if isinstance(loss, torch.Tensor) else loss, workload.name)
-            loss = loss.reshape(())
-        except WorkloadError as e:
-            raise WorkloadError(f"hessian-trace: calibration batch {index}: {e}") from None
-        if not loss.requires_grad:
-            raise WorkloadError(
-                f"hessian-trace: calibration batch {index}: the loss of workload {workload.name!r} has no autograd "
-                "graph to the weights (loss_fn or the model detaches it, or runs under torch.no_grad)"
-            )
-        try:
-            grads = torch.autograd.grad(loss, [b.weight for b in blocks], create_graph=True, allow_unused=True)
-        except RuntimeError as e:
-            raise WorkloadError(f"hessian-trace: cannot differentiate the loss of calibration batch {index}: {e}") from e
-        return {b.index: g for b, g in zip(blocks, grads)}
-
-    def _hvp(self, grad: Optional[torch.Tensor], weight: torch.Tensor, rows: torch.Tensor) -> Optional[torch.Tensor]:
-        """``rows[i] -> (H rows[i])`` restricted to this block; None when the block has no second-order path."""
-        if grad is None or not grad.requires_grad:
-            return None
-        try:
-            if rows.shape[0] > 1 and self._batched_ok:
-                try:
-                    (hv,) = torch.autograd.grad(grad, weight, rows, retain_graph=True, allow_unused=True, is_grads_batched=True)
-                    return hv
-                except RuntimeError:
-                    self._batched_ok = False  # an op without a batching rule: one probe per call from now on
-            out = []
-            for r in rows:
-                (hv,) = torch.autograd.grad(grad, weight, r, retain_graph=True, allow_unused=True)
-                if hv is None:
-                    return None
-                out.append(hv)
-            return torch.stack(out)
-        except RuntimeError as e:
-            raise WorkloadError(f"hessian-trace: the model does not support second derivatives (double backward): {e}") from e
+    def _setup_block(self, blk: _Block) -> None:
+        d = blk.d
+        blk.chunk = max(1, min(self.chunk, ELEMENT_BUDGET // max(d, 1)))
+        if self.sketch > 0 and d <= 2 * self.sketch:
+            blk.exact, blk.k = True, d
+        elif self.sketch > 0 and d * self.sketch <= ELEMENT_BUDGET:
+            blk.k = min(self.sketch, d)
 
     def _run(self, workload, blocks, batches, wb, device, bar, counters) -> None:
         def hvp(grads, blk, rows):
