@@ -118,14 +118,16 @@ def _int_rows(w: torch.Tensor, bits: int, symmetric: bool) -> torch.Tensor:
         # 2^b levels centred on zero: the largest magnitude lands half a step outside the grid,
         # so every weight is within half a step of a level (as GPTQ's symmetric grid).
         amax = w.abs().amax(dim=1, keepdim=True)
-        scale = amax / (2 ** (bits - 1) - 0.5)
+        # multiply by the reciprocal rather than divide: CUDA divides a tensor by a Python scalar that
+        # way, so CPU and GPU then agree to the last bit (a 1-ulp scale flips the row's extreme tie)
+        scale = amax * (1.0 / (2 ** (bits - 1) - 0.5))
         scale = torch.where(scale > 0, scale, torch.ones_like(scale))
         q = torch.clamp(torch.round(w / scale), qmin, qmax)
         return q * scale
     # the range always contains 0 (as GPTQ's), so zero is exactly representable and a constant row is exact
     lo = w.amin(dim=1, keepdim=True).clamp(max=0)
     hi = w.amax(dim=1, keepdim=True).clamp(min=0)
-    scale = (hi - lo) / (2**bits - 1)
+    scale = (hi - lo) * (1.0 / (2**bits - 1))
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     zero = torch.round(-lo / scale)
     q = torch.clamp(torch.round(w / scale) + zero, qmin, qmax)

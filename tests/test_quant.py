@@ -85,3 +85,11 @@ def test_size_convention(shape, bits, group, sym, prune, expected):
     fmt = "float" if bits == 16 else "int"
     assert weight_bits(shape, bits, group, fmt, sym, prune) == expected
     assert to_bytes(expected) == math.ceil(expected / 8)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("spec", [QuantSpec(2), QuantSpec(4, 16), QuantSpec(8), QuantSpec(3, None, "int", False),
+                                  QuantSpec(8, 32, "fp8_e4m3"), QuantSpec(4, 32, "fp4_e2m1"), QuantSpec(4, prune_ratio=0.5)])
+def test_cpu_and_cuda_quantize_to_the_same_values(spec):
+    w = torch.randn(64, 96, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(fake_quantize(w, spec), fake_quantize(w.cuda(), spec).cpu())
