@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Optional, Sequence
 
-import torch
 from torch import nn
 
 from .errors import UnknownLayer, WorkloadError

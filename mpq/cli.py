@@ -8,7 +8,6 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Callable, Optional
 
 from .errors import DocumentError, MpqError

@@ -18,6 +18,10 @@ class WorkloadError(MpqError, ValueError):
     """The model, calibration data or loss cannot be used as given."""
 
 
+class EstimatorSettingsError(MpqError, ValueError):
+    """An estimator setting is unknown or out of range; the message names it."""
+
+
 class UnknownLayer(MpqError, KeyError):
     """A document names a layer the model or problem does not have."""
 

@@ -1,7 +1,6 @@
 """``mpq frontier``: the exact size/distortion frontier of a problem as JSON, and optionally a PNG plot."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 

@@ -7,7 +7,7 @@ from typing import Mapping, Optional
 
 from . import __version__
 from .errors import DocumentError, UnknownLayer
-from .schema import Constraints, ModelRef, Plan, PlanLayer, Problem, Provenance, SolverInfo, Totals
+from .schema import Constraints, Plan, PlanLayer, Problem, Provenance, SolverInfo, Totals
 from .sizes import to_bytes, weight_bits
 
 #: Constraint name -> the plan total it bounds.

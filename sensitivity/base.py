@@ -14,6 +14,7 @@ an ``mpq.sensitivity/v1`` table. It never sees a budget. To add one, write a mod
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 import time
 from abc import ABC, abstractmethod
@@ -21,7 +22,7 @@ from typing import Any, ClassVar, Mapping, Optional
 
 import torch
 
-from mpq.errors import UnknownName, WorkloadError
+from mpq.errors import EstimatorSettingsError, UnknownName, WorkloadError
 from mpq.graph import LayerGraph
 from mpq.quant import QuantSpec
 from mpq.schema import LayerSensitivity, ModelRef, SensitivityPair, SensitivityTable
@@ -106,7 +107,24 @@ def get_estimator(name: str, **settings: Any) -> Estimator:
         cls = ESTIMATORS[name]
     except KeyError:
         raise UnknownName("estimator", name, list(ESTIMATORS)) from None
+    known = accepted_settings(cls)
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise EstimatorSettingsError(f"{name}: unknown setting(s) {unknown}; known: {', '.join(sorted(known))}")
     return cls(**settings)
+
+
+def accepted_settings(cls: type[Estimator]) -> set[str]:
+    """Keyword settings the estimator's constructors (its own and its bases') name explicitly."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        for p in inspect.signature(init).parameters.values():
+            if p.name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD):
+                names.add(p.name)
+    return names
 
 
 def check_finite_scores(table: SensitivityTable) -> SensitivityTable:

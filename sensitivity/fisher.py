@@ -24,7 +24,7 @@ from mpq.errors import WorkloadError
 from mpq.graph import LayerGraph
 from mpq.quant import QuantSpec, fake_quantize, weight_matrix
 from mpq.schema import LayerSensitivity, SensitivityTable
-from mpq.workload import Batch, Workload, call_model
+from mpq.workload import Batch, Workload
 
 from ._runtime import batch_loss, calibration, candidate_options, check_device, check_probes, prepared, progress
 from .base import Estimator, register_estimator

@@ -104,9 +104,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
 import torch
-from torch import nn
 
-from mpq.errors import MpqError, WorkloadError
+from mpq.errors import EstimatorSettingsError, WorkloadError
 from mpq.graph import LayerGraph, _batch_size
 from mpq.quant import QuantSpec
 from mpq.schema import LayerSensitivity, SensitivityTable
@@ -117,10 +116,6 @@ from .base import Estimator, check_finite_scores, register_estimator
 
 #: Most elements in one stacked probe tensor (and in one layer's sketch basis).
 ELEMENT_BUDGET = 1 << 24
-
-
-class EstimatorSettingsError(MpqError, ValueError):
-    """An estimator setting is out of range; the message names it."""
 
 
 @dataclass(eq=False)

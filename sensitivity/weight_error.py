@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Mapping, Optional
 
-import torch
 
 from mpq.graph import LayerGraph
 from mpq.quant import QuantSpec, weight_matrix

@@ -553,3 +553,11 @@ def test_estimators_run_on_cuda_and_give_the_model_back_on_the_cpu(name, setting
     assert_same(before, snapshot(wl.model))
     for layer in cpu.layers:
         assert gpu.layers[layer].score == pytest.approx(cpu.layers[layer].score, rel=1e-3, abs=1e-7)
+
+
+@pytest.mark.parametrize("name", ["fisher", "measured", "interlayer", "lrp", "layer-importance", "weight-error", "grad-output", "hessian-trace"])
+def test_unknown_estimator_setting_is_refused_naming_it_and_the_known_ones(name):
+    from mpq.errors import EstimatorSettingsError
+
+    with pytest.raises(EstimatorSettingsError, match=r"unknown setting\(s\) \['bogus'\]; known: .*seed"):
+        get_estimator(name, bogus=1)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable
 
 from ..errors import UnknownName
 from ..schema import Plan
