@@ -111,15 +111,22 @@ def estimator_settings(args: argparse.Namespace) -> dict:
         if args.probes <= 0:
             raise DocumentError(f"--probes must be positive, got {args.probes}")
         settings["probes"] = args.probes
-    for item in args.param:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise DocumentError(f"--param {item!r}: expected KEY=VALUE")
-        try:
-            settings[key.replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            settings[key.replace("-", "_")] = value
+    settings.update(parse_params(args.param, "--param"))
     return settings
+
+
+def parse_params(items: list[str], flag: str) -> dict:
+    """``KEY=VALUE`` settings; values are read as JSON when they parse (numbers, true/false), else as text."""
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise DocumentError(f"{flag} {item!r}: expected KEY=VALUE")
+        try:
+            out[key.strip().replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip().replace("-", "_")] = value
+    return out
 
 
 def load(args: argparse.Namespace):
@@ -246,6 +253,7 @@ def _plan_args(p):
     add_estimator_args(p)
     p.add_argument("--sensitivity", help="use this mpq.sensitivity/v1 table instead of estimating")
     p.add_argument("--solver", default="auto")
+    p.add_argument("--solver-param", action="append", default=[], metavar="KEY=VALUE", help="a solver setting, e.g. backend=highs")
     p.add_argument("--time-limit", type=float, help="solver time limit in seconds")
     p.add_argument("--max-drop", type=float, help="bisection: the largest allowed drop of --metric against full precision")
     p.add_argument("--metric", help="bisection: the workload metric to hold (default accuracy, else the first one)")
@@ -279,7 +287,7 @@ def cmd_plan(args) -> int:
     constraints = parse_budgets(budgets)
     workload = load(args)
     table = load_document(args.sensitivity, SensitivityTable) if args.sensitivity else None
-    solver_settings = {"time_limit_s": args.time_limit}
+    solver_settings = {"time_limit_s": args.time_limit, **parse_params(args.solver_param, "--solver-param")}
     if args.max_drop is not None:
         if args.solver != "bisection":
             raise DocumentError(f"--max-drop is the target of --solver bisection, not of {args.solver!r}")
@@ -322,6 +330,8 @@ def _solve_args(p):
     p.add_argument("--time-limit", type=float)
     p.add_argument("--server", metavar="URL", help="solve on a running `mpq serve` at URL (token from $MPQ_TOKEN)")
     p.add_argument("--problem-out", help="also write the problem solved, as .json or columnar .npz")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="a solver setting, e.g. backend=highs (ilp) or rule=knee (pareto)")
     p.add_argument("-o", "--output", help="plan file (default: stdout)")
 
 
@@ -351,7 +361,7 @@ def cmd_solve(args) -> int:
         with Client(args.server, token=os.environ.get("MPQ_TOKEN")) as client:
             plan = client.solve(problem, args.solver, time_limit_s=args.time_limit)
     else:
-        plan = get_solver(args.solver, time_limit_s=args.time_limit).solve(problem)
+        plan = get_solver(args.solver, time_limit_s=args.time_limit, **parse_params(args.param, "--param")).solve(problem)
     write_or_print(plan, args.output)
     if args.output:
         print_plan(plan)

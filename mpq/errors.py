@@ -48,6 +48,10 @@ class PlanInfeasible(MpqError):
         super().__init__(message)
 
 
+class SolverSettingsError(MpqError, ValueError):
+    """A solver setting is unknown or out of range; the message names it."""
+
+
 class SolverNotApplicable(MpqError):
     """The chosen solver cannot solve this problem exactly (e.g. DP with several constraints)."""
 

@@ -14,7 +14,6 @@ an ``mpq.sensitivity/v1`` table. It never sees a budget. To add one, write a mod
 from __future__ import annotations
 
 import importlib
-import inspect
 import pkgutil
 import time
 from abc import ABC, abstractmethod
@@ -27,6 +26,7 @@ from mpq.graph import LayerGraph
 from mpq.quant import QuantSpec
 from mpq.schema import LayerSensitivity, ModelRef, SensitivityPair, SensitivityTable
 from mpq.workload import Workload
+from mpq.settings import check_settings
 
 ESTIMATORS: dict[str, type["Estimator"]] = {}
 
@@ -107,24 +107,9 @@ def get_estimator(name: str, **settings: Any) -> Estimator:
         cls = ESTIMATORS[name]
     except KeyError:
         raise UnknownName("estimator", name, list(ESTIMATORS)) from None
-    known = accepted_settings(cls)
-    unknown = sorted(set(settings) - known)
-    if unknown:
-        raise EstimatorSettingsError(f"{name}: unknown setting(s) {unknown}; known: {', '.join(sorted(known))}")
+    check_settings(name, cls, settings, EstimatorSettingsError)
     return cls(**settings)
 
-
-def accepted_settings(cls: type[Estimator]) -> set[str]:
-    """Keyword settings the estimator's constructors (its own and its bases') name explicitly."""
-    names: set[str] = set()
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        for p in inspect.signature(init).parameters.values():
-            if p.name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD):
-                names.add(p.name)
-    return names
 
 
 def check_finite_scores(table: SensitivityTable) -> SensitivityTable:

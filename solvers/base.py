@@ -23,8 +23,9 @@ from typing import Any, ClassVar, Optional
 
 import numpy as np
 
-from mpq.errors import UnknownName
+from mpq.errors import SolverSettingsError, UnknownName
 from mpq.schema import Plan, Problem, Provenance, SolverInfo
+from mpq.settings import check_settings
 
 from .compiled import Compiled, compile_any
 
@@ -99,7 +100,9 @@ def get_solver(name: str, **settings: Any) -> Solver:
         cls = SOLVERS[name]
     except KeyError:
         raise UnknownName("solver", name, [*SOLVERS, "auto"]) from None
+    check_settings(f"solver {name!r}", cls, settings, SolverSettingsError)
     return cls(**settings)
+
 
 
 def solve(problem: Problem, solver: str = "auto", **settings: Any) -> Plan:

@@ -15,7 +15,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from mpq.errors import PlanInfeasible, SolverNotApplicable
+from mpq.errors import PlanInfeasible, SolverNotApplicable, SolverSettingsError
 from mpq.schema import Plan, SolverInfo
 
 from .base import Solution, Solver, register_solver
@@ -33,7 +33,7 @@ class BisectionSolver(Solver):
                  low: Optional[str] = None, high: Optional[str] = None, **settings):
         super().__init__(time_limit_s=time_limit_s, **settings)
         if max_drop is not None and (not np.isfinite(max_drop) or max_drop < 0):
-            raise ValueError(f"bisection max_drop must be >= 0 (the allowed metric drop), got {max_drop!r}")
+            raise SolverSettingsError(f"bisection max_drop must be >= 0 (the allowed metric drop), got {max_drop!r}")
         if max_drop is not None and (evaluate_plan is None or not callable(evaluate_plan)):
             raise SolverNotApplicable(
                 "bisection with max_drop measures each candidate plan: give evaluate_plan=<callable plan -> score> "

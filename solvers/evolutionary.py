@@ -23,7 +23,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from mpq.errors import MpqError
+from mpq.errors import SolverSettingsError
 from mpq.schema import Plan, Problem, Provenance, SolverInfo
 
 from .base import Solution, Solver, register_solver
@@ -36,7 +36,7 @@ DEFAULT_TRIALS = 200
 OBJECTIVES = ("additive", "measured")
 
 
-class SearchSettingError(MpqError, ValueError):
+class SearchSettingError(SolverSettingsError):
     """A setting of the evolutionary search is missing or out of range; the message names it."""
 
 

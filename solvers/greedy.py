@@ -14,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from mpq.errors import PlanInfeasible
+from mpq.errors import PlanInfeasible, SolverSettingsError
 
 from .base import Solution, Solver, register_solver
 from .compiled import Compiled
@@ -63,7 +63,7 @@ def greedy_choice(cp: Compiled, direction: str = "down") -> Optional[np.ndarray]
                 heapq.heappush(heap, ((cost[g][r - 1] - cost[g][r]) / (size[g][r] - size[g][r - 1]), g))
         return choice if arrays.fits(choice) else None
     if direction != "up":
-        raise ValueError(f"greedy direction must be 'down' or 'up', got {direction!r}")
+        raise SolverSettingsError(f"greedy direction must be 'down' or 'up', got {direction!r}")
     rung = np.zeros(G, dtype=np.int64)
     choice = np.array([i[0] for i in idx])
     if not cp.fits(choice):
@@ -96,7 +96,7 @@ class GreedySolver(Solver):
     def __init__(self, *, time_limit_s=None, direction: str = "down", **settings):
         super().__init__(time_limit_s=time_limit_s, **settings)
         if direction not in ("down", "up"):
-            raise ValueError(f"greedy direction must be 'down' or 'up', got {direction!r}")
+            raise SolverSettingsError(f"greedy direction must be 'down' or 'up', got {direction!r}")
         self.direction = direction
 
     def _solve(self, cp: Compiled) -> Solution:

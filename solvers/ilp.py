@@ -16,7 +16,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from mpq.errors import PlanInfeasible, SolverFailed
+from mpq.errors import PlanInfeasible, SolverFailed, SolverSettingsError
 
 from .base import Solution, Solver, register_solver
 from .compiled import Compiled
@@ -194,7 +194,7 @@ class ILPSolver(Solver):
     def __init__(self, *, time_limit_s=None, backend: str = "cbc", gap_rel: float = 1e-9, warm_start: bool = True, **settings):
         super().__init__(time_limit_s=time_limit_s, **settings)
         if backend not in ("cbc", "highs"):
-            raise ValueError(f"ilp backend must be 'cbc' or 'highs', got {backend!r}")
+            raise SolverSettingsError(f"ilp backend must be 'cbc' or 'highs', got {backend!r}")
         self.backend, self.gap_rel, self.warm_start = backend, float(gap_rel), bool(warm_start)
 
     def _start(self, cp: Compiled) -> Optional[np.ndarray]:

@@ -13,7 +13,7 @@ from typing import Optional
 
 import numpy as np
 
-from mpq.errors import PlanInfeasible, SolverNotApplicable
+from mpq.errors import PlanInfeasible, SolverNotApplicable, SolverSettingsError
 
 from .base import Solution, Solver, register_solver
 from .compiled import Compiled
@@ -33,9 +33,9 @@ class ParetoSolver(Solver):
     def __init__(self, *, time_limit_s=None, rule: str = "budget", max_distortion: Optional[float] = None, **settings):
         super().__init__(time_limit_s=time_limit_s, **settings)
         if rule not in RULES:
-            raise ValueError(f"pareto rule must be one of {', '.join(RULES)}, got {rule!r}")
+            raise SolverSettingsError(f"pareto rule must be one of {', '.join(RULES)}, got {rule!r}")
         if rule == "max_distortion" and (max_distortion is None or not np.isfinite(max_distortion)):
-            raise ValueError("pareto rule 'max_distortion' needs max_distortion=<finite number>")
+            raise SolverSettingsError("pareto rule 'max_distortion' needs max_distortion=<finite number>")
         self.rule, self.max_distortion = rule, max_distortion
 
     def _solve(self, cp: Compiled) -> Solution:

@@ -107,3 +107,20 @@ def test_unknown_solver_lists_the_known_ones():
 
     with pytest.raises(UnknownName, match="available: .*dp.*ilp"):
         get_solver("simplex")
+
+
+def test_solver_settings_reach_the_solver_and_typos_are_refused(tmp_path, capsys):
+    import json
+
+    from mpq.cli import main
+    from mpq.errors import SolverSettingsError
+
+    problem = random_problem(np.random.default_rng(11))
+    path = tmp_path / "p.json"
+    path.write_text(problem.model_dump_json(by_alias=True))
+    assert main(["solve", str(path), "--solver", "ilp", "--param", "backend=highs", "-o", str(tmp_path / "plan.json")]) == 0
+    assert json.loads((tmp_path / "plan.json").read_text())["solver"]["name"] == "ilp"
+    assert main(["solve", str(path), "--solver", "ilp", "--param", "backend=gurobi"]) == 2
+    assert "ilp backend must be 'cbc' or 'highs'" in capsys.readouterr().err
+    with pytest.raises(SolverSettingsError, match=r"solver 'dp': unknown setting\(s\) \['beam'\]; known: .*time_limit_s"):
+        get_solver("dp", beam=3)
