@@ -77,9 +77,16 @@ def register_solver(cls: type[Solver]) -> type[Solver]:
     return cls
 
 
+_imported = False
+
+
 def _import_all() -> None:
+    global _imported
+    if _imported:  # once per process: the service calls this on every request
+        return
     import mpq.solvers as pkg
 
+    _imported = True
     for info in pkgutil.iter_modules(pkg.__path__):
         if not info.name.startswith("_") and info.name not in ("base", "compiled"):
             importlib.import_module(f"mpq.solvers.{info.name}")

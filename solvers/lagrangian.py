@@ -27,6 +27,8 @@ from .dp import FrontierTooLarge, pareto_dp
 #: Above this many segments, the split multiplier is found by a bucketed selection instead of a sort.
 _SORT_LIMIT = 200_000
 _BUCKETS = 1 << 16
+#: Above this many (suffix, segment) entries, the core DP's completion tables are built one at a time.
+_TABLE_LIMIT = 1 << 20
 
 
 def row_min(a: np.ndarray) -> np.ndarray:
@@ -201,21 +203,33 @@ class SuffixLP:
         self.cap = cap
         self.base_cost = np.append(np.cumsum(base_c[::-1])[::-1], 0.0)  # groups g.. (index g), n -> 0
         self.base_weight = np.append(np.cumsum(base_w[::-1])[::-1], 0.0)
-        self.tables: list[tuple[np.ndarray, np.ndarray]] = [None] * (n + 1)  # type: ignore[list-item]
-        eff = np.empty(0)
-        dw = np.empty(0)
-        self.tables[n] = (np.zeros(1), np.zeros(1))
-        for g in range(n - 1, -1, -1):
-            k = hull.n_segments[g]
-            eff = np.concatenate([eff, hull.efficiency[g, :k]])
-            dw = np.concatenate([dw, hull.d_weight[g, :k]])
-            order = np.argsort(-eff, kind="stable")
-            eff, dw = eff[order], dw[order]
-            self.tables[g] = (np.concatenate([[0.0], np.cumsum(dw)]), np.concatenate([[0.0], np.cumsum(eff * dw)]))
+        # every hull segment once, most efficient first; the table of suffix g sums the segments of
+        # groups >= g in that order (a segment of an earlier group adds nothing: a flat step of the
+        # table, which np.interp never lands inside)
+        valid = np.arange(hull.efficiency.shape[1])[None, :] < hull.n_segments[:, None]
+        group = np.broadcast_to(rows[:, None], valid.shape)[valid]
+        eff, dw = hull.efficiency[valid], hull.d_weight[valid]
+        order = np.argsort(-eff, kind="stable")
+        group, eff, dw = group[order], eff[order], dw[order]
+        self.group, self.dw, self.gain = group, dw, eff * dw
+        self.rows: Optional[tuple[np.ndarray, np.ndarray]] = None
+        if (n + 1) * (eff.size + 1) <= _TABLE_LIMIT:  # every table at once (the usual, small core)
+            self.rows = self._tables(np.arange(n + 1))
+
+    def _tables(self, suffixes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        inside = self.group[None, :] >= suffixes[:, None]  # (suffix, segment)
+        cum_w = np.zeros((len(suffixes), self.dw.size + 1))
+        cum_gain = np.zeros_like(cum_w)
+        np.cumsum(inside * self.dw, axis=1, out=cum_w[:, 1:])
+        np.cumsum(inside * self.gain, axis=1, out=cum_gain[:, 1:])
+        return cum_w, cum_gain
 
     def __call__(self, g: int, used: np.ndarray) -> np.ndarray:
         """Lower bound on the cost of groups ``g+1..`` when ``used`` weight is already taken."""
-        cum_w, cum_gain = self.tables[g + 1]
+        if self.rows is not None:
+            cum_w, cum_gain = self.rows[0][g + 1], self.rows[1][g + 1]
+        else:
+            (cum_w,), (cum_gain,) = self._tables(np.array([g + 1]))
         room = self.cap - used - self.base_weight[g + 1]
         gain = np.interp(room, cum_w, cum_gain)  # fractional last segment; flat beyond the end
         return np.where(room < -1e-9 * max(abs(self.cap), 1.0), np.inf, self.base_cost[g + 1] - gain)
@@ -302,8 +316,9 @@ def solve_mckp(
         try:
             if core.size > max_dp_groups:
                 raise FrontierTooLarge(f"{core.size} undecided groups")
-            front = pareto_dp(costs, weights, core_cap, penalties=[rc[g, o] for g, o in zip(core, options)],
-                              penalty_limit=delta + tol, max_states=max_core_states,
+            # no reduced-cost pruning here: a state whose reduced costs exceed U - L also has
+            # cost + LP completion above the incumbent, so the completion bound already drops it
+            front = pareto_dp(costs, weights, core_cap, max_states=max_core_states,
                               completion=SuffixLP(costs, weights, core_cap), upper=core_upper)
             if not len(front.cost):
                 return None, True, "dp"
