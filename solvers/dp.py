@@ -80,10 +80,10 @@ def pareto_dp(
         if penalties is not None:
             cp = np.add.outer(penalties[g], P).ravel()
             keep &= cp <= penalty_limit
-        idx = np.flatnonzero(keep)
+        idx = keep.nonzero()[0]
         cw, cc = cw[idx], cc[idx]
         if completion is not None:
-            ok = np.flatnonzero(cc + completion(g, cw) <= upper)
+            ok = (cc + completion(g, cw) <= upper).nonzero()[0]
             idx, cw, cc = idx[ok], cw[ok], cc[ok]
         order = np.argsort(cw, kind="stable")  # merges the per-option runs
         cw, cc, idx = cw[order], cc[order], idx[order]

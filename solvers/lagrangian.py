@@ -235,6 +235,42 @@ class SuffixLP:
         return np.where(room < -1e-9 * max(abs(self.cap), 1.0), np.inf, self.base_cost[g + 1] - gain)
 
 
+def pair_groups(costs: list[np.ndarray], weights: list[np.ndarray], rcs: list[np.ndarray], limit: float):
+    """Merge consecutive groups two by two (every pair of their options), for a DP with half the steps.
+
+    A combination whose reduced costs sum past ``limit`` (= U - L) cannot be in a better solution
+    and is left out, and so is one that is no lighter than a cheaper combination of the same pair.
+    Returns the merged costs and weights, and a function mapping a merged choice back to one option
+    index per original group.
+    """
+    p_costs, p_weights, picks = [], [], []
+    for i in range(0, len(costs) - 1, 2):
+        kb = len(costs[i + 1])
+        c = np.add.outer(costs[i], costs[i + 1]).ravel()
+        w = np.add.outer(weights[i], weights[i + 1]).ravel()
+        ok = (np.add.outer(rcs[i], rcs[i + 1]).ravel() <= limit).nonzero()[0]
+        ok = ok[np.lexsort((c[ok], w[ok]))]
+        c, w = c[ok], w[ok]
+        front = np.ones(ok.size, dtype=bool)
+        front[1:] = c[1:] < np.minimum.accumulate(c)[:-1]
+        p_costs.append(c[front])
+        p_weights.append(w[front])
+        picks.append(np.divmod(ok[front], kb))
+    if len(costs) % 2:
+        p_costs.append(costs[-1])
+        p_weights.append(weights[-1])
+
+    def split(merged: np.ndarray) -> np.ndarray:
+        out = np.empty(len(costs), dtype=np.int64)
+        for j, (first, second) in enumerate(picks):
+            out[2 * j], out[2 * j + 1] = first[merged[j]], second[merged[j]]
+        if len(costs) % 2:
+            out[-1] = merged[-1]
+        return out
+
+    return p_costs, p_weights, split
+
+
 @dataclass
 class MCKPResult:
     choice: np.ndarray  # option index per group
@@ -318,11 +354,12 @@ def solve_mckp(
                 raise FrontierTooLarge(f"{core.size} undecided groups")
             # no reduced-cost pruning here: a state whose reduced costs exceed U - L also has
             # cost + LP completion above the incumbent, so the completion bound already drops it
-            front = pareto_dp(costs, weights, core_cap, max_states=max_core_states,
-                              completion=SuffixLP(costs, weights, core_cap), upper=core_upper)
+            p_costs, p_weights, split = pair_groups(costs, weights, [rc[g, o] for g, o in zip(core, options)], delta + tol)
+            front = pareto_dp(p_costs, p_weights, core_cap, max_states=max_core_states,
+                              completion=SuffixLP(p_costs, p_weights, core_cap), upper=core_upper)
             if not len(front.cost):
                 return None, True, "dp"
-            sub, proven, method = front.choice(int(np.argmin(front.cost))), True, "dp"
+            sub, proven, method = split(front.choice(int(np.argmin(front.cost)))), True, "dp"
         except FrontierTooLarge:
             if not exact_fallback:
                 return None, False, "dp"
