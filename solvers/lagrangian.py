@@ -29,6 +29,8 @@ _SORT_LIMIT = 200_000
 _BUCKETS = 1 << 16
 #: Above this many (suffix, segment) entries, the core DP's completion tables are built one at a time.
 _TABLE_LIMIT = 1 << 20
+#: The core DP runs on groups merged two by two this many times (fewer, larger steps).
+_PAIR_LEVELS = 1
 
 
 def row_min(a: np.ndarray) -> np.ndarray:
@@ -240,25 +242,29 @@ def pair_groups(costs: list[np.ndarray], weights: list[np.ndarray], rcs: list[np
 
     A combination whose reduced costs sum past ``limit`` (= U - L) cannot be in a better solution
     and is left out, and so is one that is no lighter than a cheaper combination of the same pair.
-    Returns the merged costs and weights, and a function mapping a merged choice back to one option
-    index per original group.
+    Returns the merged costs, weights and reduced costs, and a function mapping a merged choice
+    back to one option index per original group.
     """
-    p_costs, p_weights, picks = [], [], []
+    p_costs, p_weights, p_rcs, picks = [], [], [], []
     for i in range(0, len(costs) - 1, 2):
         kb = len(costs[i + 1])
-        c = np.add.outer(costs[i], costs[i + 1]).ravel()
-        w = np.add.outer(weights[i], weights[i + 1]).ravel()
-        ok = (np.add.outer(rcs[i], rcs[i + 1]).ravel() <= limit).nonzero()[0]
-        ok = ok[np.lexsort((c[ok], w[ok]))]
-        c, w = c[ok], w[ok]
+        r = np.add.outer(rcs[i], rcs[i + 1]).ravel()
+        ok = (r <= limit).nonzero()[0]
+        c = np.add.outer(costs[i], costs[i + 1]).ravel()[ok]
+        w = np.add.outer(weights[i], weights[i + 1]).ravel()[ok]
+        order = np.lexsort((c, w))
+        c, w, ok = c[order], w[order], ok[order]
         front = np.ones(ok.size, dtype=bool)
         front[1:] = c[1:] < np.minimum.accumulate(c)[:-1]
+        ok = ok[front]
         p_costs.append(c[front])
         p_weights.append(w[front])
-        picks.append(np.divmod(ok[front], kb))
+        p_rcs.append(r[ok])
+        picks.append(np.divmod(ok, kb))
     if len(costs) % 2:
         p_costs.append(costs[-1])
         p_weights.append(weights[-1])
+        p_rcs.append(rcs[-1])
 
     def split(merged: np.ndarray) -> np.ndarray:
         out = np.empty(len(costs), dtype=np.int64)
@@ -268,7 +274,7 @@ def pair_groups(costs: list[np.ndarray], weights: list[np.ndarray], rcs: list[np
             out[-1] = merged[-1]
         return out
 
-    return p_costs, p_weights, split
+    return p_costs, p_weights, p_rcs, split
 
 
 @dataclass
@@ -354,7 +360,17 @@ def solve_mckp(
                 raise FrontierTooLarge(f"{core.size} undecided groups")
             # no reduced-cost pruning here: a state whose reduced costs exceed U - L also has
             # cost + LP completion above the incumbent, so the completion bound already drops it
-            p_costs, p_weights, split = pair_groups(costs, weights, [rc[g, o] for g, o in zip(core, options)], delta + tol)
+            p_costs, p_weights, p_rcs = costs, weights, [rc[g, o] for g, o in zip(core, options)]
+            splits = []
+            for _ in range(_PAIR_LEVELS):
+                p_costs, p_weights, p_rcs, split_level = pair_groups(p_costs, p_weights, p_rcs, delta + tol)
+                splits.append(split_level)
+
+            def split(merged: np.ndarray) -> np.ndarray:
+                for split_level in reversed(splits):
+                    merged = split_level(merged)
+                return merged
+
             front = pareto_dp(p_costs, p_weights, core_cap, max_states=max_core_states,
                               completion=SuffixLP(p_costs, p_weights, core_cap), upper=core_upper)
             if not len(front.cost):
