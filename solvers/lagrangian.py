@@ -29,8 +29,6 @@ _SORT_LIMIT = 200_000
 _BUCKETS = 1 << 16
 #: Above this many (suffix, segment) entries, the core DP's completion tables are built one at a time.
 _TABLE_LIMIT = 1 << 20
-#: The core DP runs on groups merged two by two this many times (fewer, larger steps).
-_PAIR_LEVELS = 1
 
 
 def row_min(a: np.ndarray) -> np.ndarray:
@@ -242,10 +240,10 @@ def pair_groups(costs: list[np.ndarray], weights: list[np.ndarray], rcs: list[np
 
     A combination whose reduced costs sum past ``limit`` (= U - L) cannot be in a better solution
     and is left out, and so is one that is no lighter than a cheaper combination of the same pair.
-    Returns the merged costs, weights and reduced costs, and a function mapping a merged choice
-    back to one option index per original group.
+    Returns the merged costs and weights, and a function mapping a merged choice back to one option
+    index per original group.
     """
-    p_costs, p_weights, p_rcs, picks = [], [], [], []
+    p_costs, p_weights, picks = [], [], []
     for i in range(0, len(costs) - 1, 2):
         kb = len(costs[i + 1])
         r = np.add.outer(rcs[i], rcs[i + 1]).ravel()
@@ -259,12 +257,10 @@ def pair_groups(costs: list[np.ndarray], weights: list[np.ndarray], rcs: list[np
         ok = ok[front]
         p_costs.append(c[front])
         p_weights.append(w[front])
-        p_rcs.append(r[ok])
         picks.append(np.divmod(ok, kb))
     if len(costs) % 2:
         p_costs.append(costs[-1])
         p_weights.append(weights[-1])
-        p_rcs.append(rcs[-1])
 
     def split(merged: np.ndarray) -> np.ndarray:
         out = np.empty(len(costs), dtype=np.int64)
@@ -274,7 +270,7 @@ def pair_groups(costs: list[np.ndarray], weights: list[np.ndarray], rcs: list[np
             out[-1] = merged[-1]
         return out
 
-    return p_costs, p_weights, p_rcs, split
+    return p_costs, p_weights, split
 
 
 @dataclass
@@ -360,17 +356,8 @@ def solve_mckp(
                 raise FrontierTooLarge(f"{core.size} undecided groups")
             # no reduced-cost pruning here: a state whose reduced costs exceed U - L also has
             # cost + LP completion above the incumbent, so the completion bound already drops it
-            p_costs, p_weights, p_rcs = costs, weights, [rc[g, o] for g, o in zip(core, options)]
-            splits = []
-            for _ in range(_PAIR_LEVELS):
-                p_costs, p_weights, p_rcs, split_level = pair_groups(p_costs, p_weights, p_rcs, delta + tol)
-                splits.append(split_level)
-
-            def split(merged: np.ndarray) -> np.ndarray:
-                for split_level in reversed(splits):
-                    merged = split_level(merged)
-                return merged
-
+            # merged two by two: half the DP steps (merging more levels makes each step too large)
+            p_costs, p_weights, split = pair_groups(costs, weights, [rc[g, o] for g, o in zip(core, options)], delta + tol)
             front = pareto_dp(p_costs, p_weights, core_cap, max_states=max_core_states,
                               completion=SuffixLP(p_costs, p_weights, core_cap), upper=core_upper)
             if not len(front.cost):
