@@ -86,10 +86,10 @@ def _import_all() -> None:
         return
     import mpq.solvers as pkg
 
-    _imported = True
     for info in pkgutil.iter_modules(pkg.__path__):
         if not info.name.startswith("_") and info.name not in ("base", "compiled"):
             importlib.import_module(f"mpq.solvers.{info.name}")
+    _imported = True
 
 
 def available_solvers() -> list[str]:

@@ -5,8 +5,8 @@ convex hull (all groups at once in numpy). Its multiplier ``lam`` gives the cert
 ``L = sum_g min_k (c + lam w) - lam cap`` and each option's reduced cost ``rc >= 0``. Rounding the
 LP solution down gives an incumbent ``U``; any option with ``rc > U - L`` cannot be in a better
 solution, so every group with a single surviving option is fixed and only the few undecided
-groups form the core, which is solved exactly (Pareto DP pruned by reduced cost, or HiGHS when
-that frontier grows too large). When every undecided group fits the exact core the result is
+groups form the core, which is solved exactly (a Pareto DP over the core groups merged two by two,
+pruned by the LP bound of the groups still to come, or HiGHS when that frontier grows too large). When every undecided group fits the exact core the result is
 proven optimal (gap 0); otherwise the status is ``feasible`` and the bound is ``L``, so the gap
 shown is the certified gap to the LP bound.
 """
