@@ -178,8 +178,13 @@ def _compile_untied(problem: Problem, active: Mapping[str, float]):
     group_of = {l.name: g for g, l in enumerate(layers)}
     option_ids = [[o.id for o in l.options] for l in layers]
     ends = np.cumsum([len(ids) for ids in option_ids])
+    spans = list(zip([0, *ends[:-1].tolist()], ends.tolist()))
     flat = [o for l in layers for o in l.options]
-    cost = np.split(np.array([o.distortion for o in flat], dtype=np.float64), ends[:-1])
+
+    def split(column: np.ndarray) -> list[np.ndarray]:
+        return [column[a:b] for a, b in spans]
+
+    cost = split(np.array([o.distortion for o in flat], dtype=np.float64))
     resources: dict[str, list[np.ndarray]] = {}
     for n in active:
         attr = RESOURCES[n]
@@ -188,7 +193,7 @@ def _compile_untied(problem: Problem, active: Mapping[str, float]):
             i = values.index(None)
             layer = layers[int(np.searchsorted(ends, i, side="right"))]
             raise DocumentError(f"layer {layer.name!r}, option {flat[i].id!r}: {attr} is null, but the problem constrains {n}")
-        resources[n] = np.split(np.array(values, dtype=np.float64 if n == "max_latency_ms" else np.int64), ends[:-1])
+        resources[n] = split(np.array(values, dtype=np.float64 if n == "max_latency_ms" else np.int64))
     return groups, group_of, option_ids, cost, resources
 
 

@@ -348,7 +348,7 @@ def solve_mckp(
         fixed = np.ones(G, dtype=bool)
         fixed[core] = False
         fixed_weight = float(weight[rows[fixed], choice[fixed]].sum())
-        options = [np.flatnonzero(keep[g]) for g in core]
+        options = [keep[g].nonzero()[0] for g in core]
         costs = [cost[g, o] for g, o in zip(core, options)]
         weights = [weight[g, o] for g, o in zip(core, options)]
         core_cap = cap - fixed_weight
