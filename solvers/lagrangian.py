@@ -29,6 +29,8 @@ _SORT_LIMIT = 200_000
 _BUCKETS = 1 << 16
 #: Above this many (suffix, segment) entries, the core DP's completion tables are built one at a time.
 _TABLE_LIMIT = 1 << 20
+#: Above this many option combinations, the core's groups are not merged two by two.
+_PAIR_LIMIT = 1 << 20
 
 
 def row_min(a: np.ndarray) -> np.ndarray:
@@ -235,39 +237,51 @@ class SuffixLP:
         return np.where(room < -1e-9 * max(abs(self.cap), 1.0), np.inf, self.base_cost[g + 1] - gain)
 
 
-def pair_groups(costs: list[np.ndarray], weights: list[np.ndarray], rcs: list[np.ndarray], limit: float):
-    """Merge consecutive groups two by two (every pair of their options), for a DP with half the steps.
+def pair_groups(cost: np.ndarray, weight: np.ndarray, rc: np.ndarray, allowed: np.ndarray, limit: float):
+    """Merge consecutive rows two by two (every pair of their ``allowed`` options), for a DP with half the steps.
 
-    A combination whose reduced costs sum past ``limit`` (= U - L) cannot be in a better solution
-    and is left out, and so is one that is no lighter than a cheaper combination of the same pair.
-    Returns the merged costs and weights, and a function mapping a merged choice back to one option
-    index per original group.
+    ``cost``, ``weight``, ``rc`` and ``allowed`` are ``(groups, options)``. A combination whose
+    reduced costs sum past ``limit`` (= U - L) cannot be in a better solution and is left out, and
+    so is one that is no lighter than a cheaper combination of the same pair. All pairs are merged
+    at once (rows are left unmerged when that would take more than ``_PAIR_LIMIT`` combinations).
+    Returns the merged costs and weights (one array per merged group), and a function
+    mapping a merged choice back to one option (column) per original row.
     """
-    p_costs, p_weights, picks = [], [], []
-    for i in range(0, len(costs) - 1, 2):
-        kb = len(costs[i + 1])
-        r = np.add.outer(rcs[i], rcs[i + 1]).ravel()
-        ok = (r <= limit).nonzero()[0]
-        c = np.add.outer(costs[i], costs[i + 1]).ravel()[ok]
-        w = np.add.outer(weights[i], weights[i + 1]).ravel()[ok]
-        order = np.lexsort((c, w))
-        c, w, ok = c[order], w[order], ok[order]
-        front = np.ones(ok.size, dtype=bool)
-        front[1:] = c[1:] < np.minimum.accumulate(c)[:-1]
-        ok = ok[front]
-        p_costs.append(c[front])
-        p_weights.append(w[front])
-        picks.append(np.divmod(ok, kb))
-    if len(costs) % 2:
-        p_costs.append(costs[-1])
-        p_weights.append(weights[-1])
+    n, K = cost.shape
+    if n // 2 * K * K > _PAIR_LIMIT:  # too many combinations to hold at once: every row alone
+        options = [a.nonzero()[0] for a in allowed]
+        return ([c[o] for c, o in zip(cost, options)], [w[o] for w, o in zip(weight, options)],
+                lambda merged: np.array([o[k] for o, k in zip(options, merged)], dtype=np.int64))
+    m = n // 2
+    first, second = slice(0, 2 * m, 2), slice(1, 2 * m, 2)
+
+    def outer(a: np.ndarray, op=np.add) -> np.ndarray:
+        return op(a[first][:, :, None], a[second][:, None, :]).reshape(m, K * K)
+
+    c, w = outer(cost), outer(weight)
+    ok = outer(allowed, np.logical_and) & (outer(rc) <= limit)
+    order = np.lexsort((c, w, ~ok), axis=-1)  # per pair: allowed first, by weight, then by cost
+    c, w, ok = (np.take_along_axis(x, order, 1) for x in (c, w, ok))
+    c_ok = np.where(ok, c, np.inf)
+    front = ok.copy()
+    front[:, 1:] &= c_ok[:, 1:] < np.minimum.accumulate(c_ok, axis=1)[:, :-1]
+    ends = np.cumsum(front.sum(1)).tolist()
+    spans = list(zip([0, *ends[:-1]], ends))
+    flat_c, flat_w, flat_o = c[front], w[front], order[front]
+    p_costs = [flat_c[s:e] for s, e in spans]
+    p_weights = [flat_w[s:e] for s, e in spans]
+    picks = [flat_o[s:e] for s, e in spans]
+    if n % 2:
+        last = allowed[-1].nonzero()[0]
+        p_costs.append(cost[-1, last])
+        p_weights.append(weight[-1, last])
 
     def split(merged: np.ndarray) -> np.ndarray:
-        out = np.empty(len(costs), dtype=np.int64)
-        for j, (first, second) in enumerate(picks):
-            out[2 * j], out[2 * j + 1] = first[merged[j]], second[merged[j]]
-        if len(costs) % 2:
-            out[-1] = merged[-1]
+        out = np.empty(n, dtype=np.int64)
+        combo = np.array([p[k] for p, k in zip(picks, merged[:m])], dtype=np.int64)
+        out[first], out[second] = np.divmod(combo, K) if m else (combo, combo)
+        if n % 2:
+            out[-1] = last[merged[-1]]
         return out
 
     return p_costs, p_weights, split
@@ -348,9 +362,6 @@ def solve_mckp(
         fixed = np.ones(G, dtype=bool)
         fixed[core] = False
         fixed_weight = float(weight[rows[fixed], choice[fixed]].sum())
-        options = [keep[g].nonzero()[0] for g in core]
-        costs = [cost[g, o] for g, o in zip(core, options)]
-        weights = [weight[g, o] for g, o in zip(core, options)]
         core_cap = cap - fixed_weight
         core_upper = float(cost[core, choice[core]].sum()) + tol
         try:
@@ -359,25 +370,29 @@ def solve_mckp(
             # no reduced-cost pruning here: a state whose reduced costs exceed U - L also has
             # cost + LP completion above the incumbent, so the completion bound already drops it
             # merged two by two: half the DP steps (merging more levels makes each step too large)
-            p_costs, p_weights, split = pair_groups(costs, weights, [rc[g, o] for g, o in zip(core, options)], delta + tol)
+            p_costs, p_weights, split = pair_groups(cost[core], weight[core], rc[core], keep[core], delta + tol)
             front = pareto_dp(p_costs, p_weights, core_cap, max_states=max_core_states,
                               completion=SuffixLP(p_costs, p_weights, core_cap), upper=core_upper)
             if not len(front.cost):
                 return None, True, "dp"
-            sub, proven, method = split(front.choice(int(np.argmin(front.cost)))), True, "dp"
+            picked, proven, method = split(front.choice(int(np.argmin(front.cost)))), True, "dp"
         except FrontierTooLarge:
             if not exact_fallback:
                 return None, False, "dp"
             from .ilp import highs_mckp
 
+            options = [keep[g].nonzero()[0] for g in core]
+            costs = [cost[g, o] for g, o in zip(core, options)]
+            weights = [weight[g, o] for g, o in zip(core, options)]
             limit = 30.0 if time_limit_s is None else time_limit_s
             left = max(0.1, limit - (time.perf_counter() - t0))
             sub, proven = highs_mckp(costs, {"cap": weights}, {"cap": cap - fixed_weight}, time_limit_s=left)
             method = "highs"
             if sub is None:
                 return None, False, method
+            picked = [o[k] for o, k in zip(options, sub)]
         cand = choice.copy()
-        cand[core] = [o[k] for o, k in zip(options, sub)]
+        cand[core] = picked
         return cand, proven, method
 
     if undecided.size <= max_proof_groups or prove:

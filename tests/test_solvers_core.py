@@ -35,16 +35,39 @@ def test_pareto_dp_keeps_a_strict_frontier_with_equal_weights():
 
 
 def test_paired_groups_split_back_to_each_groups_option():
-    costs = [np.array([4.0, 1.0]), np.array([2.0, 0.5, 0.1]), np.array([1.0, 0.0])]
-    weights = [np.array([1, 3]), np.array([1, 2, 4]), np.array([1, 2])]
-    p_costs, p_weights, split = pair_groups(costs, weights, [np.zeros(2), np.zeros(3), np.zeros(2)], np.inf)
-    assert len(p_costs) == 2  # (0, 1) merged, 2 alone
+    cost = np.array([[4.0, 1.0, 1.0], [2.0, 0.5, 0.1], [1.0, 0.0, 0.0]])
+    weight = np.array([[1, 3, 3], [1, 2, 4], [1, 2, 2]])
+    allowed = np.array([[True, True, False], [True, True, True], [True, True, False]])  # padding left out
+    p_costs, p_weights, split = pair_groups(cost, weight, np.zeros_like(cost), allowed, np.inf)
+    assert len(p_costs) == 2  # rows 0 and 1 merged, row 2 alone
     front = pareto_dp(p_costs, p_weights, 6)
     i = int(np.argmin(front.cost))
     choice = split(front.choice(i))
-    assert sum(c[k] for c, k in zip(costs, choice)) == front.cost[i]
-    assert sum(w[k] for w, k in zip(weights, choice)) == front.weight[i] <= 6
-    assert front.cost[i] == pareto_dp(costs, weights, 6).cost.min()
+    assert allowed[np.arange(3), choice].all()
+    assert cost[np.arange(3), choice].sum() == front.cost[i]
+    assert weight[np.arange(3), choice].sum() == front.weight[i] <= 6
+    plain = pareto_dp([c[a] for c, a in zip(cost, allowed)], [w[a] for w, a in zip(weight, allowed)], 6)
+    assert front.cost[i] == plain.cost.min()
+
+
+def test_paired_groups_leave_out_combinations_past_the_reduced_cost_limit():
+    cost = np.array([[1.0, 0.0], [1.0, 0.0]])
+    weight = np.array([[1, 2], [1, 2]])
+    rc = np.array([[0.0, 0.6], [0.0, 0.6]])
+    p_costs, p_weights, _ = pair_groups(cost, weight, rc, np.ones((2, 2), dtype=bool), 1.0)
+    assert sorted(p_weights[0].tolist()) == [2, 3]  # options (1, 1) at reduced cost 1.2 > 1 are left out
+
+
+def test_unmerged_rows_when_pairs_would_be_too_many(monkeypatch):
+    import mpq.solvers.lagrangian as lagrangian
+
+    monkeypatch.setattr(lagrangian, "_PAIR_LIMIT", 0)
+    cost = np.array([[1.0, 0.0], [1.0, 0.0], [2.0, 0.5]])
+    weight = np.array([[1, 2], [1, 2], [1, 3]])
+    allowed = np.array([[True, True], [True, False], [True, True]])
+    p_costs, p_weights, split = pair_groups(cost, weight, np.zeros_like(cost), allowed, np.inf)
+    assert [len(c) for c in p_costs] == [2, 1, 2]
+    assert split(np.array([1, 0, 1])).tolist() == [1, 0, 1]
 
 
 def test_suffix_lp_is_a_lower_bound_on_every_completion():
