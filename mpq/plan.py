@@ -5,10 +5,14 @@ import datetime as _dt
 import math
 from typing import Mapping, Optional
 
+from pydantic import TypeAdapter
+
 from . import __version__
 from .errors import DocumentError, UnknownLayer
 from .schema import Constraints, Plan, PlanLayer, Problem, Provenance, SolverInfo, Totals
 from .sizes import to_bytes, weight_bits
+
+_PLAN_LAYERS = TypeAdapter(list[PlanLayer])
 
 #: Constraint name -> the plan total it bounds.
 CONSTRAINT_TOTALS = {"max_bytes": "bytes", "max_avg_bits": "avg_bits", "max_bitops": "bitops", "max_latency_ms": "latency_ms"}
@@ -34,14 +38,13 @@ def build_plan(
             o = l.option(choice[l.name])
         except KeyError:
             raise UnknownLayer(f"layer {l.name!r} has no option {choice[l.name]!r}") from None
-        layers.append(
-            PlanLayer(
-                name=l.name, module=l.module, channels=l.channels, params=l.params, shape=l.shape,
-                option=o.id, w_bits=o.w_bits, group_size=o.group_size, format=o.format, symmetric=o.symmetric,
-                prune_ratio=o.prune_ratio, prune_structure=o.prune_structure, a_bits=o.a_bits,
-                bits=o.bits, bytes=o.bytes, bitops=o.bitops, latency_ms=o.latency_ms, distortion=o.distortion,
-            )
-        )
+        layers.append(dict(
+            name=l.name, module=l.module, channels=l.channels, params=l.params, shape=l.shape,
+            option=o.id, w_bits=o.w_bits, group_size=o.group_size, format=o.format, symmetric=o.symmetric,
+            prune_ratio=o.prune_ratio, prune_structure=o.prune_structure, a_bits=o.a_bits,
+            bits=o.bits, bytes=o.bytes, bitops=o.bitops, latency_ms=o.latency_ms, distortion=o.distortion,
+        ))
+    layers = _PLAN_LAYERS.validate_python(layers)  # all rows in one call: the service builds a plan per request
     totals = totals_of(layers)
     prov = provenance or Provenance(estimator=problem.estimator, model=problem.model)
     if not prov.mpq_version:

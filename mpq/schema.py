@@ -128,15 +128,20 @@ class Option(_Doc):
 
     @model_validator(mode="after")
     def _consistent(self) -> "Option":
+        # runs once per option of every request the service parses: the common case (an int option
+        # with exact bits) costs two comparisons
+        bits = self.bits
+        if self.format == "int" and self.prune_structure == "unstructured" and bits is not None and (bits + 7) // 8 == self.bytes:
+            return self
         want = FORMAT_BITS.get(self.format)
         if want is not None and self.w_bits != want:
             raise ValueError(f"option {self.id!r}: format {self.format!r} stores {want} bits, but w_bits is {self.w_bits}")
         if self.prune_structure == "2:4" and self.prune_ratio != 0.5:
             raise ValueError(f"option {self.id!r}: prune_structure '2:4' means prune_ratio 0.5, got {self.prune_ratio}")
-        if self.bits is None:
+        if bits is None:
             self.bits = 8 * self.bytes
-        elif -(-self.bits // 8) != self.bytes:
-            raise ValueError(f"option {self.id!r}: bytes must be ceil(bits/8) = {-(-self.bits // 8)}, got {self.bytes}")
+        elif -(-bits // 8) != self.bytes:
+            raise ValueError(f"option {self.id!r}: bytes must be ceil(bits/8) = {-(-bits // 8)}, got {self.bytes}")
         return self
 
 
@@ -153,11 +158,12 @@ class ProblemLayer(_Doc):
 
     @model_validator(mode="after")
     def _unique_options(self) -> "ProblemLayer":
-        seen: set[str] = set()
-        for o in self.options:
-            if o.id in seen:
-                raise ValueError(f"layer {self.name!r}: option id {o.id!r} appears twice")
-            seen.add(o.id)
+        if len({o.id for o in self.options}) != len(self.options):
+            seen: set[str] = set()
+            for o in self.options:
+                if o.id in seen:
+                    raise ValueError(f"layer {self.name!r}: option id {o.id!r} appears twice")
+                seen.add(o.id)
         if self.channels is not None and not self.channels[0] < self.channels[1]:
             raise ValueError(f"layer {self.name!r}: channels must be [start, stop) with start < stop, got {list(self.channels)}")
         return self

@@ -78,12 +78,19 @@ def register_solver(cls: type[Solver]) -> type[Solver]:
     return cls
 
 
+_imported = False
+
+
 def _import_all() -> None:
+    global _imported
+    if _imported:  # once per process: the service calls this on every request
+        return
     import mpq.solvers as pkg
 
     for info in pkgutil.iter_modules(pkg.__path__):
         if not info.name.startswith("_") and info.name not in ("base", "compiled"):
             importlib.import_module(f"mpq.solvers.{info.name}")
+    _imported = True
 
 
 def available_solvers() -> list[str]:

@@ -170,7 +170,35 @@ def _fmt(name: str, value: float) -> str:
     return f"{value:.0f}"
 
 
-def compile_problem(problem: Problem) -> Compiled:
+def _compile_untied(problem: Problem, active: Mapping[str, float]):
+    """One group per layer (no ties), with one numpy array per column split into groups: the
+    service compiles a 200-layer problem per request."""
+    layers = problem.layers
+    groups = [[l.name] for l in layers]
+    group_of = {l.name: g for g, l in enumerate(layers)}
+    option_ids = [[o.id for o in l.options] for l in layers]
+    ends = np.cumsum([len(ids) for ids in option_ids])
+    spans = list(zip([0, *ends[:-1].tolist()], ends.tolist()))
+    flat = [o for l in layers for o in l.options]
+
+    def split(column: np.ndarray) -> list[np.ndarray]:
+        return [column[a:b] for a, b in spans]
+
+    cost = split(np.array([o.distortion for o in flat], dtype=np.float64))
+    resources: dict[str, list[np.ndarray]] = {}
+    for n in active:
+        attr = RESOURCES[n]
+        values = [getattr(o, attr) for o in flat]
+        if None in values:
+            i = values.index(None)
+            layer = layers[int(np.searchsorted(ends, i, side="right"))]
+            raise DocumentError(f"layer {layer.name!r}, option {flat[i].id!r}: {attr} is null, but the problem constrains {n}")
+        resources[n] = split(np.array(values, dtype=np.float64 if n == "max_latency_ms" else np.int64))
+    return groups, group_of, option_ids, cost, resources
+
+
+def _compile_tied(problem: Problem, active: Mapping[str, float]):
+    """Groups of tied layers: options they share, costs and resources summed over members."""
     by_name = {l.name: l for l in problem.layers}
     tie_of: dict[str, list[str]] = {}
     for tie in problem.ties:
@@ -184,14 +212,13 @@ def compile_problem(problem: Problem) -> Compiled:
         members = tie_of.get(l.name, [l.name])
         seen.update(members)
         groups.append(members)
-    active = problem.constraints.active()
     option_ids, cost = [], []
     resources: dict[str, list[np.ndarray]] = {n: [] for n in active}
     group_of: dict[str, int] = {}
     attrs = [(n, RESOURCES[n]) for n in active]
     for g, members in enumerate(groups):
         first = by_name[members[0]]
-        if len(members) == 1:  # the common case, kept cheap: the service solves 200-layer problems in ms
+        if len(members) == 1:  # a layer in no tie
             group_of[first.name] = g
             opts = first.options
             option_ids.append([o.id for o in opts])
@@ -225,9 +252,18 @@ def compile_problem(problem: Problem) -> Compiled:
         for n in active:
             r = res[n]
             resources[n].append(r.astype(np.int64) if n != "max_latency_ms" else r)
+    return groups, group_of, option_ids, cost, resources
+
+
+def compile_problem(problem: Problem) -> Compiled:
+    active = problem.constraints.active()
+    if not problem.ties:
+        groups, group_of, option_ids, cost, resources = _compile_untied(problem, active)
+    else:
+        groups, group_of, option_ids, cost, resources = _compile_tied(problem, active)
     caps = {n: (v * problem.total_params if n == "max_avg_bits" else float(v)) for n, v in active.items()}
     pairs = []
-    index = [{oid: k for k, oid in enumerate(ids)} for ids in option_ids]
+    index = [{oid: k for k, oid in enumerate(ids)} for ids in option_ids] if problem.pairs else []
     for p in problem.pairs:
         ga, gb = group_of[p.a], group_of[p.b]
         ka, kb = index[ga].get(p.option_a), index[gb].get(p.option_b)

@@ -60,6 +60,10 @@ def pareto_dp(
     summed penalty exceeds ``penalty_limit``: such a state cannot lead to a better solution.
     ``completion(g, weight)`` (a lower bound on the cost of groups after ``g`` given the weight
     used so far, e.g. their LP relaxation) prunes every state that cannot end below ``upper``.
+
+    Candidates are laid out option-major, so they form one ascending run per option and the
+    stable sort by weight is a cheap merge; parents are recovered from the survivors' positions.
+    This loop runs once per group, so it keeps numpy calls few (the service solves in ms).
     """
     W = np.zeros(1, dtype=np.result_type(*[w.dtype for w in weights]) if weights else np.int64)
     C = np.zeros(1)
@@ -69,30 +73,33 @@ def pareto_dp(
     remaining_min = np.concatenate([np.cumsum(mins[::-1])[::-1][1:], [0]]) if len(mins) else mins
     slack = cap * (1 + 1e-12) if np.issubdtype(W.dtype, np.floating) else cap
     for g, (c, w) in enumerate(zip(costs, weights)):
-        cw = (W[:, None] + w[None, :]).ravel()
-        cc = (C[:, None] + c[None, :]).ravel()
-        prev = np.repeat(np.arange(len(W)), len(w))
-        opt = np.tile(np.arange(len(w)), len(W))
-        keep = cw + remaining_min[g] <= slack
+        n = len(W)
+        cw = np.add.outer(w, W).ravel()  # option-major: candidate j * n + i is state i plus option j
+        cc = np.add.outer(c, C).ravel()
+        keep = cw <= slack - remaining_min[g]
         if penalties is not None:
-            cp = (P[:, None] + penalties[g][None, :]).ravel()
+            cp = np.add.outer(penalties[g], P).ravel()
             keep &= cp <= penalty_limit
-            cp = cp[keep]
-        cw, cc, prev, opt = cw[keep], cc[keep], prev[keep], opt[keep]
+        idx = keep.nonzero()[0]
+        cw, cc = cw[idx], cc[idx]
         if completion is not None:
-            ok = cc + completion(g, cw) <= upper
-            cw, cc, prev, opt = cw[ok], cc[ok], prev[ok], opt[ok]
-            if penalties is not None:
-                cp = cp[ok]
-        order = np.lexsort((cc, cw))
-        cw, cc, prev, opt = cw[order], cc[order], prev[order], opt[order]
-        running = np.minimum.accumulate(cc)
-        nd = np.ones(len(cc), dtype=bool)
-        nd[1:] = cc[1:] < running[:-1]
-        W, C = cw[nd], cc[nd]
+            ok = (cc + completion(g, cw) <= upper).nonzero()[0]
+            idx, cw, cc = idx[ok], cw[ok], cc[ok]
+        order = np.argsort(cw, kind="stable")  # merges the per-option runs
+        cw, cc, idx = cw[order], cc[order], idx[order]
+        nd = np.empty(len(cc), dtype=bool)
+        if len(cc):
+            nd[0] = True
+            np.less(cc[1:], np.minimum.accumulate(cc)[:-1], out=nd[1:])
+        W, C, idx = cw[nd], cc[nd], idx[nd]
+        if len(W) > 1:  # equal weights: the last kept one is the cheapest, so the frontier stays strict
+            last = W[:-1] != W[1:]
+            if not last.all():
+                last = np.append(last, True)
+                W, C, idx = W[last], C[last], idx[last]
         if penalties is not None:
-            P = cp[order][nd]
-        parents.append((prev[nd], opt[nd]))
+            P = cp[idx]
+        parents.append((idx % n, idx // n))
         if max_states is not None and len(W) > max_states:
             raise FrontierTooLarge(f"the frontier has {len(W)} points after {g + 1} of {len(costs)} groups")
     return Frontier(W, C, parents)

@@ -5,8 +5,8 @@ convex hull (all groups at once in numpy). Its multiplier ``lam`` gives the cert
 ``L = sum_g min_k (c + lam w) - lam cap`` and each option's reduced cost ``rc >= 0``. Rounding the
 LP solution down gives an incumbent ``U``; any option with ``rc > U - L`` cannot be in a better
 solution, so every group with a single surviving option is fixed and only the few undecided
-groups form the core, which is solved exactly (Pareto DP pruned by reduced cost, or HiGHS when
-that frontier grows too large). When every undecided group fits the exact core the result is
+groups form the core, which is solved exactly (a Pareto DP over the core groups merged two by two,
+pruned by the LP bound of the groups still to come, or HiGHS when that frontier grows too large). When every undecided group fits the exact core the result is
 proven optimal (gap 0); otherwise the status is ``feasible`` and the bound is ``L``, so the gap
 shown is the certified gap to the LP bound.
 """
@@ -27,6 +27,10 @@ from .dp import FrontierTooLarge, pareto_dp
 #: Above this many segments, the split multiplier is found by a bucketed selection instead of a sort.
 _SORT_LIMIT = 200_000
 _BUCKETS = 1 << 16
+#: Above this many (suffix, segment) entries, the core DP's completion tables are built one at a time.
+_TABLE_LIMIT = 1 << 20
+#: Above this many option combinations, the core's groups are not merged two by two.
+_PAIR_LIMIT = 1 << 20
 
 
 def row_min(a: np.ndarray) -> np.ndarray:
@@ -201,24 +205,86 @@ class SuffixLP:
         self.cap = cap
         self.base_cost = np.append(np.cumsum(base_c[::-1])[::-1], 0.0)  # groups g.. (index g), n -> 0
         self.base_weight = np.append(np.cumsum(base_w[::-1])[::-1], 0.0)
-        self.tables: list[tuple[np.ndarray, np.ndarray]] = [None] * (n + 1)  # type: ignore[list-item]
-        eff = np.empty(0)
-        dw = np.empty(0)
-        self.tables[n] = (np.zeros(1), np.zeros(1))
-        for g in range(n - 1, -1, -1):
-            k = hull.n_segments[g]
-            eff = np.concatenate([eff, hull.efficiency[g, :k]])
-            dw = np.concatenate([dw, hull.d_weight[g, :k]])
-            order = np.argsort(-eff, kind="stable")
-            eff, dw = eff[order], dw[order]
-            self.tables[g] = (np.concatenate([[0.0], np.cumsum(dw)]), np.concatenate([[0.0], np.cumsum(eff * dw)]))
+        # every hull segment once, most efficient first; the table of suffix g sums the segments of
+        # groups >= g in that order (a segment of an earlier group adds nothing: a flat step of the
+        # table, which np.interp never lands inside)
+        valid = np.arange(hull.efficiency.shape[1])[None, :] < hull.n_segments[:, None]
+        group = np.broadcast_to(rows[:, None], valid.shape)[valid]
+        eff, dw = hull.efficiency[valid], hull.d_weight[valid]
+        order = np.argsort(-eff, kind="stable")
+        group, eff, dw = group[order], eff[order], dw[order]
+        self.group, self.dw, self.gain = group, dw, eff * dw
+        self.rows: Optional[tuple[np.ndarray, np.ndarray]] = None
+        if (n + 1) * (eff.size + 1) <= _TABLE_LIMIT:  # every table at once (the usual, small core)
+            self.rows = self._tables(np.arange(n + 1))
+
+    def _tables(self, suffixes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        inside = self.group[None, :] >= suffixes[:, None]  # (suffix, segment)
+        cum_w = np.zeros((len(suffixes), self.dw.size + 1))
+        cum_gain = np.zeros_like(cum_w)
+        np.cumsum(inside * self.dw, axis=1, out=cum_w[:, 1:])
+        np.cumsum(inside * self.gain, axis=1, out=cum_gain[:, 1:])
+        return cum_w, cum_gain
 
     def __call__(self, g: int, used: np.ndarray) -> np.ndarray:
         """Lower bound on the cost of groups ``g+1..`` when ``used`` weight is already taken."""
-        cum_w, cum_gain = self.tables[g + 1]
+        if self.rows is not None:
+            cum_w, cum_gain = self.rows[0][g + 1], self.rows[1][g + 1]
+        else:
+            (cum_w,), (cum_gain,) = self._tables(np.array([g + 1]))
         room = self.cap - used - self.base_weight[g + 1]
         gain = np.interp(room, cum_w, cum_gain)  # fractional last segment; flat beyond the end
         return np.where(room < -1e-9 * max(abs(self.cap), 1.0), np.inf, self.base_cost[g + 1] - gain)
+
+
+def pair_groups(cost: np.ndarray, weight: np.ndarray, rc: np.ndarray, allowed: np.ndarray, limit: float):
+    """Merge consecutive rows two by two (every pair of their ``allowed`` options), for a DP with half the steps.
+
+    ``cost``, ``weight``, ``rc`` and ``allowed`` are ``(groups, options)``. A combination whose
+    reduced costs sum past ``limit`` (= U - L) cannot be in a better solution and is left out, and
+    so is one that is no lighter than a cheaper combination of the same pair. All pairs are merged
+    at once (rows are left unmerged when that would take more than ``_PAIR_LIMIT`` combinations).
+    Returns the merged costs and weights (one array per merged group), and a function
+    mapping a merged choice back to one option (column) per original row.
+    """
+    n, K = cost.shape
+    if n // 2 * K * K > _PAIR_LIMIT:  # too many combinations to hold at once: every row alone
+        options = [a.nonzero()[0] for a in allowed]
+        return ([c[o] for c, o in zip(cost, options)], [w[o] for w, o in zip(weight, options)],
+                lambda merged: np.array([o[k] for o, k in zip(options, merged)], dtype=np.int64))
+    m = n // 2
+    first, second = slice(0, 2 * m, 2), slice(1, 2 * m, 2)
+
+    def outer(a: np.ndarray, op=np.add) -> np.ndarray:
+        return op(a[first][:, :, None], a[second][:, None, :]).reshape(m, K * K)
+
+    c, w = outer(cost), outer(weight)
+    ok = outer(allowed, np.logical_and) & (outer(rc) <= limit)
+    order = np.lexsort((c, w, ~ok), axis=-1)  # per pair: allowed first, by weight, then by cost
+    c, w, ok = (np.take_along_axis(x, order, 1) for x in (c, w, ok))
+    c_ok = np.where(ok, c, np.inf)
+    front = ok.copy()
+    front[:, 1:] &= c_ok[:, 1:] < np.minimum.accumulate(c_ok, axis=1)[:, :-1]
+    ends = np.cumsum(front.sum(1)).tolist()
+    spans = list(zip([0, *ends[:-1]], ends))
+    flat_c, flat_w, flat_o = c[front], w[front], order[front]
+    p_costs = [flat_c[s:e] for s, e in spans]
+    p_weights = [flat_w[s:e] for s, e in spans]
+    picks = [flat_o[s:e] for s, e in spans]
+    if n % 2:
+        last = allowed[-1].nonzero()[0]
+        p_costs.append(cost[-1, last])
+        p_weights.append(weight[-1, last])
+
+    def split(merged: np.ndarray) -> np.ndarray:
+        out = np.empty(n, dtype=np.int64)
+        combo = np.array([p[k] for p, k in zip(picks, merged[:m])], dtype=np.int64)
+        out[first], out[second] = np.divmod(combo, K) if m else (combo, combo)
+        if n % 2:
+            out[-1] = last[merged[-1]]
+        return out
+
+    return p_costs, p_weights, split
 
 
 @dataclass
@@ -291,36 +357,42 @@ def solve_mckp(
 
     def core_solve(core: np.ndarray, exact_fallback: bool) -> tuple[Optional[np.ndarray], bool, str]:
         """Best choice with groups outside ``core`` at the incumbent; (choice, proven, method)."""
+        # groups with few options first: the frontier grows later, so fewer states are carried
+        core = core[np.argsort(row_count(keep[core]), kind="stable")]
         fixed = np.ones(G, dtype=bool)
         fixed[core] = False
         fixed_weight = float(weight[rows[fixed], choice[fixed]].sum())
-        options = [np.flatnonzero(keep[g]) for g in core]
-        costs = [cost[g, o] for g, o in zip(core, options)]
-        weights = [weight[g, o] for g, o in zip(core, options)]
         core_cap = cap - fixed_weight
         core_upper = float(cost[core, choice[core]].sum()) + tol
         try:
             if core.size > max_dp_groups:
                 raise FrontierTooLarge(f"{core.size} undecided groups")
-            front = pareto_dp(costs, weights, core_cap, penalties=[rc[g, o] for g, o in zip(core, options)],
-                              penalty_limit=delta + tol, max_states=max_core_states,
-                              completion=SuffixLP(costs, weights, core_cap), upper=core_upper)
+            # no reduced-cost pruning here: a state whose reduced costs exceed U - L also has
+            # cost + LP completion above the incumbent, so the completion bound already drops it
+            # merged two by two: half the DP steps (merging more levels makes each step too large)
+            p_costs, p_weights, split = pair_groups(cost[core], weight[core], rc[core], keep[core], delta + tol)
+            front = pareto_dp(p_costs, p_weights, core_cap, max_states=max_core_states,
+                              completion=SuffixLP(p_costs, p_weights, core_cap), upper=core_upper)
             if not len(front.cost):
                 return None, True, "dp"
-            sub, proven, method = front.choice(int(np.argmin(front.cost))), True, "dp"
+            picked, proven, method = split(front.choice(int(np.argmin(front.cost)))), True, "dp"
         except FrontierTooLarge:
             if not exact_fallback:
                 return None, False, "dp"
             from .ilp import highs_mckp
 
+            options = [keep[g].nonzero()[0] for g in core]
+            costs = [cost[g, o] for g, o in zip(core, options)]
+            weights = [weight[g, o] for g, o in zip(core, options)]
             limit = 30.0 if time_limit_s is None else time_limit_s
             left = max(0.1, limit - (time.perf_counter() - t0))
             sub, proven = highs_mckp(costs, {"cap": weights}, {"cap": cap - fixed_weight}, time_limit_s=left)
             method = "highs"
             if sub is None:
                 return None, False, method
+            picked = [o[k] for o, k in zip(options, sub)]
         cand = choice.copy()
-        cand[core] = [o[k] for o, k in zip(options, sub)]
+        cand[core] = picked
         return cand, proven, method
 
     if undecided.size <= max_proof_groups or prove:
