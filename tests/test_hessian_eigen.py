@@ -56,7 +56,7 @@ def check_top_eigenvalues(table, hessians, rel=1e-3):
         err = abs(layer.eigenvalue - want)
         assert err <= rel * abs(want), f"{name}: {layer.eigenvalue} vs exact {want} ({err / abs(want):.2e})"
         assert err <= layer.residual + 1e-5 * abs(want)  # the residual bounds the distance to the spectrum
-        assert layer.score == layer.eigenvalue and layer.params == h.shape[0]
+        assert layer.params == h.shape[0] and layer.score == pytest.approx(layer.eigenvalue / layer.params)
         assert layer.eigenvalue >= float(h.trace()) / h.shape[0]  # top eigenvalue >= mean eigenvalue
 
 
@@ -193,7 +193,7 @@ def test_cli_writes_finite_eigenvalues_for_every_layer(tmp_path, monkeypatch):
     doc = json.loads(out.read_text())
     assert doc["estimator"] == "hessian-eigen" and set(doc["layers"]) == {"0", "2", "4"}
     for layer in doc["layers"].values():
-        assert math.isfinite(layer["eigenvalue"]) and layer["score"] == layer["eigenvalue"]
+        assert math.isfinite(layer["eigenvalue"]) and layer["score"] == pytest.approx(layer["eigenvalue"] / layer["params"])
         assert layer["iterations"] >= 1 and layer["residual"] >= 0
 
 
