@@ -46,18 +46,46 @@ class FrontierDoc(BaseModel):
 def frontier_document(problem, axis: str = "bytes", *, within_budget: bool = False, max_points: Optional[int] = None) -> FrontierDoc:
     from mpq.solvers.frontier import frontier
 
-    from .evaluate import uniform_options, uniform_plan
-
     front = frontier(problem, axis, within_budget=within_budget, max_points=max_points)
-    uniform = []
-    for oid in uniform_options(problem):
-        plan = uniform_plan(problem, oid)
-        uniform.append(UniformPointDoc(option=oid, bytes=plan.totals.bytes, avg_bits=plan.totals.avg_bits, distortion=plan.totals.distortion))
     return FrontierDoc(
         axis=axis, constraints=problem.constraints.active(),
         points=[FrontierPointDoc(bytes=p.bytes, avg_bits=p.avg_bits, distortion=p.distortion, within_budget=p.within_budget, choice=p.choice)
                 for p in front.points],
-        uniform=sorted(uniform, key=lambda u: u.bytes),
+        uniform=uniform_points(problem),
+    )
+
+
+def uniform_points(problem) -> list[UniformPointDoc]:
+    """Every option all layers share, as a uniform-precision baseline, smallest first."""
+    from .evaluate import uniform_options, uniform_plan
+
+    out = []
+    for oid in uniform_options(problem):
+        plan = uniform_plan(problem, oid)
+        out.append(UniformPointDoc(option=oid, bytes=plan.totals.bytes, avg_bits=plan.totals.avg_bits, distortion=plan.totals.distortion))
+    return sorted(out, key=lambda u: u.bytes)
+
+
+#: the service answers at most this many frontier points per request
+SERVER_MAX_POINTS = 100
+
+
+def remote_frontier_document(problem, url: str, max_points: Optional[int]) -> FrontierDoc:
+    """The frontier computed by a running ``mpq serve`` (within the problem's one budget); each point's plan is fetched."""
+    import os
+
+    from .client import Client
+
+    limit = min(max_points or SERVER_MAX_POINTS, SERVER_MAX_POINTS)
+    with Client(url, token=os.environ.get("MPQ_TOKEN")) as client:
+        plans = [client.get_plan(p.plan_id) for p in client.frontier(problem, max_points=limit)]
+    axis = next((a for a, c in (("bytes", "max_bytes"), ("bits", "max_avg_bits"), ("bitops", "max_bitops"))
+                 if c in problem.constraints.active()), "bytes")
+    return FrontierDoc(
+        axis=axis, constraints=problem.constraints.active(),
+        points=[FrontierPointDoc(bytes=pl.totals.bytes, avg_bits=pl.totals.avg_bits, distortion=pl.totals.distortion,
+                                 within_budget=True, choice={l.name: l.option for l in pl.layers}) for pl in plans],
+        uniform=uniform_points(problem),
     )
 
 
@@ -113,6 +141,8 @@ def _frontier_args(p):
     p.add_argument("--axis", choices=["bytes", "bits", "bitops"], default="bytes", help="size axis of the DP (default bytes)")
     p.add_argument("--within-budget", action="store_true", help="only the part of the frontier within the problem's budget")
     p.add_argument("--max-points", type=int, default=500, help="thin the list to this many points (default 500; 0 keeps all)")
+    p.add_argument("--server", metavar="URL", help="compute it on a running `mpq serve` (within the budget, at most "
+                   f"{SERVER_MAX_POINTS} points; token from $MPQ_TOKEN)")
 
 
 @command("frontier", "the exact size/distortion frontier of a problem (JSON, optional PNG)", _frontier_args)
@@ -124,7 +154,10 @@ def cmd_frontier(args) -> int:
         problem = problem.to_problem()
     if args.max_points < 0:
         raise DocumentError(f"--max-points must be >= 0, got {args.max_points}")
-    doc = frontier_document(problem, args.axis, within_budget=args.within_budget, max_points=args.max_points or None)
+    if args.server:
+        doc = remote_frontier_document(problem, args.server, args.max_points or None)
+    else:
+        doc = frontier_document(problem, args.axis, within_budget=args.within_budget, max_points=args.max_points or None)
     text = doc.model_dump_json(by_alias=True, indent=2) + "\n"
     if args.output and args.output != "-":
         out = Path(args.output)

@@ -89,6 +89,19 @@ def test_cli_solve_with_server_gives_the_local_plan(server, tmp_path, capsys):
     assert "smallest plan needs max_avg_bits=2" in capsys.readouterr().err
 
 
+def test_cli_frontier_with_server_matches_the_local_frontier_within_budget(server, tmp_path):
+    from mpq.cli import main
+
+    path = tmp_path / "problem.json"
+    path.write_text(json.dumps(problem(seed=4)))
+    assert main(["frontier", str(path), "--server", server.url, "--max-points", "0", "-o", str(tmp_path / "remote.json")]) == 0
+    assert main(["frontier", str(path), "--axis", "bits", "--within-budget", "--max-points", "100", "-o", str(tmp_path / "local.json")]) == 0
+    remote, local = (json.loads((tmp_path / f).read_text()) for f in ("remote.json", "local.json"))
+    assert remote["points"] and all(p["within_budget"] for p in remote["points"])
+    assert [p["distortion"] for p in remote["points"]] == pytest.approx([p["distortion"] for p in local["points"]], rel=1e-9)
+    assert [p["choice"] for p in remote["points"]] == [p["choice"] for p in local["points"]]
+
+
 #: the fuzzing below stops generating requests after this many seconds
 FUZZ_SECONDS = 25
 
