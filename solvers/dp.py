@@ -105,6 +105,17 @@ def pareto_dp(
     return Frontier(W, C, parents)
 
 
+def budget_frontier(cp: Compiled, what: str) -> Frontier:
+    """The exact frontier under the problem's one size-like budget; ``what`` starts the refusal for other problems."""
+    if len(cp.caps) != 1 or cp.pairs or "max_latency_ms" in cp.caps:
+        raise SolverNotApplicable(
+            f"{what} a single size-like budget (bytes, avg_bits or bitops) without pairwise terms; "
+            f"this problem has constraints {sorted(cp.caps)} and {len(cp.pairs)} pair terms: use --solver ilp"
+        )
+    (name, cap), = cp.caps.items()
+    return pareto_dp(cp.cost, [np.asarray(r, dtype=np.int64) for r in cp.resources[name]], cap)
+
+
 @register_solver
 class DPSolver(Solver):
     """Exact DP over the Pareto frontier for one size-like budget (bytes, avg_bits or bitops)."""
@@ -113,14 +124,7 @@ class DPSolver(Solver):
     exact = True
 
     def _solve(self, cp: Compiled) -> Solution:
-        if len(cp.caps) != 1 or cp.pairs or "max_latency_ms" in cp.caps:
-            raise SolverNotApplicable(
-                "dp is exact for a single size-like budget (bytes, avg_bits or bitops) without pairwise terms; "
-                f"this problem has constraints {sorted(cp.caps)} and {len(cp.pairs)} pair terms: use --solver ilp"
-            )
-        (name, cap), = cp.caps.items()
-        weights = [np.asarray(r, dtype=np.int64) for r in cp.resources[name]]
-        front = pareto_dp(cp.cost, weights, cap)
+        front = budget_frontier(cp, "dp is exact for")
         best = int(np.argmin(front.cost))
         choice = front.choice(best)
         return Solution(choice, "optimal", float(front.cost[best]))

@@ -13,11 +13,11 @@ from typing import Optional
 
 import numpy as np
 
-from mpq.errors import PlanInfeasible, SolverNotApplicable, SolverSettingsError
+from mpq.errors import PlanInfeasible, SolverSettingsError
 
 from .base import Solution, Solver, register_solver
 from .compiled import Compiled
-from .dp import pareto_dp
+from .dp import budget_frontier, pareto_dp
 from .frontier import knee
 
 RULES = ("budget", "knee", "max_distortion")
@@ -39,14 +39,7 @@ class ParetoSolver(Solver):
         self.rule, self.max_distortion = rule, max_distortion
 
     def _solve(self, cp: Compiled) -> Solution:
-        if len(cp.caps) != 1 or cp.pairs or "max_latency_ms" in cp.caps:
-            raise SolverNotApplicable(
-                "pareto walks the frontier of one size-like budget (bytes, avg_bits or bitops) without pairwise terms; "
-                f"this problem has constraints {sorted(cp.caps)} and {len(cp.pairs)} pair terms: use --solver ilp"
-            )
-        (name, cap), = cp.caps.items()
-        weights = [np.asarray(r, dtype=np.int64) for r in cp.resources[name]]
-        front = pareto_dp(cp.cost, weights, cap)
+        front = budget_frontier(cp, "pareto walks the frontier of")
         if self.rule == "budget":
             i = int(np.argmin(front.cost))
             return Solution(front.choice(i), "optimal", float(front.cost[i]))
@@ -55,7 +48,8 @@ class ParetoSolver(Solver):
             return Solution(front.choice(i), "feasible", float(front.cost.min()))
         ok = np.flatnonzero(front.cost <= self.max_distortion)
         if ok.size == 0:
-            full = pareto_dp(cp.cost, weights)
+            (name, _), = cp.caps.items()
+            full = pareto_dp(cp.cost, [np.asarray(r, dtype=np.int64) for r in cp.resources[name]])
             reach = np.flatnonzero(full.cost <= self.max_distortion)
             need = cp.cap_value(name, float(full.weight[reach[0]])) if reach.size else None
             msg = (f"no plan within {name}={cp.limits[name]:g} has distortion <= {self.max_distortion:g} "
