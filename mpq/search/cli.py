@@ -40,10 +40,10 @@ def _positive(value, flag: str):
     return value
 
 
-def print_front(plans, out=sys.stdout) -> None:
+def print_front(plans, out=None) -> None:
     rows = [[i, f"{p.totals.bytes:,}", f"{p.totals.avg_bits:.3f}", f"{p.solver.objective:.6g}", f"{p.totals.distortion:.6g}"]
             for i, p in enumerate(plans)]
-    print(fmt_table(rows, ["#", "bytes", "avg bits", "objective", "additive distortion"]), file=out)
+    print(fmt_table(rows, ["#", "bytes", "avg bits", "objective", "additive distortion"]), file=out or sys.stdout)
 
 
 # ----------------------------------------------------------------------------------------------

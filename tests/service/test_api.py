@@ -6,7 +6,7 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
-from service_helpers import problem
+from tests.helpers.service import problem
 
 from mpq.schema import Problem
 from mpq.service.app import create_app
@@ -18,7 +18,7 @@ from mpq.solvers import solve
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     db = tmp_path_factory.mktemp("svc") / "api.db"
-    config = ServiceConfig(db_url=f"sqlite:///{db}", solve_workers=0, plugins=("slow_solver",))
+    config = ServiceConfig(db_url=f"sqlite:///{db}", solve_workers=0, plugins=("tests.helpers.slow_solver",))
     with TestClient(create_app(config)) as c:
         yield c
 
@@ -229,7 +229,7 @@ def test_only_loopback_addresses_may_serve_without_a_token(host, loopback):
 
 def test_a_solve_past_the_time_limit_is_stopped_and_the_service_goes_on(tmp_path):
     limits = Limits(max_plan_seconds=0.5, plan_grace_s=0.5)
-    config = ServiceConfig(db_url=f"sqlite:///{tmp_path / 's.db'}", solve_workers=1, limits=limits, plugins=("slow_solver",))
+    config = ServiceConfig(db_url=f"sqlite:///{tmp_path / 's.db'}", solve_workers=1, limits=limits, plugins=("tests.helpers.slow_solver",))
     with TestClient(create_app(config)) as c:
         t0 = time.monotonic()
         slow = c.post("/v1/plans", json={"problem": problem(), "solver": "slow-test", "options": {"steps": 300, "step_s": 0.1}})
@@ -240,7 +240,7 @@ def test_a_solve_past_the_time_limit_is_stopped_and_the_service_goes_on(tmp_path
 
 @pytest.mark.skipif(not os.environ.get("MPQ_TEST_POSTGRES_URL"), reason="set MPQ_TEST_POSTGRES_URL to test a PostgreSQL store")
 def test_the_service_runs_on_postgresql():
-    config = ServiceConfig(db_url=os.environ["MPQ_TEST_POSTGRES_URL"], solve_workers=0, plugins=("slow_solver",))
+    config = ServiceConfig(db_url=os.environ["MPQ_TEST_POSTGRES_URL"], solve_workers=0, plugins=("tests.helpers.slow_solver",))
     with TestClient(create_app(config)) as c:
         answer = c.post("/v1/plans", json={"problem": problem(seed=21)}).json()
         assert c.get(f"/v1/plans/{answer['id']}").json() == answer

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from _solver_problems import brute_force, random_problem
+from tests.helpers.problems import brute_force, random_problem
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -152,7 +152,7 @@ def test_three_workers_one_killed_mid_trial_complete_the_study_with_every_trial_
 def test_postgres_study_continues_after_a_restart(pg_url):
     from mpq.solvers import get_solver
 
-    from test_evolutionary import random_problem
+    from tests.helpers.problems import seeded_problem as random_problem
 
     name = f"resume-{uuid.uuid4().hex[:8]}"
     problem = random_problem(21)

@@ -1,4 +1,4 @@
-"""A test plugin for the service (``--plugin slow_solver``): an exact answer, delivered slowly.
+"""A test plugin for the service (``--plugin tests.helpers.slow_solver``): an exact answer, delivered slowly.
 
 It solves with the DP at once, then takes ``steps * step_s`` seconds reporting progress with the
 best plan, honouring ``should_stop`` like the evolutionary solver does.

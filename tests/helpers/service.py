@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-TESTS = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[2]  # on PYTHONPATH so the server can import tests.helpers.slow_solver
 
 
 def problem(n_layers: int = 6, budget: float = 3.0, seed: int = 0, bits=(2, 3, 4, 8)) -> dict:
@@ -44,12 +44,12 @@ class Server:
     def __init__(self, db: str, *args: str, port: int | None = None, env: dict | None = None):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]), **(env or {})}
+        full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), **(env or {})}
         if "MPQ_TOKEN" not in (env or {}):
             full_env.pop("MPQ_TOKEN", None)
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "import sys; from mpq.cli import main; sys.exit(main())", "serve", "--host", "127.0.0.1", "--port", str(self.port), "--db", db,
-             "--plugin", "slow_solver", "--log-level", "warning", *args],
+             "--plugin", "tests.helpers.slow_solver", "--log-level", "warning", *args],
             env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _solver_problems import brute_force, random_problem
+from tests.helpers.problems import brute_force, random_problem
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

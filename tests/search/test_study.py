@@ -16,7 +16,7 @@ from mpq.search import SearchSpec, StorageUnreachable, StudyMismatch, join_study
 from mpq.search.study import problem_fingerprint
 from mpq.solvers import get_solver
 
-from test_evolutionary import random_problem
+from tests.helpers.problems import seeded_problem as random_problem
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
-from service_helpers import Server, problem
+from tests.helpers.service import Server, problem
 
 from mpq.client import Client, ServiceError
 from mpq.errors import PlanInfeasible

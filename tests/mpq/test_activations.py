@@ -11,7 +11,7 @@ from mpq.errors import WorkloadError
 from mpq.graph import discover
 from mpq.quant import QuantSpec
 
-from plans import plan_from_specs
+from tests.helpers.plans import plan_from_specs
 
 
 def _model_and_batches():

@@ -15,23 +15,7 @@ from mpq.solvers import get_solver
 from mpq.solvers.compiled import compile_problem
 from mpq.solvers.evolutionary import SearchSpace, hypervolume, non_dominated
 
-
-def random_problem(seed: int, n: int = 5, constraints=None, ties=(), pairs=False) -> Problem:
-    rng = np.random.default_rng(seed)
-    layers = []
-    for i in range(n):
-        p = int(rng.integers(40, 400))
-        opts = []
-        for b in (2, 3, 4, 8):
-            bits = p * b + 16 * int(rng.integers(1, 8))
-            opts.append({"id": f"int{b}", "w_bits": b, "bits": bits, "bytes": -(-bits // 8),
-                         "bitops": p * b * 100, "distortion": float(rng.random() * 2.0 ** (-b) * p)})
-        layers.append({"name": f"layer{i}", "params": p, "shape": [p // 4 or 1, 4], "options": opts})
-    doc = {"schema": "mpq.problem/v1", "layers": layers, "ties": [list(t) for t in ties],
-           "constraints": constraints or {"max_avg_bits": 3.5}}
-    if pairs:
-        doc["pairs"] = [{"a": "layer0", "option_a": "int2", "b": "layer1", "option_b": "int2", "distortion": 5.0}]
-    return Problem.model_validate(doc)
+from tests.helpers.problems import seeded_problem as random_problem
 
 
 def brute_force(problem: Problem):

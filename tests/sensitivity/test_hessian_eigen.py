@@ -16,17 +16,12 @@ from mpq.sensitivity.hessian import EstimatorSettingsError
 from mpq.sensitivity.hessian_eigen import HessianEigenEstimator
 from mpq.workload import Workload
 
-from test_hessian_trace import TinyCNN, cnn_batches, mlp_batches, tiny_mlp
+from tests.helpers.models import TinyCNN, cnn_batches, mlp_batches, tiny_mlp
 
 ce = nn.functional.cross_entropy
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def exact_block_hessians(model, batches, names):

@@ -12,62 +12,15 @@ from mpq.sensitivity.base import get_estimator
 from mpq.sensitivity.hessian import EstimatorSettingsError, HessianTraceEstimator
 from mpq.workload import Workload
 
+from tests.helpers.models import TinyCNN, cnn_batches, mlp_batches, tiny_mlp
+
 ce = nn.functional.cross_entropy
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared 2-core box they lose a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------------------------------------
 # tiny models and exact traces
-
-
-def tiny_mlp(bias=True):
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Linear(8, 16, bias=bias), nn.Tanh(), nn.Linear(16, 16, bias=bias), nn.Tanh(), nn.Linear(16, 4, bias=bias)
-    ).eval()
-
-
-class TinyCNN(nn.Module):
-    """conv 1->3 (27 weights), conv 3->8 (216), linear 128->5 (640), on 8x8 images."""
-
-    def __init__(self, bias=True):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 3, 3, padding=1, bias=bias)
-        self.conv2 = nn.Conv2d(3, 8, 3, padding=1, bias=bias)
-        self.fc = nn.Linear(8 * 4 * 4, 5, bias=bias)
-
-    def forward(self, x):
-        x = torch.relu(self.conv1(x))
-        x = nn.functional.max_pool2d(torch.relu(self.conv2(x)), 2)
-        return self.fc(x.flatten(1))
-
-
-def mlp_batches(sizes=(32, 32, 16)):
-    g = torch.Generator().manual_seed(1)
-    teacher = torch.randn(8, 4, generator=g)
-    out = []
-    for n in sizes:
-        x = torch.randn(n, 8, generator=g)
-        out.append((x, (x @ teacher).argmax(1)))
-    return out
-
-
-def cnn_batches(sizes=(24, 24)):
-    g = torch.Generator().manual_seed(2)
-    out = []
-    for n in sizes:
-        x = torch.rand(n, 1, 8, 8, generator=g)
-        y = (x[:, 0, :4].mean((1, 2)) * 10).long().clamp(0, 4)
-        out.append((x, y))
-    return out
 
 
 def exact_block_traces(model, batches, loss_fn, names):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 
 import httpx
-from service_helpers import Server, problem
+from tests.helpers.service import Server, problem
 
 
 def poll(http: httpx.Client, sid: str, until, timeout: float = 60.0) -> dict:

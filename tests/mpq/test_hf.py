@@ -13,8 +13,8 @@ from mpq.quant import QuantSpec, weight_matrix
 from mpq.schema import save_document
 from mpq.workload import load_workload
 
-from hf_tiny import tiny_hf  # noqa: F401  (session fixture)
-from plans import plan_from_specs
+from tests.helpers.hf_tiny import tiny_hf  # noqa: F401  (session fixture)
+from tests.helpers.plans import plan_from_specs
 
 
 def test_causal_lm_workload_uses_module_names_and_the_models_own_lm_loss(tiny_hf):

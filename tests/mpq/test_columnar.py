@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from _solver_problems import random_problem
+from tests.helpers.problems import random_problem
 
 from mpq.cli import main
 from mpq.columnar import ProblemColumns, load_columns, load_problem

@@ -14,9 +14,9 @@ from mpq.graph import discover
 from mpq.quant import QuantSpec
 from mpq.schema import save_document
 
-import gptq_dynamic
-from hf_tiny import tiny_hf  # noqa: F401  (session fixture)
-from plans import llama_mixed_specs, plan_from_specs
+from tests.helpers import gptq_dynamic
+from tests.helpers.hf_tiny import tiny_hf  # noqa: F401  (session fixture)
+from tests.helpers.plans import llama_mixed_specs, plan_from_specs
 
 TARGETS = ["autoround", "gptqmodel", "hawq", "hqq", "llamacpp", "llmcompressor", "torchao"]
 
@@ -301,7 +301,7 @@ def test_ported_gptqmodel_matcher_agrees_with_gptqmodel_itself_when_installed(mi
         except ImportError as e:  # GPTQModel present without its own requirements (pcre, logbar)
             pytest.skip(f"GPTQModel's config module does not import here: {e}")
         if QuantizeConfig is None:
-            pytest.skip("GPTQModel is not installed (it needs a CUDA torchvision to import; see tests/gptq_dynamic.py)")
+            pytest.skip("GPTQModel is not installed (it needs a CUDA torchvision to import; see tests/helpers/gptq_dynamic.py)")
         overlapping = {r"+:^model\.layers\.0\..*": {"bits": 8}, r"-:^model\.layers\.0\.mlp\.up_proj$": {}, r"+:.*up_proj": {"bits": 2}}
         configs = [json.loads(json.dumps(export_plan(p, "gptqmodel").data))
                    for p in (mixed, plan_from_specs(graph, llama_mixed_specs(vary_index=True)))]

@@ -86,3 +86,22 @@ def brute_force(problem: Problem) -> tuple[float, dict[str, str]] | None:
         if best is None or d < best[0] - 1e-15:
             best = (d, choice)
     return best
+
+
+def seeded_problem(seed: int, n: int = 5, constraints=None, ties=(), pairs=False) -> Problem:
+    """Small int2/3/4/8 problems from a seed, for the evolutionary and search tests."""
+    rng = np.random.default_rng(seed)
+    layers = []
+    for i in range(n):
+        p = int(rng.integers(40, 400))
+        opts = []
+        for b in (2, 3, 4, 8):
+            bits = p * b + 16 * int(rng.integers(1, 8))
+            opts.append({"id": f"int{b}", "w_bits": b, "bits": bits, "bytes": -(-bits // 8),
+                         "bitops": p * b * 100, "distortion": float(rng.random() * 2.0 ** (-b) * p)})
+        layers.append({"name": f"layer{i}", "params": p, "shape": [p // 4 or 1, 4], "options": opts})
+    doc = {"schema": "mpq.problem/v1", "layers": layers, "ties": [list(t) for t in ties],
+           "constraints": constraints or {"max_avg_bits": 3.5}}
+    if pairs:
+        doc["pairs"] = [{"a": "layer0", "option_a": "int2", "b": "layer1", "option_b": "int2", "distortion": 5.0}]
+    return Problem.model_validate(doc)
