@@ -94,7 +94,10 @@ def add_model_args(p: argparse.ArgumentParser, optional: bool = False) -> None:
     p.add_argument("--calib", help="calibration text for Hugging Face models (.txt one sample a line, or .jsonl with 'text')")
 
 
-def add_estimator_args(p: argparse.ArgumentParser, default: Optional[str] = "hessian-trace") -> None:
+def add_estimator_args(p: argparse.ArgumentParser, default: Optional[str] = None) -> None:
+    from .pipeline import DEFAULT_ESTIMATOR
+
+    default = default or DEFAULT_ESTIMATOR
     g = p.add_argument_group("sensitivity")
     g.add_argument("--estimator", default=default, help=f"sensitivity estimator (default {default}); see `mpq estimators`")
     g.add_argument("--probes", type=int, help="probe / iteration budget of the estimator")
@@ -247,6 +250,12 @@ DEMO_BUDGET = "avg_bits=3"
 DEMO_GROUP_SIZES = "none,32"
 
 
+def _default_refine() -> int:
+    from .pipeline import DEFAULT_REFINE_EVALS
+
+    return DEFAULT_REFINE_EVALS
+
+
 def _plan_args(p):
     add_model_args(p, optional=True)
     p.add_argument("--budget", action="append", default=[], help="avg_bits=, mb=, bytes=, bitops=, latency_ms= (repeatable)")
@@ -258,6 +267,9 @@ def _plan_args(p):
     p.add_argument("--max-drop", type=float, help="bisection: the largest allowed drop of --metric against full precision")
     p.add_argument("--metric", help="bisection: the workload metric to hold (default accuracy, else the first one)")
     p.add_argument("--channel-groups", type=int, default=1, help="split each layer into N output-channel groups, each with its own option")
+    p.add_argument("--refine", type=int, default=None, metavar="N",
+                   help="whole-model evaluations for the measured refinement of the plan (default %d; 0 = the additive optimum as it is)"
+                   % _default_refine())
     add_candidate_args(p)
     p.add_argument("--no-eval", action="store_true", help="skip evaluating the plan against full precision and uniform")
     p.add_argument("--problem-out", help="also write the mpq.problem/v1 that was solved")
@@ -301,7 +313,12 @@ def cmd_plan(args) -> int:
         workload, constraints, estimator=args.estimator, solver=args.solver, candidates=candidates_from_args(args),
         estimator_settings=estimator_settings(args), solver_settings=solver_settings,
         table=table, use_cache=not args.no_cache, channel_groups=args.channel_groups,
+        refine=_default_refine() if args.refine is None else args.refine, seed=args.seed,
     )
+    if result.refinement is not None:
+        r = result.refinement
+        print(f"measured refinement: calibration objective {r.seed_objective:.6g} -> {r.objective:.6g} "
+              f"({r.evaluations} evaluations, {r.accepted} accepted, {r.seconds:.1f} s)")
     print_plan(result.plan, result.table)
     if args.problem_out:
         save_document(result.problem, args.problem_out)

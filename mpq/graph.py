@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import networkx as nx
 import torch
@@ -178,3 +178,17 @@ def _fx_edges(model: nn.Module, names: set[str]) -> tuple[Optional[list[tuple[st
                 else:
                     stack.extend(p.all_input_nodes)
     return sorted(edges), "fx"
+
+
+def restrict(graph: LayerGraph, names: Sequence[str]) -> LayerGraph:
+    """The same graph with only ``names`` planned (the others stay as they are, outside every budget)."""
+    unknown = [n for n in names if n not in graph.layers]
+    if unknown:
+        raise UnknownLayer(f"layer {unknown[0]!r} is not a quantizable layer of the model (see `mpq layers`)")
+    if not names:
+        raise UnknownLayer("the list of layers to plan is empty")
+    keep = [n for n in graph.names if n in set(names)]
+    return LayerGraph(
+        model=graph.model, layers={n: graph.layers[n] for n in keep}, graph=graph.graph.subgraph(keep).copy(),
+        method=graph.method, macs_per=graph.macs_per, _modules={n: graph._modules[n] for n in keep},
+    )

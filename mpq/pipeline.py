@@ -1,13 +1,25 @@
-"""The end-to-end Python API behind ``mpq plan``: workload -> graph -> sensitivities -> problem -> plan."""
+"""The end-to-end Python API behind ``mpq plan``: workload -> graph -> sensitivities -> problem -> plan -> refinement.
+
+The defaults live here and nowhere else (the CLI reads them): the ``output-gn`` estimator (a
+Monte-Carlo Gauss-Newton of each layer's damage at the model's output), the exact additive optimum
+(``solver="auto"``), then a measured refinement of that plan on the calibration data
+(``refine=DEFAULT_REFINE_EVALS`` whole-model evaluations; 0 turns it off). The evidence for this
+choice is ``benchmarks/plan_quality.py`` (quoted in the README).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 from .cost import CandidateSet, build_problem
-from .graph import LayerGraph, discover
+from .errors import DocumentError
+from .graph import LayerGraph, discover, restrict
 from .schema import Constraints, Plan, Problem, Provenance, SensitivityTable
 from .workload import Workload
+
+DEFAULT_ESTIMATOR = "output-gn"
+#: whole-model evaluations the measured refinement may spend (the seed's own included); 0 = no refinement
+DEFAULT_REFINE_EVALS = 12
 
 
 @dataclass
@@ -16,11 +28,12 @@ class PlanResult:
     table: SensitivityTable
     problem: Problem
     plan: Plan
+    refinement: Any = None  # mpq.refine.Refinement when the plan was refined
 
 
 def sensitivities(
     workload: Workload,
-    estimator: str = "hessian-trace",
+    estimator: str = DEFAULT_ESTIMATOR,
     *,
     graph: Optional[LayerGraph] = None,
     candidates: CandidateSet | None = None,
@@ -40,7 +53,7 @@ def plan_model(
     workload: Workload,
     constraints: Constraints | Mapping[str, float],
     *,
-    estimator: str = "hessian-trace",
+    estimator: str = DEFAULT_ESTIMATOR,
     solver: str = "auto",
     candidates: CandidateSet | None = None,
     estimator_settings: Optional[Mapping[str, Any]] = None,
@@ -48,14 +61,30 @@ def plan_model(
     table: Optional[SensitivityTable] = None,
     use_cache: bool = True,
     channel_groups: int = 1,
+    refine: int = DEFAULT_REFINE_EVALS,
+    seed: int = 0,
+    layers: Optional[Sequence[str]] = None,
 ) -> PlanResult:
+    """Plan ``workload`` under ``constraints``; ``layers`` limits the planned layers (the rest stay in float, outside the budget)."""
     from mpq.solvers import get_solver
 
+    if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
+        raise DocumentError(f"refine: expected a number of whole-model evaluations >= 0 (0 = no refinement), got {refine!r}")
     graph = discover(workload)
+    if layers is not None:
+        graph = restrict(graph, layers)
     candidates = candidates or CandidateSet()
     if table is None:
         table = sensitivities(workload, estimator, graph=graph, candidates=candidates, use_cache=use_cache, **dict(estimator_settings or {}))
-    problem = build_problem(graph, table, candidates, constraints, channel_groups=channel_groups)
+    problem = build_problem(graph, table, candidates, constraints, channel_groups=channel_groups, layers=graph.names)
     prov = Provenance(estimator=table.estimator, model=problem.model)
     plan = get_solver(solver, **dict(solver_settings or {})).solve(problem, provenance=prov)
-    return PlanResult(graph, table, problem, plan)
+    refinement = None
+    if refine and solver != "bisection":  # bisection already judges plans by the measured metric
+        from mpq.refine import floor_plans, refine_plan
+        from mpq.search.measured import measured_objective
+
+        refinement = refine_plan(problem, plan, measured_objective(workload), max_evals=refine, seed=seed,
+                                 alternatives=floor_plans(problem, solver))
+        plan = refinement.plan
+    return PlanResult(graph, table, problem, plan, refinement)

@@ -36,7 +36,8 @@ def planned(tmp_path_factory):
 def test_plan_is_within_budget_optimal_and_recounts_exactly(planned):
     data = json.loads((planned / "plan.json").read_text())
     assert data["schema"] == "mpq.plan/v1"
-    assert data["solver"]["status"] == "optimal"
+    # the additive optimum, or its measured refinement (then "feasible", with the optimum's bound)
+    assert data["solver"]["status"] == ("feasible" if data["solver"]["name"].endswith("+refine") else "optimal")
     bits = [independent_bits(l) for l in data["layers"]]
     assert [math.ceil(b / 8) for b in bits] == [l["bytes"] for l in data["layers"]]
     assert data["totals"]["bytes"] == sum(math.ceil(b / 8) for b in bits)

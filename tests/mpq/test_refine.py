@@ -1,0 +1,90 @@
+"""The default method's mechanics on tiny models: the budget holds, it is deterministic, refinement never hurts its seed."""
+import pytest
+import torch
+from torch import nn
+
+from mpq.cost import CandidateSet
+from mpq.errors import DocumentError
+from mpq.pipeline import DEFAULT_ESTIMATOR, DEFAULT_REFINE_EVALS, plan_model
+from mpq.plan import recount, violations
+from mpq.refine import floor_plans, refine_plan
+from mpq.search.measured import measured_objective
+from mpq.solvers import get_solver
+from mpq.workload import Workload
+from tests.helpers.models import mlp_batches, tiny_mlp
+
+CANDIDATES = CandidateSet(bits=(2, 3, 4, 6, 8))
+
+
+def workload():
+    return Workload(model=tiny_mlp(), batches=mlp_batches(), loss_fn=nn.functional.cross_entropy, name="tiny-mlp")
+
+
+@pytest.mark.parametrize("bits", [4.0, 5.0, 6.5])
+def test_default_plan_holds_the_budget_and_never_loses_to_its_seed(one_thread, bits):
+    wl = workload()
+    seed = plan_model(wl, {"max_avg_bits": bits}, candidates=CANDIDATES, refine=0, use_cache=False)
+    result = plan_model(wl, {"max_avg_bits": bits}, candidates=CANDIDATES, use_cache=False)
+    assert result.table.estimator == DEFAULT_ESTIMATOR and result.refinement is not None
+    assert not violations(result.plan.totals, {"max_avg_bits": bits})
+    assert recount(result.plan)["avg_bits"] <= bits + 1e-12
+    objective = measured_objective(wl)
+    assert objective(result.plan) <= objective(seed.plan)
+    assert result.refinement.objective == pytest.approx(objective(result.plan))
+    assert result.refinement.evaluations <= DEFAULT_REFINE_EVALS
+
+
+def test_default_plan_is_deterministic(one_thread):
+    plans = [plan_model(workload(), {"max_avg_bits": 4.5}, candidates=CANDIDATES, use_cache=False).plan for _ in range(2)]
+    assert [l.option for l in plans[0].layers] == [l.option for l in plans[1].layers]
+    assert plans[0].totals == plans[1].totals
+
+
+def test_refinement_keeps_a_move_only_when_the_measured_objective_drops(one_thread):
+    wl = workload()
+    result = plan_model(wl, {"max_avg_bits": 4.2}, candidates=CANDIDATES, refine=0, use_cache=False)
+    calls = []
+
+    def objective(plan):
+        calls.append(plan)
+        # an objective that prefers more bits on the first layer than the additive model does
+        return -sum(l.w_bits for l in plan.layers if l.name == "0") + 0.01 * plan.totals.distortion
+
+    ref = refine_plan(result.problem, result.plan, objective, max_evals=30)
+    assert ref.objective <= ref.seed_objective
+    assert ref.evaluations == len(calls) <= 30
+    for plan in calls:
+        assert not violations(plan.totals, result.problem.constraints)
+    if ref.accepted:
+        assert ref.plan.solver.name.endswith("+refine") and ref.plan.solver.status == "feasible"
+    first = {l.name: l.w_bits for l in ref.plan.layers}["0"]
+    assert first >= {l.name: l.w_bits for l in result.plan.layers}["0"]
+
+
+def test_refinement_returns_the_seed_when_nothing_measures_better(one_thread):
+    result = plan_model(workload(), {"max_avg_bits": 4.2}, candidates=CANDIDATES, refine=0, use_cache=False)
+    ref = refine_plan(result.problem, result.plan, lambda plan: 1.0, max_evals=8)
+    assert ref.plan == result.plan and ref.accepted == 0 and ref.objective == ref.seed_objective == 1.0
+
+
+def test_floor_plans_are_within_budget_and_include_uniform(one_thread):
+    result = plan_model(workload(), {"max_avg_bits": 4.5}, candidates=CANDIDATES, refine=0, use_cache=False)
+    plans = floor_plans(result.problem)
+    assert plans and all(not violations(p.totals, result.problem.constraints) for p in plans)
+    assert any(len({l.option for l in p.layers}) == 1 for p in plans)
+
+
+def test_refinement_respects_ties(one_thread):
+    wl = workload()
+    result = plan_model(wl, {"max_avg_bits": 4.2}, candidates=CANDIDATES, refine=0, use_cache=False)
+    problem = result.problem.model_copy(update={"ties": [["0", "2"]]})
+    plan = get_solver("auto").solve(problem)
+    ref = refine_plan(problem, plan, lambda p: -sum(l.w_bits for l in p.layers if l.name == "4"), max_evals=20)
+    options = {l.name: l.option for l in ref.plan.layers}
+    assert options["0"] == options["2"]
+
+
+def test_refinement_needs_one_evaluation(one_thread):
+    result = plan_model(workload(), {"max_avg_bits": 4.2}, candidates=CANDIDATES, refine=0, use_cache=False)
+    with pytest.raises(DocumentError, match="max_evals"):
+        refine_plan(result.problem, result.plan, lambda p: 0.0, max_evals=0)
