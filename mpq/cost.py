@@ -86,9 +86,10 @@ def fp_formats_for(fmt: str, bits: int) -> list[str]:
     table = {8: ["fp8_e4m3"], 4: ["fp4_e2m1"]}
     if fmt == "fp":
         return table.get(bits, [])
-    from .schema import FORMAT_BITS
+    from .schema import NUMBER_FORMATS
 
-    return [fmt] if FORMAT_BITS.get(fmt) == bits else []
+    known = NUMBER_FORMATS.get(fmt)
+    return [fmt] if known is not None and known.bits == bits else []
 
 
 def option_for(layer_shape: Sequence[int], macs: int, spec: QuantSpec, distortion: float, oid: str) -> Option:
