@@ -72,6 +72,10 @@ def _serve_args(p) -> None:
 
 @command("serve", "run the HTTP search service: plans, frontiers and background searches", _serve_args)
 def cmd_serve(args) -> int:
+    from mpq.extras import require
+
+    require("fastapi", "mpq serve")
+    uvicorn = require("uvicorn", "mpq serve")
     from .limits import ServiceConfig
 
     token = read_token(args.token_file)
@@ -90,8 +94,6 @@ def cmd_serve(args) -> int:
     if args.workers is not None:
         config.solve_workers = max(0, args.workers)
     _check_database(args.db)
-    import uvicorn
-
     from .app import create_app
 
     auth = "a bearer token" if token else "no token"
