@@ -57,6 +57,31 @@ def integer_instance(N, family, seed):
     return dist, params[:, None] * BITS.astype(np.int64)[None, :], float(4 * params.sum())
 
 
+def problem_columns(N, family, seed):
+    """The instance as an ``mpq.problem-columns/v1`` (options int2..int8 per output channel, budget
+    ``max_avg_bits=4``), built with whole-array operations, for file-to-file benchmarks and tests."""
+    from mpq.columnar import ProblemColumns
+    from mpq.schema import Constraints
+
+    dist, bits, budget = integer_instance(N, family, seed)
+    G, K = dist.shape
+    params = bits[:, 0] // 2
+    rows = G * K
+    w_bits = np.tile(BITS.astype(np.int64), G)
+    a = {
+        "layer_name": np.char.add("g", np.arange(G).astype(str)), "layer_params": params,
+        "layer_macs": np.zeros(G, np.int64), "layer_shape": np.stack([params // 64, np.full(G, 64)], 1),
+        "layer_module": np.full(G, ""), "layer_channels": np.full((G, 2), -1, np.int64),
+        "option_names": np.array([f"int{b}" for b in BITS.astype(int)]),
+        "row_layer": np.repeat(np.arange(G, dtype=np.int64), K), "row_option": np.tile(np.arange(K, dtype=np.int64), G),
+        "row_format": np.zeros(rows, np.int64), "row_structure": np.zeros(rows, np.int64), "w_bits": w_bits,
+        "group_size": np.zeros(rows, np.int64), "symmetric": np.ones(rows, bool), "prune_ratio": np.zeros(rows),
+        "a_bits": np.zeros(rows, np.int64), "bits": bits.ravel(), "bytes": -(-bits.ravel() // 8),
+        "bitops": np.full(rows, -1, np.int64), "latency_ms": np.full(rows, np.nan), "distortion": dist.ravel(),
+    }
+    return ProblemColumns(a, Constraints(max_avg_bits=budget / params.sum()))
+
+
 if __name__ == "__main__":
     n, fam, seed = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     size, dist, budget, unit = gen_instance(n, fam, seed)
