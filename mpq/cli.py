@@ -11,6 +11,7 @@ import sys
 from typing import Callable, Optional
 
 from .errors import DocumentError, MpqError
+from .schema import NUMBER_FORMATS
 
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {}
 
@@ -53,7 +54,7 @@ def candidates_from_args(args: argparse.Namespace):
         else:
             groups.extend(_int_list(g, "group-sizes"))
     formats = [f.strip() for f in (args.formats or "int").split(",") if f.strip()]
-    known = {"int", "fp", "fp8_e4m3", "fp8_e5m2", "fp4_e2m1"}
+    known = {"fp", *NUMBER_FORMATS} - {"float"}  # float is chosen by --bits 16
     for f in formats:
         if f not in known:
             raise DocumentError(f"--formats: unknown format {f!r}; expected some of {sorted(known)}")

@@ -18,12 +18,20 @@ import numpy as np
 from pydantic import ValidationError
 
 from .errors import DocumentError
-from .schema import (FORMAT_BITS, PROBLEM_SCHEMA, Constraints, ModelRef, Option, Problem, ProblemLayer, ProblemPair,
-                     format_validation_error)
+from .schema import (NUMBER_FORMATS, PROBLEM_SCHEMA, PRUNE_STRUCTURES, Constraints, ModelRef, Option, Problem,
+                     ProblemLayer, ProblemPair, format_validation_error)
 
 COLUMNS_SCHEMA = "mpq.problem-columns/v1"
-FORMATS = ("int", "float", "fp8_e4m3", "fp8_e5m2", "fp4_e2m1")
-STRUCTURES = ("unstructured", "2:4")
+
+
+def formats() -> list[str]:
+    """``row_format`` indexes this list: the schema's formats in registration order."""
+    return list(NUMBER_FORMATS)
+
+
+def structures() -> list[str]:
+    """``row_structure`` indexes this list: the schema's prune structures."""
+    return list(PRUNE_STRUCTURES)
 
 #: array name -> (numpy kind letters accepted, per "layer" or "row")
 ARRAYS = {
@@ -72,6 +80,8 @@ class ProblemColumns:
     def from_problem(cls, problem: Problem) -> "ProblemColumns":
         names = [l.name for l in problem.layers]
         rows = [(i, o) for i, l in enumerate(problem.layers) for o in l.options]
+        fmt_index = {f: k for k, f in enumerate(formats())}
+        structure_index = {f: k for k, f in enumerate(structures())}
         option_names = sorted({o.id for _, o in rows})
         index = {n: k for k, n in enumerate(option_names)}
         depth = max((len(l.shape) for l in problem.layers if l.shape), default=0)
@@ -89,8 +99,8 @@ class ProblemColumns:
             "option_names": np.array(option_names, dtype=str),
             "row_layer": np.array([i for i, _ in rows], dtype=np.int64),
             "row_option": np.array([index[o.id] for _, o in rows], dtype=np.int64),
-            "row_format": np.array([FORMATS.index(o.format) for _, o in rows], dtype=np.int64),
-            "row_structure": np.array([STRUCTURES.index(o.prune_structure) for _, o in rows], dtype=np.int64),
+            "row_format": np.array([fmt_index[o.format] for _, o in rows], dtype=np.int64),
+            "row_structure": np.array([structure_index[o.prune_structure] for _, o in rows], dtype=np.int64),
             "w_bits": np.array([o.w_bits for _, o in rows], dtype=np.int64),
             "group_size": np.array([o.group_size or 0 for _, o in rows], dtype=np.int64),
             "symmetric": np.array([o.symmetric for _, o in rows], dtype=bool),
@@ -109,8 +119,8 @@ class ProblemColumns:
         gs, ab, bo, lat = int(a["group_size"][row]), int(a["a_bits"][row]), int(a["bitops"][row]), float(a["latency_ms"][row])
         return Option(
             id=str(a["option_names"][a["row_option"][row]]), w_bits=int(a["w_bits"][row]), group_size=gs or None,
-            format=FORMATS[int(a["row_format"][row])], symmetric=bool(a["symmetric"][row]), prune_ratio=float(a["prune_ratio"][row]),
-            prune_structure=STRUCTURES[int(a["row_structure"][row])], a_bits=ab or None, bits=int(a["bits"][row]),
+            format=formats()[int(a["row_format"][row])], symmetric=bool(a["symmetric"][row]), prune_ratio=float(a["prune_ratio"][row]),
+            prune_structure=structures()[int(a["row_structure"][row])], a_bits=ab or None, bits=int(a["bits"][row]),
             bytes=int(a["bytes"][row]), bitops=None if bo < 0 else bo, latency_ms=None if math.isnan(lat) else lat,
             distortion=float(a["distortion"][row]),
         )
@@ -224,11 +234,14 @@ def validate_columns(data: dict[str, np.ndarray], source: str = "columnar proble
         dup = np.zeros(R, dtype=bool)
         dup[order[1:][np.diff(key[order]) == 0]] = True
         check(dup, "option id appears twice in one layer")
-    check((a["row_format"] < 0) | (a["row_format"] >= len(FORMATS)), f"row_format: must index {list(FORMATS)}")
-    check((a["row_structure"] < 0) | (a["row_structure"] >= len(STRUCTURES)), f"row_structure: must index {list(STRUCTURES)}")
+    fmts, structs = formats(), structures()
+    check((a["row_format"] < 0) | (a["row_format"] >= len(fmts)), f"row_format: must index {fmts}")
+    check((a["row_structure"] < 0) | (a["row_structure"] >= len(structs)), f"row_structure: must index {structs}")
     check((a["w_bits"] < 1) | (a["w_bits"] > 32), "w_bits: must be in [1, 32]")
-    fmt_bits = np.array([FORMAT_BITS.get(f, 0) for f in FORMATS])[np.clip(a["row_format"], 0, len(FORMATS) - 1)]
+    fmt_bits = np.array([NUMBER_FORMATS[f].bits or 0 for f in fmts])[np.clip(a["row_format"], 0, len(fmts) - 1)]
     check((fmt_bits > 0) & (fmt_bits != a["w_bits"]), "w_bits: does not match the format's storage bits")
+    ratio = np.array([np.nan if r is None else r for r in PRUNE_STRUCTURES.values()])[np.clip(a["row_structure"], 0, len(structs) - 1)]
+    check(~np.isnan(ratio) & (ratio != a["prune_ratio"]), "prune_ratio: does not match the prune structure's ratio (2:4 means 0.5)")
     check(a["group_size"] < 0, "group_size: must be positive (0 means per output channel)")
     check(a["a_bits"] < 0, "a_bits: must be positive (0 means none)")
     for name in ("prune_ratio", "distortion"):
