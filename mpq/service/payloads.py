@@ -6,7 +6,6 @@ document error that names the field (``problem.layers.3.options.0.bytes: ...``).
 """
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 from typing import Any, Callable, Optional
@@ -81,8 +80,8 @@ def make_solver(name: str, options: dict[str, Any], **hooks: Optional[Callable])
     if reserved:
         raise DocumentError(f"options.{reserved[0]}: this setting is supplied by the service, not by the request")
     cls = AutoSolver if name == "auto" else SOLVERS[name]
-    params = inspect.signature(cls.__init__).parameters
-    extra = {k: v for k, v in hooks.items() if v is not None and k in params}
+    declared = cls.Settings.model_fields
+    extra = {k: v for k, v in hooks.items() if v is not None and k in declared}
     try:
         return get_solver(name, **options, **extra)
     except (TypeError, ValueError) as e:
