@@ -13,7 +13,9 @@ from __future__ import annotations
 import time
 from typing import Any, Optional, Union
 
-import httpx
+from mpq.extras import require
+
+httpx = require("httpx", "the mpq HTTP client (mpq.client)")
 
 from mpq.errors import MpqError, PlanInfeasible
 from mpq.schema import Plan, Problem

@@ -2,7 +2,10 @@
 
 For layer l and option o the predicted loss increase is ``score_l * ||Q_o(W_l) - W_l||^2``
 (HAWQ-V2 style, the perturbation measured with the real quantizer on the real weights), unless
-the sensitivity table measured the option's distortion itself. Sizes follow ``mpq.sizes``.
+the sensitivity table measured the option's distortion itself. An option with activation bits
+adds the layer's measured activation distortion: ``d(w, a) = d_w + d_a`` (``layers.*.activations``
+of the table, see ``mpq.sensitivity.activation``), so ``int4-a8`` costs more than ``int4`` when the
+layer's input matters. Sizes follow ``mpq.sizes``.
 """
 from __future__ import annotations
 
@@ -151,6 +154,7 @@ def build_problem(
                     f"sensitivity table ({table.estimator}) measured no distortion for layer {name!r}, option {oid!r}; "
                     "rerun the estimator with the same candidate options"
                 )
+            d += activation_distortion(name, sens, spec, table.estimator)
             options.append(option_for(info.shape, info.macs, spec, d, oid))
         out_layers.append(ProblemLayer(name=name, params=info.params, macs=info.macs, shape=list(info.shape), options=options))
     ties = [list(t) for t in ties]
@@ -165,6 +169,20 @@ def build_problem(
         layers=out_layers, ties=ties, pairs=pairs, constraints=constraints,
         model=ModelRef(name=table.model.name, fingerprint=table.model.fingerprint), estimator=table.estimator,
     )
+
+
+def activation_distortion(name: str, sens, spec: QuantSpec, estimator: str) -> float:
+    """The measured loss increase of quantizing the layer's input to ``spec.a_bits`` (0 for float activations)."""
+    if spec.a_bits is None:
+        return 0.0
+    key = f"a{spec.a_bits}"
+    if sens.activations is None or key not in sens.activations:
+        raise UnknownLayer(
+            f"sensitivity table ({estimator}) has no activation distortion {key!r} for layer {name!r}, so options "
+            f"with a_bits={spec.a_bits} would look free; measure it with mpq.sensitivity.activation "
+            "(mpq plan and mpq sensitivity do when --a-bits is given)"
+        )
+    return float(sens.activations[key])
 
 
 def channel_slices(out_channels: int, groups: int) -> list[tuple[int, int]]:
@@ -198,6 +216,7 @@ def _channel_group_layers(name, info, sens, w, specs, groups: int, estimator: st
             else:
                 total, err = whole[oid]
                 d = total * (quantization_error(part, spec) / err if err > 0 else (b - a) / out)
+            d += activation_distortion(name, sens, spec, estimator) * (b - a) / out
             options.append(option_for(sub_shape, macs, spec, d, oid))
         params = info.params * (b - a) // out
         layers.append(ProblemLayer(name=f"{name}[{a}:{b}]", params=params, macs=macs, shape=shape, module=name,

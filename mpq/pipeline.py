@@ -32,8 +32,21 @@ def sensitivities(
 
     graph = graph or discover(workload)
     est = get_estimator(estimator, **settings)
-    options = (candidates or CandidateSet()).specs() if est.per_option else None
-    return estimate(est, workload, graph, options, use_cache=use_cache)
+    candidates = candidates or CandidateSet()
+    options = candidates.specs() if est.per_option else None
+    table = estimate(est, workload, graph, options, use_cache=use_cache)
+    return with_activations(table, workload, graph, candidates, settings)
+
+
+def with_activations(table: SensitivityTable, workload: Workload, graph: LayerGraph, candidates: CandidateSet,
+                     settings: Mapping[str, Any]) -> SensitivityTable:
+    """The table with the activation distortions the candidates' ``a_bits`` need (measured when missing)."""
+    if all(a is None for a in candidates.a_bits):
+        return table
+    from mpq.sensitivity.activation import with_activation_sensitivity
+
+    keep = {k: settings[k] for k in ("device", "quiet") if k in settings}  # every calibration batch is used
+    return with_activation_sensitivity(table, workload, graph, candidates.a_bits, **keep)
 
 
 def plan_model(
@@ -55,6 +68,8 @@ def plan_model(
     candidates = candidates or CandidateSet()
     if table is None:
         table = sensitivities(workload, estimator, graph=graph, candidates=candidates, use_cache=use_cache, **dict(estimator_settings or {}))
+    else:
+        table = with_activations(table, workload, graph, candidates, dict(estimator_settings or {}))
     problem = build_problem(graph, table, candidates, constraints, channel_groups=channel_groups)
     prov = Provenance(estimator=table.estimator, model=problem.model)
     plan = get_solver(solver, **dict(solver_settings or {})).solve(problem, provenance=prov)

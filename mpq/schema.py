@@ -124,6 +124,12 @@ class LayerSensitivity(BaseModel):
     options: Optional[dict[str, float]] = Field(
         default=None, description="measured distortion per option id, for estimators that measure them"
     )
+    activations: Optional[dict[str, float]] = Field(
+        default=None,
+        description="loss increase with only this layer's input quantized, per activation id "
+        "(a8, a4: per-tensor int as apply does; a8-token: per-token int; a8-fp8); "
+        "the cost model adds it to the weight distortion of options with those a_bits",
+    )
 
     @model_validator(mode="after")
     def _extras_are_finite_numbers(self) -> "LayerSensitivity":

@@ -34,8 +34,10 @@ def _serve_args(p) -> None:
 
 @command("serve", "run the HTTP search service: plans, frontiers and background searches", _serve_args)
 def cmd_serve(args) -> int:
-    import uvicorn
+    from mpq.extras import require
 
+    require("fastapi", "mpq serve")
+    uvicorn = require("uvicorn", "mpq serve")
     from .app import create_app
     from .limits import ServiceConfig
 
