@@ -91,9 +91,9 @@ def remote_frontier_document(problem, url: str, max_points: Optional[int]) -> Fr
 
 def plot_frontier(doc: FrontierDoc, path: str | Path, title: str = "") -> Path:
     """Frontier as a step line, uniform-precision plans as labelled crosses, the budget as a dashed line."""
-    import matplotlib
+    from .extras import require
 
-    matplotlib.use("Agg")
+    require("matplotlib", "plotting").use("Agg")
     import matplotlib.pyplot as plt
 
     path = Path(path)

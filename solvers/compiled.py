@@ -166,6 +166,12 @@ class Compiled:
             raise SolverFailed(f"solver {solver.name!r} produced a plan that breaks: {'; '.join(bad)}")
         return plan
 
+    def plan_columns(self, choice: np.ndarray, solver: SolverInfo, provenance: Provenance | None = None):
+        """The plan as columns (``mpq.plan-columns/v1``), verified like :meth:`plan`."""
+        from mpq.plan_columns import PlanColumns
+
+        return PlanColumns.from_plan(self.plan(choice, solver, provenance))
+
 
 def _fmt(name: str, value: float) -> str:
     if RESOURCES[name].per_param or not RESOURCES[name].integral:
@@ -297,14 +303,24 @@ class CompiledColumns(Compiled):
         active = columns.constraints.active()
         self.caps = {n: to_resource_units(n, v, columns.total_params) for n, v in active.items()}
         a = columns.arrays
-        off = columns.offsets()
-        n = np.diff(off)
-        idx = off[:-1, None] + np.minimum(np.arange(int(n.max())), n[:, None] - 1)
+        G, R = columns.n_layers, columns.n_rows
+        if R % G == 0 and _uniform(a["row_layer"], R // G):  # every layer has K options: the padded form is a view
+            K = R // G
+            n = np.full(G, K, dtype=np.int64)
+            idx = np.arange(R, dtype=np.int64).reshape(G, K)
+
+            def take(col: np.ndarray) -> np.ndarray:
+                return col.reshape(G, K)
+        else:
+            off = columns.offsets()
+            n = np.diff(off)
+            idx = off[:-1, None] + np.minimum(np.arange(int(n.max())), n[:, None] - 1)
+
+            def take(col: np.ndarray) -> np.ndarray:
+                return col[idx]
         self.rows = idx  # (groups, options) row of each padded option
-        res = {}
-        for name in active:
-            res[name] = a[RESOURCES[name].option_field][idx]
-        self.__dict__["arrays"] = Arrays(a["distortion"][idx].astype(np.float64), res, n, dict(self.caps))
+        res = {name: take(a[RESOURCES[name].option_field]) for name in active}
+        self.__dict__["arrays"] = Arrays(take(a["distortion"]).astype(np.float64, copy=False), res, n, dict(self.caps))
 
     @property
     def n_groups(self) -> int:
@@ -371,6 +387,30 @@ class CompiledColumns(Compiled):
         if bad and verify:
             raise SolverFailed(f"solver {solver.name!r} produced a plan that breaks: {'; '.join(bad)}")
         return plan
+
+    def plan_columns(self, choice: np.ndarray, solver: SolverInfo, provenance: Provenance | None = None):
+        """The plan as columns, straight from the problem's rows: no Python object per group."""
+        from mpq.plan import now
+        from mpq.plan_columns import PlanColumns
+        from mpq import __version__
+
+        choice = self.arrays.real(choice)
+        if not self.fits(choice):
+            raise SolverFailed(f"solver {solver.name!r} returned a choice that breaks the budget")
+        cols = self.columns
+        rows = self.rows[np.arange(self.n_groups), choice]
+        prov = provenance or Provenance(estimator=cols.estimator, model=cols.model)
+        prov = prov.model_copy(update={"mpq_version": prov.mpq_version or __version__, "created": prov.created or now()})
+        plan = PlanColumns.from_rows(cols.arrays, rows, self.limits, solver, prov)
+        bad = violations(plan.totals, cols.constraints)
+        if bad:
+            raise SolverFailed(f"solver {solver.name!r} produced a plan that breaks: {'; '.join(bad)}")
+        return plan
+
+
+def _uniform(row_layer: np.ndarray, k: int) -> bool:
+    """Rows grouped by layer (checked on load) with exactly ``k`` rows per layer."""
+    return bool((row_layer[::k] == np.arange(row_layer.size // k)).all()) and bool((row_layer[k - 1::k] == np.arange(row_layer.size // k)).all())
 
 
 def compile_any(problem) -> Compiled:
