@@ -49,6 +49,18 @@ def with_activations(table: SensitivityTable, workload: Workload, graph: LayerGr
     return with_activation_sensitivity(table, workload, graph, candidates.a_bits, **keep)
 
 
+def checked_solver(solver: str, solver_settings: Optional[Mapping[str, Any]] = None, estimator: Optional[str] = None,
+                   estimator_settings: Optional[Mapping[str, Any]] = None):
+    """The solver, built from its name and settings, after the estimator's are checked: a typo in either
+    is refused before the model runs, not after minutes of sensitivity estimation."""
+    from mpq.sensitivity.base import get_estimator
+    from mpq.solvers import get_solver
+
+    if estimator is not None:
+        get_estimator(estimator, **dict(estimator_settings or {}))
+    return get_solver(solver, **dict(solver_settings or {}))
+
+
 def plan_model(
     workload: Workload,
     constraints: Constraints | Mapping[str, float],
@@ -62,8 +74,7 @@ def plan_model(
     use_cache: bool = True,
     channel_groups: int = 1,
 ) -> PlanResult:
-    from mpq.solvers import get_solver
-
+    solve = checked_solver(solver, solver_settings, estimator if table is None else None, estimator_settings)
     graph = discover(workload)
     candidates = candidates or CandidateSet()
     if table is None:
@@ -72,5 +83,5 @@ def plan_model(
         table = with_activations(table, workload, graph, candidates, dict(estimator_settings or {}))
     problem = build_problem(graph, table, candidates, constraints, channel_groups=channel_groups)
     prov = Provenance(estimator=table.estimator, model=problem.model)
-    plan = get_solver(solver, **dict(solver_settings or {})).solve(problem, provenance=prov)
+    plan = solve.solve(problem, provenance=prov)
     return PlanResult(graph, table, problem, plan)
