@@ -159,11 +159,10 @@ class ProblemColumns:
 
     def save(self, path: str | Path) -> Path:
         """Write atomically as ``.npz`` (uncompressed: the solver reads it back fastest)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp.npz")
-        np.savez(tmp, header=np.array(json.dumps(self.header())), **self.arrays)
-        tmp.replace(path)
-        return path
+        from .output import write_output
+
+        header = np.array(json.dumps(self.header()))
+        return write_output(path, lambda f: np.savez(f, header=header, **self.arrays))
 
 
 def load_columns(path: str | Path) -> ProblemColumns:

@@ -535,9 +535,8 @@ def dump_document(doc: BaseModel) -> str:
     return doc.model_dump_json(by_alias=True, indent=2) + "\n"
 
 
-def save_document(doc: BaseModel, path: str | Path) -> None:
-    """Write atomically: a crash mid-write never leaves a truncated document in place of a good one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(dump_document(doc))
-    tmp.replace(path)
+def save_document(doc: BaseModel, path: str | Path, what: str = "output") -> None:
+    """Write atomically to a regular file (a crash never leaves a truncated document), directly to a device or pipe."""
+    from .output import write_output
+
+    write_output(path, dump_document(doc), what=what)
