@@ -106,3 +106,9 @@ def save_quantized(model: nn.Module, plan: Plan, path: str | Path) -> Path:
     if not special:
         write_output(path.with_suffix(".plan.json"), dump_document(plan), what="--save")
     return path
+
+
+# ``mpq.apply(...)`` calls :func:`mpq.api.apply` (this module stays importable as before).
+from ._entry import make_callable as _make_callable  # noqa: E402
+
+_make_callable(__name__, "apply")

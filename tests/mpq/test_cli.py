@@ -92,7 +92,7 @@ def test_apply_eval_reports_before_and_after(planned, capsys):
     [
         (["plan", "mpq.examples.digits:workload"], "--budget is required", 2),
         (["plan", "--budget", "avg_bits=-2"], "must be a positive finite number", 2),
-        (["plan", "--budget", "speed=3"], "expected KEY=VALUE with KEY one of", 2),
+        (["plan", "--budget", "speed=3"], "unknown key 'speed'; known keys: avg_bits, mb", 2),
         (["plan", "--budget", "avg_bits=3", "--estimator", "nope"], "unknown estimator 'nope'; available:", 2),
         (["plan", "--budget", "avg_bits=3", "--solver", "nope", "--estimator", "weight-error"], "unknown solver 'nope'", 2),
         (["layers", "no_such_module:workload"], "cannot import module 'no_such_module'", 5),  # EXIT_LOAD
