@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
 from .cost import CandidateSet, build_problem
-from .errors import DocumentError
+from .errors import DocumentError, PlanInfeasible
 from .graph import LayerGraph, discover, restrict
-from .schema import Constraints, Plan, Problem, Provenance, SensitivityTable
+from .schema import Constraints, LatencyTable, Plan, Problem, Provenance, SensitivityTable
 from .workload import Workload
 
 DEFAULT_ESTIMATOR = "output-gn"
@@ -29,6 +29,10 @@ class PlanResult:
     problem: Problem
     plan: Plan
     refinement: Any = None  # mpq.refine.Refinement when the plan was refined
+    #: with a latency table: the profiled rest of the model, and the end-to-end prediction with its spread
+    latency_overhead_ms: Optional[float] = None
+    predicted_latency_ms: Optional[float] = None
+    latency_spread_ms: Optional[float] = None
 
 
 def sensitivities(
@@ -62,6 +66,18 @@ def with_activations(table: SensitivityTable, workload: Workload, graph: LayerGr
     return with_activation_sensitivity(table, workload, graph, candidates.a_bits, **keep)
 
 
+def checked_solver(solver: str, solver_settings: Optional[Mapping[str, Any]] = None, estimator: Optional[str] = None,
+                   estimator_settings: Optional[Mapping[str, Any]] = None):
+    """The solver, built from its name and settings, after the estimator's are checked: a typo in either
+    is refused before the model runs, not after minutes of sensitivity estimation."""
+    from mpq.sensitivity.base import get_estimator
+    from mpq.solvers import get_solver
+
+    if estimator is not None:
+        get_estimator(estimator, **dict(estimator_settings or {}))
+    return get_solver(solver, **dict(solver_settings or {}))
+
+
 def plan_model(
     workload: Workload,
     constraints: Constraints | Mapping[str, float],
@@ -74,15 +90,18 @@ def plan_model(
     table: Optional[SensitivityTable] = None,
     use_cache: bool = True,
     channel_groups: int = 1,
+    latency_table: Optional[LatencyTable] = None,
     refine: int = DEFAULT_REFINE_EVALS,
     seed: int = 0,
     layers: Optional[Sequence[str]] = None,
 ) -> PlanResult:
-    """Plan ``workload`` under ``constraints``; ``layers`` limits the planned layers (the rest stay in float, outside the budget)."""
-    from mpq.solvers import get_solver
-
+    """Plan ``workload`` under ``constraints``. With ``latency_table`` (``mpq profile``), options are priced
+    in milliseconds and ``max_latency_ms`` is end to end: the layers get it less the model's profiled overhead.
+    ``layers`` limits the planned layers (the rest stay as they are, outside the budget); ``refine`` is the
+    number of whole-model evaluations of the measured refinement (0: the additive optimum as it is)."""
     if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
         raise DocumentError(f"refine: expected a number of whole-model evaluations >= 0 (0 = no refinement), got {refine!r}")
+    solve = checked_solver(solver, solver_settings, estimator if table is None else None, estimator_settings)
     graph = discover(workload)
     if layers is not None:
         graph = restrict(graph, layers)
@@ -91,9 +110,23 @@ def plan_model(
         table = sensitivities(workload, estimator, graph=graph, candidates=candidates, use_cache=use_cache, **dict(estimator_settings or {}))
     else:
         table = with_activations(table, workload, graph, candidates, dict(estimator_settings or {}))
-    problem = build_problem(graph, table, candidates, constraints, channel_groups=channel_groups, layers=graph.names)
+    constraints = dict(constraints.active() if isinstance(constraints, Constraints) else constraints)
+    priced, timing = None, None
+    if latency_table is not None:
+        from .latency import input_shapes, model_overhead, option_latencies
+
+        priced = option_latencies(latency_table, graph, list(candidates.specs()), input_shapes(workload, graph))
+        timing = model_overhead(latency_table, workload)
+        if timing is not None and constraints.get("max_latency_ms") is not None:
+            layers_ms = constraints["max_latency_ms"] - timing.overhead_ms
+            if layers_ms <= 0:
+                raise PlanInfeasible(f"budget latency_ms={constraints['max_latency_ms']:g}: the profiled rest of the model "
+                                     f"alone takes {timing.overhead_ms:.4g} ms; the smallest feasible budget is above that")
+            constraints["max_latency_ms"] = layers_ms
+    latency = {n: {o: ms for o, (ms, _) in row.items()} for n, row in priced.items()} if priced else None
+    problem = build_problem(graph, table, candidates, constraints, channel_groups=channel_groups, latency=latency, layers=graph.names)
     prov = Provenance(estimator=table.estimator, model=problem.model)
-    plan = get_solver(solver, **dict(solver_settings or {})).solve(problem, provenance=prov)
+    plan = solve.solve(problem, provenance=prov)
     refinement = None
     # bisection already judges plans by the measured metric; activation quantization needs calibrated ranges per plan
     if refine and solver != "bisection" and all(a is None for a in candidates.a_bits):
@@ -103,4 +136,10 @@ def plan_model(
         refinement = refine_plan(problem, plan, measured_objective(workload), max_evals=refine, seed=seed,
                                  alternatives=floor_plans(problem, solver))
         plan = refinement.plan
-    return PlanResult(graph, table, problem, plan, refinement)
+    result = PlanResult(graph, table, problem, plan, refinement)
+    if priced is not None and channel_groups == 1:
+        overhead = timing.overhead_ms if timing else 0.0
+        result.latency_overhead_ms = overhead if timing else None
+        result.predicted_latency_ms = sum(priced[l.name][l.option][0] for l in plan.layers) + overhead
+        result.latency_spread_ms = sum(priced[l.name][l.option][1] for l in plan.layers) + (timing.spread_ms if timing else 0.0)
+    return result
