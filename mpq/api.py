@@ -21,6 +21,7 @@ from .budget import Budget, budget_constraints
 from .calibration import DEFAULT_MAX_BATCHES, ForwardStep, LossFn, calibration_workload, take_batches
 from .cost import CandidateSet
 from .errors import DocumentError, WorkloadError
+from .pipeline import DEFAULT_ESTIMATOR
 from .schema import Plan
 from .workload import Workload, as_workload, load_workload
 
@@ -66,7 +67,7 @@ def plan(
     loss: Optional[LossFn] = None,
     forward_step: Optional[ForwardStep] = None,
     candidates: CandidateSet | Mapping[str, Any] | None = None,
-    estimator: str = "hessian-trace",
+    estimator: str = DEFAULT_ESTIMATOR,
     solver: str = "auto",
     target: Optional[str] = None,
     max_batches: Optional[int] = DEFAULT_MAX_BATCHES,

@@ -35,8 +35,12 @@ from mpq.quant import QuantSpec, quantization_error, weight_matrix
 from mpq.schema import LayerSensitivity, SensitivityTable
 from mpq.workload import Workload, call_model
 
-from ._runtime import calibration, candidate_options, check_device, check_probes, fit_score, output_tensor, prepared, progress
-from .base import Estimator, register_estimator
+from pydantic import Field
+
+from mpq.settings import Count
+
+from ._runtime import calibration, candidate_options, check_device, fit_score, output_tensor, prepared, progress
+from .base import CalibrationSettings, Estimator, register_estimator
 from .grad_output import quantized_weight
 
 
@@ -79,11 +83,8 @@ class OutputGNEstimator(Estimator):
     name = "output-gn"
     per_option = True
 
-    def __init__(self, *, samples: int = 4, probes: Optional[int] = None, **kw):
-        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-            raise WorkloadError(f"estimator 'output-gn': samples must be a positive integer, got {samples!r}")
-        super().__init__(samples=samples, probes=check_probes(probes), **kw)
-        self.samples, self.probes = samples, probes
+    class Settings(CalibrationSettings):
+        samples: Count = Field(4, description="output cotangents sampled per calibration batch (one backward pass each)")
 
     def estimate(self, workload: Workload, graph: LayerGraph, options: Optional[Mapping[str, QuantSpec]] = None) -> SensitivityTable:
         specs = candidate_options(options, self.name)
