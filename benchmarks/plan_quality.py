@@ -182,7 +182,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--peers-python", help="python of the peers' environment (default .peers-venv/bin/python)")
-    p.add_argument("--skip", default="", help="comma-separated rows to skip: modelopt, nncf, measured-dp, random")
+    p.add_argument("--skip", default="", help="comma-separated rows to skip: modelopt, modelopt-kl, nncf, measured-dp, random")
     p.add_argument("--json", help="also write every row as JSON here")
     args = p.parse_args(argv)
     q = args.quick
@@ -211,12 +211,23 @@ def main(argv=None) -> int:
             whole = bench.problem(cands, 1e18)
             uniform_bytes = {b: sum(l.option(option_id(QuantSpec(b, gs, "int", True))).bytes for l in whole.layers) for b in BITS}
             caps = {B: (uniform_bytes[math.floor(B)] + uniform_bytes[math.ceil(B)]) / 2 for B in budgets}
-            plans: dict[float, list[tuple[str, object, float, str]]] = {B: [] for B in budgets}
             base = {B: whole.model_copy(update={"constraints": Constraints(max_bytes=caps[B])}) for B in budgets}
 
             def add(B, label, plan, seconds, note=""):
-                plans[B].append((label, plan, seconds, note))
+                over = violations(plan.totals, {"max_bytes": caps[B]})
+                m = bench.evaluate(plan)
+                calib_obj = bench.objective(plan)
+                row = {"model": name, "granularity": gran, "budget": B, "method": label, "MB": plan.totals.bytes / 1e6,
+                       "avg_bits": plan.totals.avg_bits, **m, "plan_s": seconds, "calib_objective": calib_obj,
+                       "over_budget": bool(over), "note": note}
+                rows.append(row)
+                log(f"{name:<18} {gran:<7} {B:>6g} {label[:34]:<34} {row['MB']:>7.3f} {row['avg_bits']:>6.3f} "
+                    f"{m['cosine']:.4f} ± {m['cosine_se']:.4f} {m['recall10']:.4f} ± {m['recall10_se']:.4f} {seconds:>8.1f} {calib_obj:>9.5f}"
+                    + (" OVER BUDGET" if over else "") + (f"   [{note}]" if note else ""))
+                if args.json:
+                    Path(args.json).write_text(json.dumps(rows, indent=1))
 
+            log(header)
             for B in budgets:
                 fit = max(b for b in BITS if uniform_bytes[b] <= caps[B] * (1 + 1e-12))
                 add(B, f"uniform int{fit}", build_plan(base[B], bits_choice(base[B], {n: fit for n in bench.layers}, gs), SolverInfo(name="uniform", status="feasible", objective=0.0)), 0.0)
@@ -227,8 +238,9 @@ def main(argv=None) -> int:
                        "bits": list(BITS), "group_size": gs, "budgets": budgets, "threads": args.threads}
             peers = []
             if py and "modelopt" not in skip:
-                peers += [("modelopt_plan.py", {"method": "gradient"}, "ModelOpt auto_quantize gradient"),
-                          ("modelopt_plan.py", {"method": "kl_div"}, "ModelOpt auto_quantize kl_div")]
+                peers += [("modelopt_plan.py", {"method": "gradient"}, "ModelOpt auto_quantize gradient")]
+                if "modelopt-kl" not in skip:  # kl_div measures every layer at every format: slow on CPU
+                    peers += [("modelopt_plan.py", {"method": "kl_div"}, "ModelOpt auto_quantize kl_div")]
             if py and "nncf" not in skip:
                 peers += [("nncf_plan.py", {}, "NNCF compress_weights {4,8}")]
             for script, extra, label in peers:
@@ -266,20 +278,12 @@ def main(argv=None) -> int:
                             f"{ref.evaluations} evals, {ref.accepted} moves, {ref.seconds:.1f}s")
                 add(B, "mpq default (mpq plan)", result.plan, seconds, f"{result.table.estimator} + {result.plan.solver.name}; " + note)
             log("")
-            log(header)
-            for B in budgets:
-                for label, plan, seconds, note in plans[B]:
-                    over = violations(plan.totals, {"max_bytes": caps[B]})
-                    m = bench.evaluate(plan)
-                    calib_obj = bench.objective(plan)
-                    row = {"model": name, "granularity": gran, "budget": B, "method": label, "MB": plan.totals.bytes / 1e6,
-                           "avg_bits": plan.totals.avg_bits, **m, "plan_s": seconds, "calib_objective": calib_obj,
-                           "over_budget": bool(over), "note": note}
-                    rows.append(row)
-                    log(f"{name:<18} {gran:<7} {B:>6g} {label[:34]:<34} {row['MB']:>7.3f} {row['avg_bits']:>6.3f} "
-                        f"{m['cosine']:.4f} ± {m['cosine_se']:.4f} {m['recall10']:.4f} ± {m['recall10_se']:.4f} {seconds:>8.1f} {calib_obj:>9.5f}"
-                        + (" OVER BUDGET" if over else "") + (f"   [{note}]" if note else ""))
-                log("")
+        log("sorted by budget:")
+        log(header)
+        for r in sorted((r for r in rows if r["model"] == name), key=lambda r: (r["granularity"], r["budget"])):
+            log(f"{r['model']:<18} {r['granularity']:<7} {r['budget']:>6g} {r['method'][:34]:<34} {r['MB']:>7.3f} {r['avg_bits']:>6.3f} "
+                f"{r['cosine']:.4f} ± {r['cosine_se']:.4f} {r['recall10']:.4f} ± {r['recall10_se']:.4f} {r['plan_s']:>8.1f} "
+                f"{r['calib_objective']:>9.5f}" + (" OVER BUDGET" if r["over_budget"] else "") + (f"   [{r['note']}]" if r["note"] else ""))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0
