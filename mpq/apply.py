@@ -112,3 +112,9 @@ def save_quantized(model: nn.Module, plan: Plan, path: str | Path) -> Path:
     plan_path = path.with_suffix(".plan.json")
     plan_path.write_text(dump_document(plan))
     return path
+
+
+# ``mpq.apply(...)`` calls :func:`mpq.api.apply` (this module stays importable as before).
+from ._entry import make_callable as _make_callable  # noqa: E402
+
+_make_callable(__name__, "apply")

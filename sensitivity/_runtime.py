@@ -16,7 +16,7 @@ from torch import nn
 from mpq.cost import CandidateSet
 from mpq.errors import WorkloadError
 from mpq.quant import QuantSpec, fake_quantize, set_weight_matrix, weight_matrix
-from mpq.workload import Batch, Workload, call_model, check_loss
+from mpq.workload import Batch, StepInputs, Workload, call_model, check_loss
 
 
 def check_device(device: str) -> torch.device:
@@ -36,6 +36,8 @@ def to_device(obj: Any, device: torch.device) -> Any:
     """Tensors anywhere inside tuples, lists and dicts moved to ``device``."""
     if isinstance(obj, torch.Tensor):
         return obj.to(device)
+    if isinstance(obj, StepInputs):
+        return StepInputs(to_device(obj.batch, device), obj.forward_step)
     if isinstance(obj, dict):
         return {k: to_device(v, device) for k, v in obj.items()}
     if isinstance(obj, (tuple, list)):

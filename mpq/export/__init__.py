@@ -77,3 +77,9 @@ __all__ = [
     "EXPORTERS", "Export", "ExportFile", "Exporter", "Support", "available_targets", "default_output",
     "export_plan", "get_exporter", "register_exporter", "write_export",
 ]
+
+
+# ``mpq.export(...)`` calls :func:`mpq.api.export` (this module stays importable as before).
+from .._entry import make_callable as _make_callable  # noqa: E402
+
+_make_callable(__name__, "export")

@@ -92,7 +92,7 @@ def test_apply_eval_reports_before_and_after(planned, capsys):
     [
         (["plan", "mpq.examples.digits:workload"], "--budget is required"),
         (["plan", "--budget", "avg_bits=-2"], "must be a positive finite number"),
-        (["plan", "--budget", "speed=3"], "expected KEY=VALUE with KEY one of"),
+        (["plan", "--budget", "speed=3"], "unknown key 'speed'; known keys: avg_bits, mb"),
         (["plan", "--budget", "avg_bits=3", "--estimator", "nope"], "unknown estimator 'nope'; available:"),
         (["plan", "--budget", "avg_bits=3", "--solver", "nope", "--estimator", "weight-error"], "unknown solver 'nope'"),
         (["layers", "no_such_module:workload"], "cannot import module 'no_such_module'"),
