@@ -250,22 +250,19 @@ def cmd_layers(args) -> int:
 
 @command("estimators", "list the sensitivity estimators")
 def cmd_estimators(args) -> int:
-    from mpq.sensitivity.base import ESTIMATORS, available_estimators
+    from mpq.sensitivity.base import estimator_listing
 
-    for name in available_estimators():
-        doc = (ESTIMATORS[name].__doc__ or "").strip().splitlines()
-        print(f"{name:18s} {doc[0] if doc else ''}")
+    for e in estimator_listing():
+        print(f"{e['name']:18s} {e['description']}")
     return 0
 
 
 @command("solvers", "list the solvers")
 def cmd_solvers(args) -> int:
-    from mpq.solvers.base import SOLVERS, available_solvers
+    from mpq.solvers.base import solver_listing
 
-    for name in available_solvers():
-        cls = SOLVERS.get(name)
-        doc = (cls.__doc__ or "").strip().splitlines() if cls else ["pick the fastest exact solver for the problem"]
-        print(f"{name:14s} {doc[0] if doc else ''}")
+    for s in solver_listing():
+        print(f"{s['name']:14s} {s['description']}")
     return 0
 
 
