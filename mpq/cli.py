@@ -172,7 +172,7 @@ def parse_params(items: list[str], flag: str) -> dict:
 
 
 def load(args: argparse.Namespace):
-    from .workload import load_workload
+    from .model_ref import load_workload
 
     return load_workload(args.model, calib=getattr(args, "calib", None))
 
