@@ -23,7 +23,8 @@ from .cost import CandidateSet
 from .errors import DocumentError, WorkloadError
 from .pipeline import DEFAULT_ESTIMATOR
 from .schema import Plan
-from .workload import Workload, as_workload, load_workload
+from .model_ref import load_workload
+from .workload import Workload, as_workload
 
 ModelLike = Union[nn.Module, Workload, str]
 PlanLike = Union[Plan, str, Path]

@@ -91,12 +91,16 @@ def plan_model(
     use_cache: bool = True,
     channel_groups: int = 1,
     latency_table: Optional[LatencyTable] = None,
+    kv_bits: Sequence[int] = (),
+    context_tokens: Optional[int] = None,
     refine: int = DEFAULT_REFINE_EVALS,
     seed: int = 0,
     layers: Optional[Sequence[str]] = None,
 ) -> PlanResult:
     """Plan ``workload`` under ``constraints``. With ``latency_table`` (``mpq profile``), options are priced
     in milliseconds and ``max_latency_ms`` is end to end: the layers get it less the model's profiled overhead.
+    With ``kv_bits`` (and ``context_tokens``), each attention module's KV cache is one more planned entry
+    (``mpq.kv_cache``) whose memory counts in ``max_bytes`` beside the weights.
     ``layers`` limits the planned layers (the rest stay as they are, outside the budget); ``refine`` is the
     number of whole-model evaluations of the measured refinement (0: the additive optimum as it is)."""
     if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
@@ -124,12 +128,27 @@ def plan_model(
                                      f"alone takes {timing.overhead_ms:.4g} ms; the smallest feasible budget is above that")
             constraints["max_latency_ms"] = layers_ms
     latency = {n: {o: ms for o, (ms, _) in row.items()} for n, row in priced.items()} if priced else None
+    if kv_bits:
+        from .kv_cache import check_kv_request
+
+        check_kv_request(kv_bits, context_tokens)
+        if constraints.get("max_avg_bits") is not None:
+            raise DocumentError("budget avg_bits counts weights per weight; with --kv-bits budget the weights and the "
+                                "KV cache together in bytes (--budget mb= or bytes=)")
     problem = build_problem(graph, table, candidates, constraints, channel_groups=channel_groups, latency=latency, layers=graph.names)
+    if kv_bits:
+        from .kv_cache import kv_problem_layers
+
+        device = dict(estimator_settings or {}).get("device", "cpu")
+        kv = kv_problem_layers(workload, kv_bits, context_tokens, device=device, latency=latency is not None)
+        problem = Problem.model_validate({**problem.model_dump(by_alias=True), "layers": [*problem.model_dump()["layers"],
+                                                                                         *(l.model_dump() for l in kv)]})
     prov = Provenance(estimator=table.estimator, model=problem.model)
     plan = solve.solve(problem, provenance=prov)
     refinement = None
     # bisection already judges plans by the measured metric; activation quantization needs calibrated ranges per plan
-    if refine and solver != "bisection" and all(a is None for a in candidates.a_bits):
+    # (and the KV cache is not a weight that a plan applies)
+    if refine and solver != "bisection" and all(a is None for a in candidates.a_bits) and not kv_bits:
         from mpq.refine import floor_plans, refine_plan
         from mpq.search.measured import measured_objective
 
@@ -140,6 +159,7 @@ def plan_model(
     if priced is not None and channel_groups == 1:
         overhead = timing.overhead_ms if timing else 0.0
         result.latency_overhead_ms = overhead if timing else None
-        result.predicted_latency_ms = sum(priced[l.name][l.option][0] for l in plan.layers) + overhead
-        result.latency_spread_ms = sum(priced[l.name][l.option][1] for l in plan.layers) + (timing.spread_ms if timing else 0.0)
+        layers = [l for l in plan.layers if l.name in priced]  # KV-cache entries take no modeled time
+        result.predicted_latency_ms = sum(priced[l.name][l.option][0] for l in layers) + overhead
+        result.latency_spread_ms = sum(priced[l.name][l.option][1] for l in layers) + (timing.spread_ms if timing else 0.0)
     return result
