@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
+from .console import LOG
 from .cost import CandidateSet, build_problem
 from .graph import LayerGraph, discover
 from .errors import PlanInfeasible
@@ -82,8 +83,12 @@ def plan_model(
 ) -> PlanResult:
     """Plan ``workload`` under ``constraints``. With ``latency_table`` (``mpq profile``), options are priced
     in milliseconds and ``max_latency_ms`` is end to end: the layers get it less the model's profiled overhead."""
+    import time
+
     solve = checked_solver(solver, solver_settings, estimator if table is None else None, estimator_settings)
+    t0 = time.perf_counter()
     graph = discover(workload)
+    LOG.debug("graph: %d quantizable layers, %d weights (%s edges)", len(graph), sum(l.params for l in graph), graph.method)
     candidates = candidates or CandidateSet()
     if table is None:
         table = sensitivities(workload, estimator, graph=graph, candidates=candidates, use_cache=use_cache, **dict(estimator_settings or {}))
@@ -103,9 +108,13 @@ def plan_model(
                                      f"alone takes {timing.overhead_ms:.4g} ms; the smallest feasible budget is above that")
             constraints["max_latency_ms"] = layers_ms
     latency = {n: {o: ms for o, (ms, _) in row.items()} for n, row in priced.items()} if priced else None
+    LOG.debug("sensitivity: %s, %.2f s", table.estimator, time.perf_counter() - t0)
     problem = build_problem(graph, table, candidates, constraints, channel_groups=channel_groups, latency=latency)
+    LOG.debug("problem: %d layers x up to %d options, constraints %s", len(problem.layers),
+              max(len(l.options) for l in problem.layers), problem.constraints.active())
     prov = Provenance(estimator=table.estimator, model=problem.model)
     plan = solve.solve(problem, provenance=prov)
+    LOG.debug("solver %s: %s in %.3f s", plan.solver.name, plan.solver.status, plan.solver.seconds)
     result = PlanResult(graph, table, problem, plan)
     if priced is not None and channel_groups == 1:
         overhead = timing.overhead_ms if timing else 0.0

@@ -9,7 +9,8 @@ import argparse
 import json
 import sys
 
-from mpq.cli import COMMANDS, command, fmt_table, print_plan, write_or_print
+from mpq.cli import COMMANDS, command, write_or_print
+from mpq.tables import fmt_table, print_plan
 from mpq.errors import DocumentError
 
 
@@ -28,10 +29,11 @@ def add_heartbeat_arg(p: argparse.ArgumentParser) -> None:
                         f"for {GRACE_FACTOR}x this is failed and retried by another worker")
 
 
-def _quiet_optuna(quiet: bool) -> None:
+def _quiet_optuna() -> None:
+    """Optuna's per-trial log lines give way to mpq's progress bar; its warnings still show."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING if quiet else optuna.logging.INFO)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def _positive(value, flag: str):
@@ -65,7 +67,7 @@ def _solve_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--population", type=int, help="NSGA-II population (default: 2 x groups, 8..50)")
     g.add_argument("--seed", type=int, help="sampler seed (default 0; random with --storage, so workers differ)")
     add_heartbeat_arg(g)
-    g.add_argument("--quiet", action="store_true", help="no per-trial log lines")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _run_solve(args: argparse.Namespace) -> int:
@@ -99,14 +101,21 @@ def cmd_search_solve(args: argparse.Namespace) -> int:
         evaluate_plan = load_measured_objective(model, problem)
     elif args.model:
         model = args.model
-    _quiet_optuna(args.quiet)
+    from mpq.console import SearchBar
+    from mpq.solvers.evolutionary import DEFAULT_TRIALS
+
+    _quiet_optuna()
     seed = args.seed if args.seed is not None else (None if args.storage else 0)
+    bar = SearchBar(args.trials or DEFAULT_TRIALS, desc="evolutionary", quiet=args.quiet)
     solver = get_solver(
         "evolutionary", time_limit_s=args.time_limit, trials=args.trials, seed=seed, population=args.population,
         storage=args.storage, study=args.study, objective=args.objective, evaluate_plan=evaluate_plan, model=model,
-        heartbeat_s=args.heartbeat,
+        heartbeat_s=args.heartbeat, progress=bar,
     )
-    result = solver.search(problem)
+    try:
+        result = solver.search(problem)
+    finally:
+        bar.close()
     if result.best is None:
         from mpq.errors import SolverFailed
 
@@ -128,7 +137,7 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trials", type=int, help="run at most this many trials here (default: until the study has its target)")
     p.add_argument("--seed", type=int, help="sampler seed of this worker (default: random)")
     add_heartbeat_arg(p)
-    p.add_argument("--quiet", action="store_true", help="no per-trial log lines")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 @command("worker", "join an existing search study and run its trials (from any machine that reaches the storage)", _worker_args)
@@ -136,8 +145,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from .worker import run_worker
 
     _positive(args.trials, "--trials")
-    _quiet_optuna(args.quiet)
-    ran, result = run_worker(args.storage, args.study, trials=args.trials, seed=args.seed, heartbeat_s=args.heartbeat)
+    from mpq.console import SearchBar
+
+    _quiet_optuna()
+    bar = SearchBar(100, desc=f"worker on {args.study}", quiet=args.quiet, unit="%")  # progress of the whole study
+    try:
+        ran, result = run_worker(args.storage, args.study, trials=args.trials, seed=args.seed, heartbeat_s=args.heartbeat,
+                                 progress=bar)
+    finally:
+        bar.close()
     print(f"ran {ran} trials; study {args.study!r}: "
           + ", ".join(f"{k.lower()} {v}" for k, v in sorted(result.trials.items()))
           + f"; {len(result.plans)} non-dominated feasible plans")
