@@ -35,8 +35,35 @@ SOLVERS: dict[str, type["Solver"]] = {}
 @dataclass
 class Solution:
     choice: np.ndarray  # option index per decision group
-    status: str  # "optimal" (proven) or "feasible"
-    bound: Optional[float] = None  # proven lower bound on the objective, when known
+    status: str  # what the solver claims: "optimal" or "feasible"; the plan's status is computed (see solver_record)
+    bound: Optional[float] = None  # proven lower bound on the objective, when known; "optimal" needs one
+
+
+#: a plan is called "optimal" only when its proven relative gap is at most this
+OPTIMAL_GAP = 1e-6
+
+
+def relative_gap(objective: float, bound: Optional[float]) -> Optional[float]:
+    """``(objective - bound) / |objective|`` (0 when both are 0), or None without a bound."""
+    if bound is None or not np.isfinite(bound):
+        return None
+    if objective == 0:
+        return 0.0 if bound >= 0 else float("inf")
+    return max(0.0, (objective - bound) / abs(objective))
+
+
+def solver_record(name: str, sol: Solution, objective: float, seconds: float) -> SolverInfo:
+    """The plan's solver record, computed from the returned choice's objective and the proven bound.
+
+    A solver's claim is never taken on trust: without a bound the status is ``feasible`` with no
+    gap, and ``optimal`` needs a proven gap of at most :data:`OPTIMAL_GAP` (an ILP stopped at
+    ``gap_rel=0.5`` is ``feasible`` with its gap, not ``optimal`` with gap 0). A bound above the
+    objective (numerical noise of an exact method) is clipped to it.
+    """
+    bound = None if sol.bound is None or not np.isfinite(sol.bound) else min(float(sol.bound), objective)
+    gap = relative_gap(objective, bound)
+    status = "optimal" if sol.status == "optimal" and gap is not None and gap <= OPTIMAL_GAP else "feasible"
+    return SolverInfo(name=name, status=status, objective=objective, bound=bound, gap=gap, seconds=round(seconds, 6))
 
 
 class Solver(ABC):
@@ -68,15 +95,7 @@ class Solver(ABC):
         cp = compile_any(problem)
         cp.check_feasible()
         sol = self._solve(cp)
-        objective = cp.objective(sol.choice)
-        bound = sol.bound if sol.bound is not None else (objective if sol.status == "optimal" else None)
-        gap = None
-        if bound is not None:
-            gap = max(0.0, (objective - bound) / max(abs(objective), 1e-300)) if objective else 0.0
-        info = SolverInfo(
-            name=self.name, status=sol.status, objective=objective, bound=bound, gap=gap,
-            seconds=round(time.perf_counter() - t0, 6),
-        )
+        info = solver_record(self.name, sol, cp.objective(sol.choice), time.perf_counter() - t0)
         return cp, sol.choice, info
 
     @abstractmethod

@@ -510,6 +510,6 @@ class LagrangianSolver(Solver):
         res = solve_mckp(arrays.cost, arrays.resources[name], cap, arrays.n_options,
                          prove=self.prove, core_groups=self.core_groups, time_limit_s=self.time_limit_s)
         self.last = res
-        if res.optimal:  # proven: the optimality gap is zero (the LP bound stays in self.last.lp_bound)
-            return Solution(res.choice, "optimal", None)
+        if res.optimal:  # proven by the exact core: the bound is the optimum (the LP bound stays in self.last.lp_bound)
+            return Solution(res.choice, "optimal", res.objective)
         return Solution(res.choice, "feasible", res.bound)

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from mpq.errors import (
     DocumentError, MpqError, PlanInfeasible, SolverFailed, SolverNotApplicable, UnknownLayer, UnknownName,
 )
-from mpq.schema import Problem, format_validation_error, parse_document
+from mpq.schema import PROBLEM_SCHEMA, Problem, format_validation_error, parse_document
 
 from .limits import OverLimit
 
@@ -50,11 +50,16 @@ class FrontierRequest(_Body):
 def parse_body(body: bytes, model: type[_Body]) -> _Body:
     """Validate a request body; a failure raises DocumentError naming the field."""
     try:
-        return model.model_validate_json(body)
+        req = model.model_validate_json(body)
     except ValidationError as err:
         first = err
     except RecursionError:
         raise DocumentError("body: the JSON is nested too deeply") from None
+    else:
+        problem = getattr(req, "problem", None)
+        if problem is not None and "schema_" not in problem.model_fields_set:  # required, as on the command line
+            raise DocumentError(f"invalid problem: schema: field required (expected {PROBLEM_SCHEMA!r})")
+        return req
     try:
         data = json.loads(body)
     except (ValueError, RecursionError) as e:

@@ -468,18 +468,18 @@ def nan_loss():
 '''
 
 
-@pytest.mark.parametrize("ref,estimator,message", [
-    ("no_layers", "measured", "no quantizable layer"),
-    ("empty", "measured", "calibration data is empty"),
-    ("vector_loss", "measured", "must return a scalar"),
-    ("nan_loss", "fisher", "must be finite"),
-    ("vector_loss", "no-such-estimator", "unknown estimator 'no-such-estimator'; available: .*grad-output"),
+@pytest.mark.parametrize("ref,estimator,message,code", [  # 5: the model or data cannot be used; 2: bad input
+    ("no_layers", "measured", "no quantizable layer", 5),
+    ("empty", "measured", "calibration data is empty", 5),
+    ("vector_loss", "measured", "must return a scalar", 5),
+    ("nan_loss", "fisher", "must be finite", 5),
+    ("vector_loss", "no-such-estimator", "unknown estimator 'no-such-estimator'; available: .*grad-output", 2),
 ])
-def test_cli_errors_name_the_problem(tmp_path, monkeypatch, capsys, ref, estimator, message):
+def test_cli_errors_name_the_problem(tmp_path, monkeypatch, capsys, ref, estimator, message, code):
     (tmp_path / "badmodels_for_mpq.py").write_text(BAD_MODELS)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MPQ_CACHE_DIR", str(tmp_path / "cache"))
-    assert main(["sensitivity", f"badmodels_for_mpq:{ref}", "--estimator", estimator, "--quiet"]) == 2
+    assert main(["sensitivity", f"badmodels_for_mpq:{ref}", "--estimator", estimator, "--quiet"]) == code
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "Traceback" not in err
     import re
