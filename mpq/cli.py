@@ -545,8 +545,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             import contextlib
 
             DOCUMENT_STREAM["stream"] = sys.stdout
-            with contextlib.redirect_stdout(sys.stderr):
-                code = int(args.run(args) or 0)
+            try:
+                with contextlib.redirect_stdout(sys.stderr):
+                    code = int(args.run(args) or 0)
+            finally:
+                DOCUMENT_STREAM["stream"] = None
         else:
             code = int(args.run(args) or 0)
         sys.stdout.flush()
