@@ -180,43 +180,29 @@ def _json_arg(p):
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
-def registry_entry(name: str, cls, summary: str = "") -> dict:
-    """A registered class as a listing shows it: name, the first line of its docstring, its settings and defaults."""
-    import inspect
-
-    doc = (cls.__doc__ or "").strip().splitlines() if cls else []
-    settings = {}
-    if cls is not None:
-        for p in inspect.signature(cls.__init__).parameters.values():
-            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self":
-                default = p.default if p.default is not inspect.Parameter.empty else None
-                settings[p.name] = default if isinstance(default, (int, float, str, bool, type(None))) else repr(default)
-    return {"name": name, "summary": doc[0] if doc else summary, "settings": settings}
-
-
 def print_listing(entries: list[dict], as_json: bool, key: str) -> None:
+    """A registry listing: ``{key: entries}`` as JSON, or one line per entry (name and description)."""
     if as_json:
-        print(json.dumps({key: entries}, indent=2))
+        print(json.dumps({key: entries}, indent=2, default=str))
         return
     width = max(len(e["name"]) for e in entries) + 2
     for e in entries:
-        print(f"{e['name']:{width}s}{e['summary']}")
+        print(f"{e['name']:{width}s}{e['description']}")
 
 
 @command("estimators", "list the sensitivity estimators", _json_arg)
 def cmd_estimators(args) -> int:
-    from mpq.sensitivity.base import ESTIMATORS, available_estimators
+    from mpq.sensitivity.base import estimator_listing
 
-    print_listing([registry_entry(n, ESTIMATORS[n]) for n in available_estimators()], args.json, "estimators")
+    print_listing(estimator_listing(), args.json, "estimators")
     return 0
 
 
 @command("solvers", "list the solvers", _json_arg)
 def cmd_solvers(args) -> int:
-    from mpq.solvers.base import SOLVERS, available_solvers
+    from mpq.solvers.base import solver_listing
 
-    entries = [registry_entry(n, SOLVERS.get(n), "pick the fastest exact solver for the problem") for n in available_solvers()]
-    print_listing(entries, args.json, "solvers")
+    print_listing(solver_listing(), args.json, "solvers")
     return 0
 
 
