@@ -14,7 +14,7 @@ What is estimated
 
 Probing scheme: block-restricted probes, deflated (Hutch++ within each block)
     Whole-model Rademacher probes give every layer a sample per HVP, but the cross-layer terms
-    ``v_l^T H_lm v_m`` swamp small layers (FINDINGS: ~3,000 HVPs for 5% on a 144-weight first conv).
+    ``v_l^T H_lm v_m`` swamp small layers (measured: ~3,000 HVPs for a 5% error on a 144-weight first conv).
     So every probe here is restricted to one layer: ``v`` is non-zero only on ``W_l`` and the sample is
     ``v_l^T (H v)_l``, computed by differentiating ``<grad_l, v_l>`` with respect to ``W_l`` only, which
     is also cheaper than a whole-model HVP because autograd prunes paths that do not reach ``W_l``.
