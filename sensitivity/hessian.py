@@ -325,9 +325,9 @@ class HessianTraceEstimator(BlockHVP, Estimator):
     ) -> SensitivityTable:
         self._started = time.perf_counter()
         counters = {"hvps": 0}
-        from tqdm.auto import tqdm
+        from mpq.console import bar as progress_bar
 
-        bar = tqdm(desc="hessian-trace", unit="HVP", disable=self.quiet, leave=False)
+        bar = progress_bar(desc="hessian-trace", unit="HVP", quiet=self.quiet)
         try:
             with self._session(workload, graph) as (blocks, batches, weights_b, sizes, device):
                 self._run(workload, blocks, batches, weights_b, device, bar, counters)
