@@ -35,6 +35,19 @@ def command(name: str, help: str, add_args: Callable[[argparse.ArgumentParser], 
 # shared argument groups
 
 
+def seconds(text: str) -> float:
+    """``--time-limit``: a positive, finite number of seconds (argparse refuses anything else with exit code 2)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive, finite number of seconds, got {text!r}")
+    return value
+
+
 def _int_list(text: str, what: str) -> list[int]:
     try:
         values = [int(x) for x in text.split(",") if x.strip()]
@@ -300,7 +313,7 @@ def _plan_args(p):
     p.add_argument("--sensitivity", help="use this mpq.sensitivity/v1 table instead of estimating")
     p.add_argument("--solver", default="auto")
     p.add_argument("--solver-param", action="append", default=[], metavar="KEY=VALUE", help="a solver setting, e.g. backend=highs")
-    p.add_argument("--time-limit", type=float, help="solver time limit in seconds")
+    p.add_argument("--time-limit", type=seconds, help="solver time limit in seconds")
     p.add_argument("--max-drop", type=float, help="bisection: the largest allowed drop of --metric against full precision")
     p.add_argument("--metric", help="bisection: the workload metric to hold (default accuracy, else the first one)")
     p.add_argument("--channel-groups", type=int, default=1, help="split each layer into N output-channel groups, each with its own option")
@@ -386,7 +399,7 @@ def _solve_args(p):
     p.add_argument("problem", help="problem file: JSON (mpq.problem/v1) or its columnar .npz form")
     p.add_argument("--solver", default="auto")
     p.add_argument("--budget", action="append", default=[], help="override the problem's constraints")
-    p.add_argument("--time-limit", type=float)
+    p.add_argument("--time-limit", type=seconds, help="solver time limit in seconds")
     p.add_argument("--server", metavar="URL", help="solve on a running `mpq serve` at URL (token from $MPQ_TOKEN)")
     p.add_argument("--problem-out", help="also write the problem solved, as .json or columnar .npz")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",

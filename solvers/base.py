@@ -25,7 +25,7 @@ import numpy as np
 
 from mpq.errors import SolverSettingsError, UnknownName
 from mpq.schema import Plan, Problem, Provenance, SolverInfo
-from mpq.settings import check_settings
+from mpq.settings import check_settings, check_values
 
 from .compiled import Compiled, compile_any
 
@@ -132,6 +132,7 @@ def get_solver(name: str, **settings: Any) -> Solver:
     """A solver by registered name; ``auto`` picks an exact one for the problem at solve time."""
     _import_all()
     if name == "auto":
+        check_values("solver 'auto'", settings, SolverSettingsError)
         return AutoSolver(**settings)
     try:
         cls = SOLVERS[name]

@@ -111,7 +111,7 @@ def pareto_dp(
     return Frontier(W, C, parents)
 
 
-def budget_frontier(cp: Compiled, what: str) -> Frontier:
+def budget_frontier(cp: Compiled, what: str, deadline: float | None = None) -> Frontier:
     """The exact frontier under the problem's one size-like budget; ``what`` starts the refusal for other problems."""
     if len(cp.caps) != 1 or cp.pairs or "max_latency_ms" in cp.caps:
         raise SolverNotApplicable(
@@ -119,7 +119,7 @@ def budget_frontier(cp: Compiled, what: str) -> Frontier:
             f"this problem has constraints {sorted(cp.caps)} and {len(cp.pairs)} pair terms: use --solver ilp"
         )
     (name, cap), = cp.caps.items()
-    return pareto_dp(cp.cost, [np.asarray(r, dtype=np.int64) for r in cp.resources[name]], cap)
+    return pareto_dp(cp.cost, [np.asarray(r, dtype=np.int64) for r in cp.resources[name]], cap, deadline=deadline)
 
 
 @register_solver
@@ -130,7 +130,18 @@ class DPSolver(Solver):
     exact = True
 
     def _solve(self, cp: Compiled) -> Solution:
-        front = budget_frontier(cp, "dp is exact for")
+        deadline = None if self.time_limit_s is None else time.perf_counter() + self.time_limit_s
+        try:
+            front = budget_frontier(cp, "dp is exact for", deadline=deadline)
+        except FrontierTooLarge:
+            return self._out_of_time(cp)
         best = int(np.argmin(front.cost))
         choice = front.choice(best)
         return Solution(choice, "optimal", float(front.cost[best]))
+
+    def _out_of_time(self, cp: Compiled) -> Solution:
+        """Past the time limit: the greedy plan, ``feasible`` with the relaxation's proven bound (milliseconds)."""
+        from .greedy import GreedySolver
+
+        sol = GreedySolver()._solve(cp)
+        return Solution(sol.choice, "feasible", sol.bound)
