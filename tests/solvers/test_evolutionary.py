@@ -107,8 +107,8 @@ def test_progress_reports_fractions_and_should_stop_ends_the_search_early():
 @pytest.mark.parametrize("settings, message", [
     ({"objective": "measured"}, "needs evaluate_plan"),
     ({"objective": "exact"}, "objective must be one of"),
-    ({"trials": 0}, "trials must be a positive integer"),
-    ({"population": 1}, "population must be an integer >= 2"),
+    ({"trials": 0}, "trials must be >= 1"),
+    ({"population": 1}, "population must be >= 2"),
     ({"storage": "sqlite:///x.db"}, "storage and study go together"),
     ({"generations": 3}, "['generations']"),
 ])
