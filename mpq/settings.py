@@ -64,7 +64,6 @@ RANGES: dict[str, Range] = {
     "population": Range(int, 2),
     "max_distortion": Range(float, 0),
     "max_drop": Range(float, 0),
-    "probes": Range(int, 1),
     "heartbeat_s": Range(int, 1),
 }
 
