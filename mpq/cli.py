@@ -148,6 +148,22 @@ def parse_params(items: list[str], flag: str) -> dict:
     return out
 
 
+def check_registered(estimator: Optional[str] = None, solver: Optional[str] = None) -> None:
+    """Refuse an unknown estimator or solver name before the model is loaded or anything is computed."""
+    from .errors import UnknownName
+
+    if estimator is not None:
+        from mpq.sensitivity.base import available_estimators
+
+        if estimator not in available_estimators():
+            raise UnknownName("estimator", estimator, available_estimators())
+    if solver is not None:
+        from mpq.solvers.base import available_solvers
+
+        if solver not in available_solvers():
+            raise UnknownName("solver", solver, available_solvers())
+
+
 def load(args: argparse.Namespace):
     from .workload import load_workload
 
@@ -295,6 +311,7 @@ def cmd_sensitivity(args) -> int:
     from .pipeline import sensitivities
 
     check_output(args.output, "-o")
+    check_registered(estimator=args.estimator)
     workload = load(args)
     table = sensitivities(workload, args.estimator, candidates=candidates_from_args(args),
                           use_cache=not args.no_cache, **estimator_settings(args))
@@ -334,6 +351,7 @@ def cmd_plan(args) -> int:
 
     check_output(args.output, "-o")
     check_output(args.problem_out, "--problem-out")
+    check_registered(estimator=None if args.sensitivity else args.estimator, solver=args.solver)
     budgets = args.budget
     if not budgets and args.max_drop is not None:
         budgets = ["avg_bits=64"]  # only the measured drop limits the plan
@@ -421,6 +439,7 @@ def cmd_solve(args) -> int:
 
     check_output(args.output, "-o")
     check_output(args.problem_out, "--problem-out")
+    check_registered(solver=None if args.server else args.solver)
     with step(f"loading {args.problem}"):
         problem = load_problem(args.problem)
     if args.budget:
