@@ -601,6 +601,8 @@ def load_document(path: str | Path, model: type[D]) -> D:
         raise DocumentError(f"invalid {path}: not UTF-8 text (byte {e.start}); a document is UTF-8 JSON") from None
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise DocumentError(f"invalid {path}: the JSON is nested too deeply") from None
     except json.JSONDecodeError as e:
         raise DocumentError(f"invalid {path}: not JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
     return parse_document(data, model, source=str(path))

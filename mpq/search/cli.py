@@ -84,6 +84,12 @@ def cmd_search_solve(args: argparse.Namespace) -> int:
     from mpq.schema import Constraints, Problem, load_document
     from mpq.solvers import get_solver
 
+    from mpq.output import check_output
+
+    check_output(args.output, "-o")
+    if args.param:
+        raise DocumentError(f"--param {args.param[0]}: the evolutionary search takes its settings as options "
+                            "(--trials, --population, --seed, --storage, --study, --objective), not --param")
     problem = load_document(args.problem, Problem)
     if args.budget:
         problem = problem.model_copy(update={"constraints": Constraints(**parse_budgets(args.budget))})
