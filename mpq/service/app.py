@@ -215,7 +215,12 @@ def create_app(config: Optional[ServiceConfig] = None) -> FastAPI:
               openapi_extra=_body_spec(SearchRequest), responses=ERRORS, summary="Start a long search in the background")
     async def post_search(request: Request):
         body = await read_body(request, limits)
-        problem, solver, options = await run_in_threadpool(_accept_search, body)
+        try:
+            problem, solver, options = await run_in_threadpool(_accept_search, body)
+        except (MpqError, HTTPException):
+            raise
+        except Exception as e:  # answered like a plan request's failure: a 422 naming it, never a 500
+            raise Refusal(*error_answer(e)) from None
         state = request.app.state
         sid = await run_in_threadpool(state.store.add_search, problem, solver, options)
         state.runner.wake()
