@@ -83,14 +83,6 @@ def calibration(workload: Workload, probes: Optional[int], device: torch.device)
     return [to_device(b, device) for b in batches]
 
 
-def check_probes(probes: Any) -> Optional[int]:
-    if probes is None:
-        return None
-    if isinstance(probes, bool) or not isinstance(probes, int) or probes < 1:
-        raise WorkloadError(f"probes: expected a positive number of calibration batches, got {probes!r}")
-    return probes
-
-
 def batch_loss(workload: Workload, model: nn.Module, batch: Batch) -> torch.Tensor:
     """The workload's loss on one batch, checked to be a finite scalar (naming the problem otherwise)."""
     inputs, targets = batch

@@ -12,11 +12,14 @@ here) and the gap. A feasible heuristic solution (greedy) warm-starts the search
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence
+from typing import Literal, Mapping, Optional, Sequence
 
 import numpy as np
 
-from mpq.errors import PlanInfeasible, SolverFailed, SolverSettingsError
+from pydantic import Field
+
+from mpq.errors import PlanInfeasible, SolverFailed
+from mpq.settings import NonNegReal
 
 from .base import Solution, Solver, register_solver
 from .compiled import Compiled
@@ -228,11 +231,10 @@ class ILPSolver(Solver):
     name = "ilp"
     exact = True
 
-    def __init__(self, *, time_limit_s=None, backend: str = "cbc", gap_rel: float = 1e-9, warm_start: bool = True, **settings):
-        super().__init__(time_limit_s=time_limit_s, **settings)
-        if backend not in ("cbc", "highs"):
-            raise SolverSettingsError(f"ilp backend must be 'cbc' or 'highs', got {backend!r}")
-        self.backend, self.gap_rel, self.warm_start = backend, float(gap_rel), bool(warm_start)
+    class Settings(Solver.Settings):
+        backend: Literal["cbc", "highs"] = Field("cbc", description="MILP solver")
+        gap_rel: NonNegReal = Field(1e-9, description="relative optimality gap at which the MILP solver stops")
+        warm_start: bool = Field(True, description="start from the greedy solution")
 
     def _start(self, cp: Compiled) -> Optional[np.ndarray]:
         if not self.warm_start:

@@ -6,7 +6,6 @@ document error that names the field (``problem.layers.3.options.0.bytes: ...``).
 """
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import re
@@ -135,9 +134,9 @@ def make_solver(name: str, options: dict[str, Any], search_storage: Optional[str
     if name not in known:
         raise UnknownName("solver", name, known)
     cls = AutoSolver if name == "auto" else SOLVERS[name]
-    params = inspect.signature(cls.__init__).parameters
-    settings = request_settings(options, "storage" in params, search_storage)
-    extra = {k: v for k, v in hooks.items() if v is not None and k in params}
+    declared = cls.Settings.model_fields
+    settings = request_settings(options, "storage" in declared, search_storage)
+    extra = {k: v for k, v in hooks.items() if v is not None and k in declared}
     try:
         return get_solver(name, **settings, **extra)
     except (TypeError, ValueError) as e:
