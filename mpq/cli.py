@@ -201,7 +201,7 @@ def check_registered(estimator: Optional[str] = None, solver: Optional[str] = No
 
 
 def load(args: argparse.Namespace):
-    from .workload import load_workload
+    from .model_ref import load_workload
 
     return load_workload(args.model, calib=getattr(args, "calib", None))
 
@@ -370,6 +370,8 @@ def _plan_args(p):
     add_candidate_args(p)
     p.add_argument("--no-eval", action="store_true", help="skip evaluating the plan against full precision and uniform")
     p.add_argument("--problem-out", help="also write the mpq.problem/v1 that was solved")
+    p.add_argument("--kv-bits", help="causal LMs: also plan each attention layer's KV-cache bits among these (4,8,16); needs --context-tokens")
+    p.add_argument("--context-tokens", type=int, help="tokens of context the KV cache holds; its memory counts in --budget mb=")
     p.add_argument("--latency-table", help="per-option layer latencies: mpq.latency/v1 JSON from `mpq profile`, or CSV shape,option,ms")
     p.add_argument("-o", "--output", default="plan.json", help="plan file (default plan.json)")
 
@@ -420,6 +422,7 @@ def cmd_plan(args) -> int:
         workload, constraints, estimator=args.estimator, solver=args.solver, candidates=candidates_from_args(args),
         estimator_settings=estimator_settings(args), solver_settings=solver_settings,
         table=table, use_cache=not args.no_cache, channel_groups=args.channel_groups, latency_table=latency_table,
+        kv_bits=_int_list(args.kv_bits, "kv-bits") if args.kv_bits else (), context_tokens=args.context_tokens,
     )
     print_plan(result.plan, result.table)
     if result.predicted_latency_ms is not None:

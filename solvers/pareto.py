@@ -20,7 +20,7 @@ from mpq.settings import Real
 
 from .base import Solution, Solver, register_solver
 from .compiled import Compiled
-from .dp import budget_frontier, pareto_dp
+from ._dp import budget_frontier, pareto_dp
 from .frontier import knee
 
 RULES = ("budget", "knee", "max_distortion")
@@ -49,7 +49,7 @@ class ParetoSolver(Solver):
 
         from mpq.errors import TimeLimitReached
 
-        from .dp import FrontierTooLarge
+        from ._dp import FrontierTooLarge
 
         deadline = None if self.time_limit_s is None else time.perf_counter() + self.time_limit_s
         try:
