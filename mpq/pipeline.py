@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
+from .console import LOG
 from .cost import CandidateSet, build_problem
 from .graph import LayerGraph, discover
 from .errors import DocumentError, PlanInfeasible
@@ -86,8 +87,12 @@ def plan_model(
     in milliseconds and ``max_latency_ms`` is end to end: the layers get it less the model's profiled overhead.
     With ``kv_bits`` (and ``context_tokens``), each attention module's KV cache is one more planned entry
     (``mpq.kv_cache``) whose memory counts in ``max_bytes`` beside the weights."""
+    import time
+
     solve = checked_solver(solver, solver_settings, estimator if table is None else None, estimator_settings)
+    t0 = time.perf_counter()
     graph = discover(workload)
+    LOG.debug("graph: %d quantizable layers, %d weights (%s edges)", len(graph), sum(l.params for l in graph), graph.method)
     candidates = candidates or CandidateSet()
     if table is None:
         table = sensitivities(workload, estimator, graph=graph, candidates=candidates, use_cache=use_cache, **dict(estimator_settings or {}))
@@ -107,6 +112,7 @@ def plan_model(
                                      f"alone takes {timing.overhead_ms:.4g} ms; the smallest feasible budget is above that")
             constraints["max_latency_ms"] = layers_ms
     latency = {n: {o: ms for o, (ms, _) in row.items()} for n, row in priced.items()} if priced else None
+    LOG.debug("sensitivity: %s, %.2f s", table.estimator, time.perf_counter() - t0)
     if kv_bits:
         from .kv_cache import check_kv_request
 
@@ -122,8 +128,11 @@ def plan_model(
         kv = kv_problem_layers(workload, kv_bits, context_tokens, device=device, latency=latency is not None)
         problem = Problem.model_validate({**problem.model_dump(by_alias=True), "layers": [*problem.model_dump()["layers"],
                                                                                          *(l.model_dump() for l in kv)]})
+    LOG.debug("problem: %d layers x up to %d options, constraints %s", len(problem.layers),
+              max(len(l.options) for l in problem.layers), problem.constraints.active())
     prov = Provenance(estimator=table.estimator, model=problem.model)
     plan = solve.solve(problem, provenance=prov)
+    LOG.debug("solver %s: %s in %.3f s", plan.solver.name, plan.solver.status, plan.solver.seconds)
     result = PlanResult(graph, table, problem, plan)
     if priced is not None and channel_groups == 1:
         overhead = timing.overhead_ms if timing else 0.0
