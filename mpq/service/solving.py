@@ -94,7 +94,7 @@ def solve_plan(body: bytes, limits: Limits, search_storage: Optional[str] = None
 
 
 def solve_frontier(body: bytes, limits: Limits, search_storage: Optional[str] = None) -> dict[str, Any]:
-    from .frontier import frontier_plans
+    from mpq.solvers.frontier import frontier_plans
 
     t0 = time.perf_counter()
     try:
