@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
+from .console import LOG
 from .cost import CandidateSet, build_problem
 from .errors import DocumentError, PlanInfeasible
 from .graph import LayerGraph, discover, restrict
@@ -105,10 +106,14 @@ def plan_model(
     number of whole-model evaluations of the measured refinement (0: the additive optimum as it is)."""
     if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
         raise DocumentError(f"refine: expected a number of whole-model evaluations >= 0 (0 = no refinement), got {refine!r}")
+    import time
+
     solve = checked_solver(solver, solver_settings, estimator if table is None else None, estimator_settings)
+    t0 = time.perf_counter()
     graph = discover(workload)
     if layers is not None:
         graph = restrict(graph, layers)
+    LOG.debug("graph: %d quantizable layers, %d weights (%s edges)", len(graph), sum(l.params for l in graph), graph.method)
     candidates = candidates or CandidateSet()
     if table is None:
         table = sensitivities(workload, estimator, graph=graph, candidates=candidates, use_cache=use_cache, **dict(estimator_settings or {}))
@@ -128,6 +133,7 @@ def plan_model(
                                      f"alone takes {timing.overhead_ms:.4g} ms; the smallest feasible budget is above that")
             constraints["max_latency_ms"] = layers_ms
     latency = {n: {o: ms for o, (ms, _) in row.items()} for n, row in priced.items()} if priced else None
+    LOG.debug("sensitivity: %s, %.2f s", table.estimator, time.perf_counter() - t0)
     if kv_bits:
         from .kv_cache import check_kv_request
 
@@ -143,8 +149,11 @@ def plan_model(
         kv = kv_problem_layers(workload, kv_bits, context_tokens, device=device, latency=latency is not None)
         problem = Problem.model_validate({**problem.model_dump(by_alias=True), "layers": [*problem.model_dump()["layers"],
                                                                                          *(l.model_dump() for l in kv)]})
+    LOG.debug("problem: %d layers x up to %d options, constraints %s", len(problem.layers),
+              max(len(l.options) for l in problem.layers), problem.constraints.active())
     prov = Provenance(estimator=table.estimator, model=problem.model)
     plan = solve.solve(problem, provenance=prov)
+    LOG.debug("solver %s: %s in %.3f s", plan.solver.name, plan.solver.status, plan.solver.seconds)
     refinement = None
     # bisection already judges plans by the measured metric; activation quantization needs calibrated ranges per plan
     # (and the KV cache is not a weight that a plan applies)

@@ -163,7 +163,7 @@ class PlanColumns:
 
 
 def column_totals(a: dict[str, np.ndarray], pair_distortion: float = 0.0) -> Totals:
-    """The plan's totals from its columns, in DESIGN's convention (a null anywhere makes the total null)."""
+    """The plan's totals from its columns, as :mod:`mpq.sizes` counts them (a null anywhere makes the total null)."""
     params = int(a["layer_params"].sum())
     bitops = None if (a["bitops"] < 0).any() else int(a["bitops"].sum())
     latency = None if np.isnan(a["latency_ms"]).any() else float(a["latency_ms"].sum())
@@ -192,6 +192,8 @@ def validate_plan_columns(data: dict[str, np.ndarray], source: str = "columnar p
         header = json.loads(str(data["header"]))
     except json.JSONDecodeError as e:
         raise fail(f"header: not JSON ({e.msg})") from None
+    except RecursionError:
+        raise fail("header: the JSON is nested too deeply") from None
     got = header.get("schema") if isinstance(header, dict) else None
     if got != PLAN_COLUMNS_SCHEMA:
         hint = " (that is the JSON plan's schema)" if got == PLAN_SCHEMA else ""

@@ -44,7 +44,7 @@ PosFloat = Annotated[float, Field(gt=0)]
 
 @dataclass(frozen=True)
 class NumberFormat:
-    """A weight number format as the size convention (DESIGN.md, "Size accounting") counts it.
+    """A weight number format as the size convention of :mod:`mpq.sizes` counts it.
 
     ``bits`` is the element width the format fixes (``None``: ``w_bits`` chooses, as for ``int``);
     each scale costs ``scale_bits``, one per ``default_block`` inputs when an option gives no group
@@ -266,7 +266,7 @@ class Option(StorageArgs, _OptionId):
     """One candidate way to store a layer, with its predicted cost."""
 
     bits: Optional[NonNegInt] = Field(
-        default=None, description="exact weight bits (DESIGN's size convention); bytes = ceil(bits/8). Defaults to 8*bytes"
+        default=None, description="exact weight bits (kept weights x w_bits, plus scales, zero-points and prune masks, as mpq/sizes.py counts them); bytes = ceil(bits/8). Defaults to 8*bytes"
     )
     bytes: NonNegInt
     bitops: Optional[NonNegInt] = None
@@ -585,6 +585,8 @@ def parse_document(data: Any, model: type[D], source: str = "document") -> D:
     got = data.get("schema")
     if got is None:
         raise DocumentError(f"invalid {source}: schema: field required (expected {expected!r})")
+    if not isinstance(got, str):
+        raise DocumentError(f"invalid {source}: schema: expected the string {expected!r}, got {json.dumps(got)[:60]}")
     if got != expected:
         hint = f" (that is a {_BY_SCHEMA[got].__name__} document)" if got in _BY_SCHEMA else ""
         raise DocumentError(f"invalid {source}: schema: unsupported version {got!r}{hint}; expected {expected!r}")
@@ -604,6 +606,8 @@ def load_document(path: str | Path, model: type[D]) -> D:
         raise DocumentError(f"invalid {path}: not UTF-8 text (byte {e.start}); a document is UTF-8 JSON") from None
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise DocumentError(f"invalid {path}: the JSON is nested too deeply") from None
     except json.JSONDecodeError as e:
         raise DocumentError(f"invalid {path}: not JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
     return parse_document(data, model, source=str(path))
