@@ -8,6 +8,7 @@ processes, so the event loop only moves bytes; results are stored before they ar
 """
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 from contextlib import asynccontextmanager
@@ -27,7 +28,7 @@ from mpq.errors import MpqError
 from . import frontiers, plans, registries, searches
 from .guard import RequestGuard, is_loopback
 from .jobs import SearchRunner
-from .limits import ServiceConfig
+from .limits import OverLimit, ServiceConfig
 from .payloads import FrontierRequest, PlanRequest, SearchRequest, error_answer
 from .routing import ERRORS, Refusal, read_body  # noqa: F401 (read_body: imported from here by callers)
 from .solving import SolvePool, import_plugins
@@ -69,6 +70,15 @@ def create_app(config: Optional[ServiceConfig] = None) -> FastAPI:
         description="Mixed-precision plans, frontiers and long searches over mpq's solvers. Payloads are mpq's "
                     "versioned documents (mpq.problem/v1, mpq.plan/v1).",
     )
+    busy = asyncio.Semaphore(config.limits.max_concurrent)
+
+    async def one_at_a_slot():
+        """At most ``limits.max_concurrent`` POSTs read or solve at once; one more is told to retry, not buffered."""
+        if busy.locked():
+            raise OverLimit(f"the service is busy: {config.limits.max_concurrent} requests are in progress; retry shortly", 503)
+        async with busy:
+            yield
+
     guarded = [Depends(require_token)] if config.token is not None else []
     app.add_middleware(RequestGuard, loopback=is_loopback(config.host), port=config.port)
 
@@ -76,7 +86,7 @@ def create_app(config: Optional[ServiceConfig] = None) -> FastAPI:
     @app.exception_handler(MpqError)
     async def _mpq_error(request: Request, exc: MpqError):
         status, body = error_answer(exc)
-        return JSONResponse(body, status_code=status)
+        return JSONResponse(body, status_code=status, headers={"Retry-After": "1"} if status == 503 else None)
 
     @app.exception_handler(Refusal)
     async def _refused(request: Request, exc: Refusal):
@@ -97,7 +107,7 @@ def create_app(config: Optional[ServiceConfig] = None) -> FastAPI:
 
     # routes, by resource --------------------------------------------------------------------
     for resource in (plans, frontiers, searches, registries):
-        app.include_router(resource.router(config), dependencies=guarded)
+        app.include_router(resource.router(config, posting=[Depends(one_at_a_slot)]), dependencies=guarded)
 
     @app.get("/healthz", summary="Liveness: the server answers and its database is reachable")
     async def healthz(request: Request) -> dict:

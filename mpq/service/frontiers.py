@@ -1,6 +1,8 @@
 """Route of frontiers: ``POST /v1/frontiers``, each point a stored plan."""
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
@@ -11,11 +13,11 @@ from .routing import ERRORS, body_spec, server_timing, solved
 from .solving import solve_frontier
 
 
-def router(config: ServiceConfig) -> APIRouter:
-    """The frontier route under ``config``'s limits."""
+def router(config: ServiceConfig, posting: Sequence[Any] = ()) -> APIRouter:
+    """The frontier route under ``config``'s limits; ``posting``: dependencies of the POST."""
     router = APIRouter()
 
-    @router.post("/v1/frontiers", response_model=FrontierAnswer, openapi_extra=body_spec(FrontierRequest),
+    @router.post("/v1/frontiers", response_model=FrontierAnswer, dependencies=list(posting), openapi_extra=body_spec(FrontierRequest),
                  responses=ERRORS, summary="The size/distortion frontier under the problem's budget; each point is a stored plan")
     async def post_frontier(request: Request):
         ids, records, timing = await solved(request, config, solve_frontier, "frontier")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -15,12 +15,12 @@ from .routing import ERRORS, body_spec, raw_json, server_timing, solved
 from .solving import solve_plan
 
 
-def router(config: ServiceConfig) -> APIRouter:
-    """The plan routes under ``config``'s limits."""
+def router(config: ServiceConfig, posting: Sequence[Any] = ()) -> APIRouter:
+    """The plan routes under ``config``'s limits; ``posting``: dependencies of the POST."""
     limits = config.limits
     router = APIRouter()
 
-    @router.post("/v1/plans", status_code=201, response_model=PlanAnswer, openapi_extra=body_spec(PlanRequest),
+    @router.post("/v1/plans", status_code=201, response_model=PlanAnswer, dependencies=list(posting), openapi_extra=body_spec(PlanRequest),
                  responses=ERRORS, summary="Solve a problem now, under a time limit, and store the plan")
     async def post_plan(request: Request):
         (plan_id,), (record,), timing = await solved(request, config, solve_plan, "plans")

@@ -8,7 +8,7 @@ from .limits import ServiceConfig
 from .routing import ERRORS
 
 
-def router(config: ServiceConfig) -> APIRouter:
+def router(config: ServiceConfig, posting=()) -> APIRouter:
     """The registry routes."""
     router = APIRouter()
 

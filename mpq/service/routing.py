@@ -1,6 +1,7 @@
 """What the service's routers share: error answers, raw JSON answers, body reading and solving in a worker."""
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Optional
 
@@ -16,6 +17,8 @@ ERRORS = {
     401: {"model": ErrorAnswer, "description": "a bearer token is required"},
     413: {"model": ErrorAnswer, "description": "the request is over the service's limits"},
     415: {"model": ErrorAnswer, "description": "the body is not declared application/json"},
+    408: {"model": ErrorAnswer, "description": "the body did not arrive within the service's time limit"},
+    503: {"model": ErrorAnswer, "description": "too many requests in progress; retry after the Retry-After seconds"},
     422: {"model": ErrorAnswer, "description": "the request is invalid; the detail names the field or the reason"},
 }
 
@@ -40,16 +43,25 @@ def server_timing(timing: dict[str, float]) -> str:
 
 
 async def read_body(request: Request, limits: Limits) -> bytes:
-    """The request body, refused with 413 as soon as it is over ``limits.max_body_bytes``."""
+    """The request body, refused with 413 as soon as it is over ``limits.max_body_bytes``, and with 408 when it
+    does not arrive within ``limits.body_timeout_s`` (a slow or never-ending chunked body)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
         raise OverLimit(f"body: {int(declared)} bytes is over this service's limit of {limits.max_body_bytes} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limits.max_body_bytes:
-            raise OverLimit(f"body: over this service's limit of {limits.max_body_bytes} bytes")
-        chunks.append(chunk)
+
+    async def read() -> None:
+        nonlocal size
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limits.max_body_bytes:
+                raise OverLimit(f"body: over this service's limit of {limits.max_body_bytes} bytes")
+            chunks.append(chunk)
+
+    try:
+        await asyncio.wait_for(read(), limits.body_timeout_s)
+    except asyncio.TimeoutError:
+        raise OverLimit(f"body: not received within this service's limit of {limits.body_timeout_s:g} s", 408) from None
     return b"".join(chunks)
 
 

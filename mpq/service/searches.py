@@ -2,21 +2,24 @@
 from __future__ import annotations
 
 import json
+from typing import Any, Sequence
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from mpq.errors import MpqError
+
 from .answers import ErrorAnswer, SearchAccepted, SearchState
 from .limits import ServiceConfig
-from .payloads import SearchRequest, make_solver, parse_body
-from .routing import ERRORS, body_spec, read_body
+from .payloads import SearchRequest, error_answer, make_solver, parse_body
+from .routing import ERRORS, Refusal, body_spec, read_body
 from .store import Store, iso
 
 
-def router(config: ServiceConfig) -> APIRouter:
-    """The search routes under ``config``'s limits and search storage."""
+def router(config: ServiceConfig, posting: Sequence[Any] = ()) -> APIRouter:
+    """The search routes under ``config``'s limits and search storage; ``posting``: dependencies of the POST."""
     limits = config.limits
     router = APIRouter()
 
@@ -29,11 +32,16 @@ def router(config: ServiceConfig) -> APIRouter:
         make_solver(req.solver, options, config.search_storage)  # an unknown solver or refused setting is answered now, not in the queue
         return req.problem.model_dump_json(by_alias=True, exclude_unset=True), req.solver, options
 
-    @router.post("/v1/searches", status_code=202, response_model=SearchAccepted,
+    @router.post("/v1/searches", status_code=202, response_model=SearchAccepted, dependencies=list(posting),
                  openapi_extra=body_spec(SearchRequest), responses=ERRORS, summary="Start a long search in the background")
     async def post_search(request: Request):
         body = await read_body(request, limits)
-        problem, solver, options = await run_in_threadpool(_accept_search, body)
+        try:
+            problem, solver, options = await run_in_threadpool(_accept_search, body)
+        except (MpqError, HTTPException):
+            raise
+        except Exception as e:  # answered like a plan request's failure: a 422 naming it, never a 500
+            raise Refusal(*error_answer(e)) from None
         state = request.app.state
         sid = await run_in_threadpool(state.store.add_search, problem, solver, options)
         state.runner.wake()
