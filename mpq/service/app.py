@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 from typing import Optional
 
 from fastapi import Depends, FastAPI, Request
@@ -35,6 +37,51 @@ from .solving import SolvePool, import_plugins
 from .store import Store
 
 log = logging.getLogger("mpq.service")
+
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class ProblemDetails:
+    """Every error answer as RFC 9457 problem JSON: ``type``, ``title``, ``status`` beside the ``detail``
+    (and any other fields, such as ``minimum``) that the handlers wrote, served as ``application/problem+json``."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        held: dict = {}
+
+        async def send_problem(message):
+            if message["type"] == "http.response.start":
+                headers = dict(message.get("headers") or [])
+                if message["status"] >= 400 and headers.get(b"content-type", b"").startswith(b"application/json"):
+                    held["start"], held["body"] = message, b""
+                    return
+                return await send(message)
+            if message["type"] == "http.response.body" and "start" in held:
+                held["body"] += message.get("body", b"")
+                if message.get("more_body"):
+                    return
+                start = held.pop("start")
+                status = start["status"]
+                try:
+                    doc = json.loads(held["body"] or b"{}")
+                except ValueError:
+                    doc = {"detail": held["body"].decode("utf-8", "replace")}
+                if not isinstance(doc, dict):
+                    doc = {"detail": doc}
+                phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+                body = json.dumps({"type": "about:blank", "title": phrase, "status": status, **doc}).encode()
+                headers = [(k, v) for k, v in start.get("headers", []) if k not in (b"content-type", b"content-length")]
+                headers += [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]
+                await send({**start, "headers": headers})
+                return await send({"type": "http.response.body", "body": body})
+            return await send(message)
+
+        await self.app(scope, receive, send_problem)
 
 
 def create_app(config: Optional[ServiceConfig] = None) -> FastAPI:
@@ -81,6 +128,7 @@ def create_app(config: Optional[ServiceConfig] = None) -> FastAPI:
 
     guarded = [Depends(require_token)] if config.token is not None else []
     app.add_middleware(RequestGuard, loopback=is_loopback(config.host), port=config.port)
+    app.add_middleware(ProblemDetails)
 
     # errors -----------------------------------------------------------------------------------
     @app.exception_handler(MpqError)

@@ -24,7 +24,8 @@ def router(config: ServiceConfig, posting: Sequence[Any] = ()) -> APIRouter:
                  responses=ERRORS, summary="Solve a problem now, under a time limit, and store the plan")
     async def post_plan(request: Request):
         (plan_id,), (record,), timing = await solved(request, config, solve_plan, "plans")
-        return raw_json(201, f'{{"id":"{plan_id}","plan":{record.body}}}', {"Server-Timing": server_timing(timing)})
+        return raw_json(201, f'{{"id":"{plan_id}","plan":{record.body}}}',
+                        {"Server-Timing": server_timing(timing), "Location": f"/v1/plans/{plan_id}"})
 
     @router.get("/v1/plans/{plan_id}", response_model=PlanAnswer, responses={404: {"model": ErrorAnswer}, **ERRORS},
                 summary="A stored plan")

@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from mpq.errors import MpqError
 
-from .answers import ErrorAnswer, SearchAccepted, SearchState
+from .answers import ErrorAnswer, SearchAccepted, SearchPage, SearchState
 from .limits import ServiceConfig
 from .payloads import SearchRequest, error_answer, make_solver, parse_body
 from .routing import ERRORS, Refusal, body_spec, read_body
@@ -45,7 +45,17 @@ def router(config: ServiceConfig, posting: Sequence[Any] = ()) -> APIRouter:
         state = request.app.state
         sid = await run_in_threadpool(state.store.add_search, problem, solver, options)
         state.runner.wake()
-        return JSONResponse({"id": sid, "status": "queued"}, status_code=202)
+        return JSONResponse({"id": sid, "status": "queued"}, status_code=202, headers={"Location": f"/v1/searches/{sid}"})
+
+    @router.get("/v1/searches", response_model=SearchPage, responses=ERRORS, summary="Searches, newest first")
+    async def list_searches(
+        request: Request,
+        status: Optional[str] = Query(None, pattern="^(queued|running|done|failed|cancelled)$", description="only searches in this state"),
+        limit: int = Query(50, ge=1, le=limits.max_page),
+        offset: int = Query(0, ge=0, le=2**62),
+    ):
+        total, items = await run_in_threadpool(request.app.state.store.list_searches, status, limit, offset)
+        return {"items": items, "total": total, "limit": limit, "offset": offset}
 
     def _search_state(store: Store, search_id: str) -> dict:
         row = store.search(search_id)
