@@ -22,7 +22,7 @@ from .schema import (FORMAT_BITS, PROBLEM_SCHEMA, Constraints, ModelRef, Option,
                      format_validation_error)
 
 COLUMNS_SCHEMA = "mpq.problem-columns/v1"
-FORMATS = ("int", "float", "fp8_e4m3", "fp8_e5m2", "fp4_e2m1")
+FORMATS = ("int", "float", "fp8_e4m3", "fp8_e5m2", "fp4_e2m1", "nvfp4")
 STRUCTURES = ("unstructured", "2:4")
 
 #: array name -> (numpy kind letters accepted, per "layer" or "row")

@@ -60,5 +60,9 @@ class SolverFailed(MpqError):
     """The underlying solver returned no usable solution (time limit without incumbent, numerical failure)."""
 
 
+class TargetError(MpqError, ValueError):
+    """A plan cannot be made for a target (``mpq plan --target``): the message says what the target supports."""
+
+
 class ExportError(MpqError):
     """A plan cannot be expressed in the target quantizer's format; the message suggests what to change."""

@@ -4,7 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
+from . import targets
 from .cost import CandidateSet, build_problem
+from .errors import TargetError
 from .graph import LayerGraph, discover
 from .schema import Constraints, Plan, Problem, Provenance, SensitivityTable
 from .workload import Workload
@@ -25,6 +27,7 @@ def sensitivities(
     graph: Optional[LayerGraph] = None,
     candidates: CandidateSet | None = None,
     use_cache: bool = True,
+    target: Optional[str] = None,
     **settings: Any,
 ) -> SensitivityTable:
     from mpq.sensitivity.base import get_estimator
@@ -32,7 +35,11 @@ def sensitivities(
 
     graph = graph or discover(workload)
     est = get_estimator(estimator, **settings)
-    options = (candidates or CandidateSet()).specs() if est.per_option else None
+    options = None
+    if est.per_option:
+        options = (candidates or CandidateSet()).specs()
+        if target is not None:  # measure the options as the target stores them (its blocks, its channels)
+            options = {oid: spec for l in graph for oid, spec in targets.layer_specs(target, l.name, l.shape, options, l.kind).items()}
     return estimate(est, workload, graph, options, use_cache=use_cache)
 
 
@@ -48,14 +55,33 @@ def plan_model(
     table: Optional[SensitivityTable] = None,
     use_cache: bool = True,
     channel_groups: int = 1,
+    target: Optional[str] = None,
+    preset: Optional[str] = None,
 ) -> PlanResult:
+    """Plan ``workload`` under ``constraints``. With ``target`` (an export target, see ``mpq targets``)
+    the plan is made for that quantizer: candidates from its ``preset`` (or its default preset) unless
+    ``candidates`` are given (then restricted to what it stores), its fused layers tied, sizes in its
+    accounting, and the plan exports to it."""
     from mpq.solvers import get_solver
 
+    if preset is not None and target is None:
+        raise TargetError(f"preset {preset!r} needs a target (presets belong to a target; see mpq targets)")
+    if target is not None:
+        if candidates is not None and preset is not None:
+            raise TargetError("give either candidates or a preset, not both")
+        targets.support_of(target)  # an unknown target fails before any work
+        candidates = candidates or targets.candidates(target, preset)
     graph = discover(workload)
     candidates = candidates or CandidateSet()
+    if target is not None:  # every layer must have an option the target stores before any estimation runs
+        for l in graph:
+            targets.layer_specs(target, l.name, l.shape, candidates.specs(), l.kind)
     if table is None:
-        table = sensitivities(workload, estimator, graph=graph, candidates=candidates, use_cache=use_cache, **dict(estimator_settings or {}))
-    problem = build_problem(graph, table, candidates, constraints, channel_groups=channel_groups)
-    prov = Provenance(estimator=table.estimator, model=problem.model)
+        table = sensitivities(workload, estimator, graph=graph, candidates=candidates, use_cache=use_cache, target=target,
+                              **dict(estimator_settings or {}))
+    problem = build_problem(graph, table, candidates, constraints, channel_groups=channel_groups, target=target)
+    if target is not None:
+        targets.check_budget(target, problem)
+    prov = Provenance(estimator=table.estimator, model=problem.model, target=target)
     plan = get_solver(solver, **dict(solver_settings or {})).solve(problem, provenance=prov)
     return PlanResult(graph, table, problem, plan)

@@ -24,9 +24,10 @@ NonNegInt = Annotated[int, Field(ge=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
 PosFloat = Annotated[float, Field(gt=0)]
 
-#: Weight formats. ``float`` is the layer kept in 16-bit floating point.
-Format = Literal["int", "float", "fp8_e4m3", "fp8_e5m2", "fp4_e2m1"]
-FORMAT_BITS = {"float": 16, "fp8_e4m3": 8, "fp8_e5m2": 8, "fp4_e2m1": 4}
+#: Weight formats. ``float`` is the layer kept in 16-bit floating point; ``nvfp4`` is fp4 e2m1 with an
+#: fp8 e4m3 scale per 16 elements and one fp32 scale per tensor.
+Format = Literal["int", "float", "fp8_e4m3", "fp8_e5m2", "fp4_e2m1", "nvfp4"]
+FORMAT_BITS = {"float": 16, "fp8_e4m3": 8, "fp8_e5m2": 8, "fp4_e2m1": 4, "nvfp4": 4}
 PruneStructure = Literal["unstructured", "2:4"]
 
 
@@ -303,6 +304,7 @@ class SolverInfo(_Doc):
 
 class Provenance(_Doc):
     estimator: Optional[str] = None
+    target: Optional[str] = Field(default=None, description="the export target the plan was made for (mpq plan --target)")
     mpq_version: str = ""
     model: Optional[ModelRef] = None
     created: str = ""
