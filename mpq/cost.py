@@ -2,7 +2,10 @@
 
 For layer l and option o the predicted loss increase is ``score_l * ||Q_o(W_l) - W_l||^2``
 (HAWQ-V2 style, the perturbation measured with the real quantizer on the real weights), unless
-the sensitivity table measured the option's distortion itself. Sizes follow ``mpq.sizes``.
+the sensitivity table measured the option's distortion itself. An option with activation bits
+adds the layer's measured activation distortion: ``d(w, a) = d_w + d_a`` (``layers.*.activations``
+of the table, see ``mpq.sensitivity.activation``), so ``int4-a8`` costs more than ``int4`` when the
+layer's input matters. Sizes follow ``mpq.sizes``.
 """
 from __future__ import annotations
 
@@ -84,9 +87,10 @@ def fp_formats_for(fmt: str, bits: int) -> list[str]:
     table = {8: ["fp8_e4m3"], 4: ["fp4_e2m1"]}
     if fmt == "fp":
         return table.get(bits, [])
-    from .schema import FORMAT_BITS
+    from .schema import NUMBER_FORMATS
 
-    return [fmt] if FORMAT_BITS.get(fmt) == bits else []
+    known = NUMBER_FORMATS.get(fmt)
+    return [fmt] if known is not None and known.bits == bits else []
 
 
 def option_for(layer_shape: Sequence[int], macs: int, spec: QuantSpec, distortion: float, oid: str, bits: Optional[int] = None) -> Option:
@@ -155,6 +159,7 @@ def build_problem(
                     f"sensitivity table ({table.estimator}) measured no distortion for layer {name!r}, option {oid!r}; "
                     "rerun the estimator with the same candidate options"
                 )
+            d += activation_distortion(name, sens, spec, table.estimator)
             bits = None if target is None else targets.option_bits(target, name, info.shape, spec)
             options.append(option_for(info.shape, info.macs, spec, d, oid, bits))
         out_layers.append(ProblemLayer(name=name, params=info.params, macs=info.macs, shape=list(info.shape), options=options))
@@ -199,6 +204,20 @@ def _common_options(layers: list[ProblemLayer], ties: list[list[str]]) -> list[P
     return [by_name[l.name] for l in layers]
 
 
+def activation_distortion(name: str, sens, spec: QuantSpec, estimator: str) -> float:
+    """The measured loss increase of quantizing the layer's input to ``spec.a_bits`` (0 for float activations)."""
+    if spec.a_bits is None:
+        return 0.0
+    key = f"a{spec.a_bits}"
+    if sens.activations is None or key not in sens.activations:
+        raise UnknownLayer(
+            f"sensitivity table ({estimator}) has no activation distortion {key!r} for layer {name!r}, so options "
+            f"with a_bits={spec.a_bits} would look free; measure it with mpq.sensitivity.activation "
+            "(mpq plan and mpq sensitivity do when --a-bits is given)"
+        )
+    return float(sens.activations[key])
+
+
 def channel_slices(out_channels: int, groups: int) -> list[tuple[int, int]]:
     """Up to ``groups`` contiguous [start, stop) slices of the output channels, as equal as possible."""
     n = min(groups, out_channels)
@@ -230,6 +249,7 @@ def _channel_group_layers(name, info, sens, w, specs, groups: int, estimator: st
             else:
                 total, err = whole[oid]
                 d = total * (quantization_error(part, spec) / err if err > 0 else (b - a) / out)
+            d += activation_distortion(name, sens, spec, estimator) * (b - a) / out
             options.append(option_for(sub_shape, macs, spec, d, oid))
         params = info.params * (b - a) // out
         layers.append(ProblemLayer(name=f"{name}[{a}:{b}]", params=params, macs=macs, shape=shape, module=name,

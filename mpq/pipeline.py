@@ -35,12 +35,25 @@ def sensitivities(
 
     graph = graph or discover(workload)
     est = get_estimator(estimator, **settings)
+    candidates = candidates or CandidateSet()
     options = None
     if est.per_option:
-        options = (candidates or CandidateSet()).specs()
+        options = candidates.specs()
         if target is not None:  # measure the options as the target stores them (its blocks, its channels)
             options = {oid: spec for l in graph for oid, spec in targets.layer_specs(target, l.name, l.shape, options, l.kind).items()}
-    return estimate(est, workload, graph, options, use_cache=use_cache)
+    table = estimate(est, workload, graph, options, use_cache=use_cache)
+    return with_activations(table, workload, graph, candidates, settings)
+
+
+def with_activations(table: SensitivityTable, workload: Workload, graph: LayerGraph, candidates: CandidateSet,
+                     settings: Mapping[str, Any]) -> SensitivityTable:
+    """The table with the activation distortions the candidates' ``a_bits`` need (measured when missing)."""
+    if all(a is None for a in candidates.a_bits):
+        return table
+    from mpq.sensitivity.activation import with_activation_sensitivity
+
+    keep = {k: settings[k] for k in ("device", "quiet") if k in settings}  # every calibration batch is used
+    return with_activation_sensitivity(table, workload, graph, candidates.a_bits, **keep)
 
 
 def plan_model(
@@ -79,6 +92,8 @@ def plan_model(
     if table is None:
         table = sensitivities(workload, estimator, graph=graph, candidates=candidates, use_cache=use_cache, target=target,
                               **dict(estimator_settings or {}))
+    else:
+        table = with_activations(table, workload, graph, candidates, dict(estimator_settings or {}))
     problem = build_problem(graph, table, candidates, constraints, channel_groups=channel_groups, target=target)
     if target is not None:
         targets.check_budget(target, problem)

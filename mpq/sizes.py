@@ -1,31 +1,24 @@
 """DESIGN's size convention, in one place: weight bits, bytes, BitOps and average bits of an option.
 
-Pure Python (no torch), so plans can be recounted anywhere.
+Pure Python (no torch), so plans can be recounted anywhere. What each number format costs (its
+scale bits, default block, zero-points) is in its :data:`mpq.schema.NUMBER_FORMATS` entry.
 """
 from __future__ import annotations
 
 import math
 from typing import Callable, Optional, Sequence
 
-#: Bits of one scale: 16 for integer formats; MX/NV-style float formats use 8-bit block scales.
-INT_SCALE_BITS = 16
-FP_SCALE_BITS = 8
+from .schema import NUMBER_FORMATS, NumberFormat
+
 #: Block size of float formats when no group size is given (MX uses 32 for fp8 and fp4).
-FP_DEFAULT_BLOCK = 32
-#: Formats whose block is fixed by the format itself: NVFP4 scales every 16 elements.
-FORMAT_BLOCK = {"nvfp4": 16}
-#: Formats that also store one fp32 scale per tensor (NVFP4's second-level scale).
-TENSOR_SCALE_BITS = {"nvfp4": 32}
+FP_DEFAULT_BLOCK = NUMBER_FORMATS["fp8_e4m3"].default_block
 
 
-def default_block(fmt: str) -> int:
-    """Elements per block scale of a float format given no group size."""
-    return FORMAT_BLOCK.get(fmt, FP_DEFAULT_BLOCK)
-
-
-def is_block_float(fmt: str) -> bool:
-    """Float element formats with block scales (fp8, fp4, nvfp4), as opposed to ``int`` and 16-bit ``float``."""
-    return fmt.startswith("fp") or fmt in FORMAT_BLOCK
+def number_format(fmt: str) -> NumberFormat:
+    try:
+        return NUMBER_FORMATS[fmt]
+    except KeyError:
+        raise ValueError(f"unknown weight format {fmt!r}; expected one of {list(NUMBER_FORMATS)}") from None
 
 
 def out_and_in(shape: Sequence[int]) -> tuple[int, int]:
@@ -37,10 +30,11 @@ def out_and_in(shape: Sequence[int]) -> tuple[int, int]:
 
 def num_scales(shape: Sequence[int], group_size: Optional[int], fmt: str = "int") -> int:
     """Scales stored for a weight: one per output channel, or one per group of ``group_size`` inputs."""
-    if fmt == "float":
+    spec = number_format(fmt)
+    if not spec.scale_bits:
         return 0
     out, k = out_and_in(shape)
-    g = group_size if group_size is not None else (default_block(fmt) if is_block_float(fmt) else None)
+    g = group_size if group_size is not None else spec.default_block
     if g is None:
         return out
     return out * math.ceil(k / g)
@@ -69,10 +63,10 @@ def weight_bits(
     if prune_ratio > 0:
         bits += params
     if include_scales:
+        spec = number_format(fmt)
         n = num_scales(shape, group_size, fmt)
-        scale_bits = FP_SCALE_BITS if is_block_float(fmt) else INT_SCALE_BITS
-        bits += n * scale_bits + TENSOR_SCALE_BITS.get(fmt, 0)
-        if fmt == "int" and not symmetric:
+        bits += n * spec.scale_bits + spec.tensor_scale_bits
+        if spec.zero_point and not symmetric:
             bits += n * w_bits
     return bits
 

@@ -167,7 +167,7 @@ def ties(target: str, names: Iterable[str]) -> list[list[str]]:
 
 def check_budget(target: str, problem) -> None:
     """Refuse a budget below the smallest plan the target can store, naming what it supports."""
-    from .plan import CONSTRAINT_TOTALS
+    from .schema import RESOURCES
 
     by_name = {l.name: l for l in problem.layers}
     tied = {n for t in problem.ties for n in t}
@@ -186,7 +186,7 @@ def check_budget(target: str, problem) -> None:
         return
     support = support_of(target)
     floats = [l.name for l in problem.layers if len(l.options) == 1]
-    said = ", ".join(f"{CONSTRAINT_TOTALS[k]} {v:g} < {reach[k]:.6g}" for k, v in low.items())
+    said = ", ".join(f"{RESOURCES[k].total} {v:g} < {reach[k]:.6g}" for k, v in low.items())
     raise TargetBudgetError(
         f"the budget is below the smallest plan target {target!r} can store ({said}): {target} supports {support.describe()}; "
         f"sizes in its {support.sizes} accounting"

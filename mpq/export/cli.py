@@ -11,7 +11,7 @@ from ..errors import DocumentError
 def _export_args(p) -> None:
     from . import available_targets
 
-    p.add_argument("plan", help="plan JSON file (mpq.plan/v1)")
+    p.add_argument("plan", help="plan file: JSON (mpq.plan/v1) or columnar .npz (mpq.plan-columns/v1)")
     p.add_argument("--to", choices=available_targets(), help="target quantizer (default: the one the plan was made for with --target)")
     p.add_argument("-o", "--output", help="main output file (default: PLAN.TARGET.EXT beside the plan; '-' prints it); "
                    "extra files go beside it with the same stem")
@@ -22,10 +22,10 @@ def _export_args(p) -> None:
 
 @command("export", "export a plan to a quantizer's configuration (see `mpq targets`)", _export_args)
 def cmd_export(args) -> int:
-    from ..schema import Plan, load_document
+    from ..plan_columns import load_plan
     from . import default_output, export_plan, write_export
 
-    plan = load_document(args.plan, Plan)
+    plan = load_plan(args.plan)
     planned_for = plan.provenance.target
     target = args.to or planned_for
     if target is None:

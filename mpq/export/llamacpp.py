@@ -15,7 +15,6 @@ with ``--target llamacpp`` carries each type's block as its group size and its t
 """
 from __future__ import annotations
 
-import dataclasses
 import re
 from typing import Optional
 
@@ -75,7 +74,7 @@ class LlamaCppExporter(Exporter):
         t = ggml_type_for(k, spec.w_bits, spec.format, spec.symmetric)
         if t is None:
             return None
-        return dataclasses.replace(spec, group_size=GGML_BLOCKS[t][0])
+        return spec.model_copy(update={"group_size": GGML_BLOCKS[t][0]})
 
     def check(self, plan: Plan) -> None:
         unmapped = [l.name for l in plan.layers if gguf_name(l.name) is None]

@@ -13,7 +13,6 @@ for this target ties them (see :mod:`mpq.export.vllm` for the schemes vLLM runs)
 """
 from __future__ import annotations
 
-import dataclasses
 
 import yaml
 
@@ -67,7 +66,7 @@ def fp8_channel_spec(name, shape, spec):
         k = 1
         for s in shape[1:]:
             k *= s
-        return dataclasses.replace(spec, group_size=k)
+        return spec.model_copy(update={"group_size": k})
     return spec
 
 

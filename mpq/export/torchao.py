@@ -16,7 +16,6 @@ config that stores it most compactly (:func:`mpq.sizes.torchao_layout`):
 """
 from __future__ import annotations
 
-import dataclasses
 
 from ..errors import ExportError
 from ..schema import Plan, PlanLayer
@@ -93,7 +92,7 @@ class TorchAOExporter(Exporter):
         for s in shape[1:]:
             k *= s
         if spec.format == "fp8_e4m3":
-            spec = dataclasses.replace(spec, group_size=k)
+            spec = spec.model_copy(update={"group_size": k})
         layout = torchao_layout(spec.w_bits, spec.group_size, spec.format, spec.a_bits, k, is_embedding(name), spec.symmetric)
         return None if layout == "" else spec
 
