@@ -1,6 +1,8 @@
 """The ``mpq`` command line: each command is one call into the Python API.
 
-Errors mpq raises on bad input print one ``error:`` line (or a few) and exit with code 2.
+Every failure prints one ``error:`` line (or a few) and exits with a documented code, mapped once in
+:func:`main` from the error's class (``mpq.errors``): 0 ok, 2 usage or bad input, 3 infeasible
+budget, 4 time limit without a plan, 5 model or data load failure.
 """
 from __future__ import annotations
 
@@ -10,7 +12,10 @@ import os
 import sys
 from typing import Callable, Optional
 
-from .errors import DocumentError, MpqError
+from .errors import EXIT_OK, EXIT_USAGE, DocumentError, MpqError
+
+#: the exit status of an unexpected exception (a bug): outside the documented codes on purpose
+EXIT_INTERNAL = 1
 from .schema import NUMBER_FORMATS
 
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {}
@@ -152,11 +157,11 @@ def load(args: argparse.Namespace):
     return load_workload(args.model, calib=getattr(args, "calib", None))
 
 
-def write_or_print(doc, path: Optional[str]) -> None:
+def write_or_print(doc, path: Optional[str], what: str = "-o") -> None:
     from .schema import dump_document, save_document
 
     if path and path != "-":
-        save_document(doc, path)
+        save_document(doc, path, what)
         print(f"wrote {path}")
     else:
         sys.stdout.write(dump_document(doc))
@@ -261,22 +266,19 @@ def cmd_layers(args) -> int:
 
 @command("estimators", "list the sensitivity estimators")
 def cmd_estimators(args) -> int:
-    from mpq.sensitivity.base import ESTIMATORS, available_estimators
+    from mpq.sensitivity.base import estimator_listing
 
-    for name in available_estimators():
-        doc = (ESTIMATORS[name].__doc__ or "").strip().splitlines()
-        print(f"{name:18s} {doc[0] if doc else ''}")
+    for e in estimator_listing():
+        print(f"{e['name']:18s} {e['description']}")
     return 0
 
 
 @command("solvers", "list the solvers")
 def cmd_solvers(args) -> int:
-    from mpq.solvers.base import SOLVERS, available_solvers
+    from mpq.solvers.base import solver_listing
 
-    for name in available_solvers():
-        cls = SOLVERS.get(name)
-        doc = (cls.__doc__ or "").strip().splitlines() if cls else ["pick the fastest exact solver for the problem"]
-        print(f"{name:14s} {doc[0] if doc else ''}")
+    for s in solver_listing():
+        print(f"{s['name']:14s} {s['description']}")
     return 0
 
 
@@ -289,8 +291,10 @@ def _sens_args(p):
 
 @command("sensitivity", "estimate per-layer sensitivities and write an mpq.sensitivity/v1 table", _sens_args)
 def cmd_sensitivity(args) -> int:
+    from .output import check_output
     from .pipeline import sensitivities
 
+    check_output(args.output, "-o")
     workload = load(args)
     table = sensitivities(workload, args.estimator, candidates=candidates_from_args(args),
                           use_cache=not args.no_cache, **estimator_settings(args))
@@ -320,6 +324,7 @@ def _plan_args(p):
                    "--bits/--group-sizes/--formats/--symmetric/--a-bits given too replace those fields")
     p.add_argument("--no-eval", action="store_true", help="skip evaluating the plan against full precision and uniform")
     p.add_argument("--problem-out", help="also write the mpq.problem/v1 that was solved")
+    p.add_argument("--latency-table", help="per-option layer latencies: mpq.latency/v1 JSON from `mpq profile`, or CSV shape,option,ms")
     p.add_argument("-o", "--output", default="plan.json", help="plan file (default plan.json)")
 
 
@@ -327,9 +332,12 @@ def _plan_args(p):
 def cmd_plan(args) -> int:
     from .budget import parse_budgets
     from .evaluate import evaluate_plans, uniform_baselines
+    from .output import check_output
     from .pipeline import plan_model
     from .schema import SensitivityTable, load_document, save_document
 
+    check_output(args.output, "-o")
+    check_output(args.problem_out, "--problem-out")
     budgets = args.budget
     if not budgets and args.max_drop is not None:
         budgets = ["avg_bits=64"]  # only the measured drop limits the plan
@@ -359,16 +367,26 @@ def cmd_plan(args) -> int:
         solver_settings.update(evaluate_plan=evaluator, max_drop=args.max_drop, baseline=evaluator.baseline)
     if args.channel_groups < 1:
         raise DocumentError(f"--channel-groups must be >= 1, got {args.channel_groups}")
+    latency_table = None
+    if args.latency_table:
+        from .latency import load_latency_table
+
+        latency_table = load_latency_table(args.latency_table)
     result = plan_model(
         workload, constraints, estimator=args.estimator, solver=args.solver, candidates=candidates,
         estimator_settings=estimator_settings(args), solver_settings=solver_settings,
-        table=table, use_cache=not args.no_cache, channel_groups=args.channel_groups, target=args.target,
+        table=table, use_cache=not args.no_cache, channel_groups=args.channel_groups, latency_table=latency_table,
+        target=args.target,
     )
-    if args.target:
-        print(f"planned for {args.target}: sizes in its own accounting; export with `mpq export {args.output} --to {args.target}`")
     print_plan(result.plan, result.table)
+    if args.target:
+        print(f"planned for {args.target}: sizes in its own accounting; export with `mpq export {args.output}`")
+    if result.predicted_latency_ms is not None:
+        rest = "" if result.latency_overhead_ms is None else f" + {result.latency_overhead_ms:.4g} ms rest of the model (profiled)"
+        print(f"predicted latency {result.predicted_latency_ms:.4g} ms ± {result.latency_spread_ms:.2g} end to end: "
+              f"{result.plan.totals.latency_ms:.4g} ms in the planned layers{rest}")
     if args.problem_out:
-        save_document(result.problem, args.problem_out)
+        save_document(result.problem, args.problem_out, "--problem-out")
     write_or_print(result.plan, args.output)
     if not args.no_eval:
         baselines = uniform_baselines(result.problem, result.plan)
@@ -405,11 +423,14 @@ def cmd_solve(args) -> int:
 
     from .budget import parse_budgets
     from .columnar import ProblemColumns, load_problem, save_problem
+    from .output import check_output
     from .plan_columns import save_plan
     from .progress import step
     from .schema import Constraints
     from mpq.solvers import get_solver
 
+    check_output(args.output, "-o")
+    check_output(args.problem_out, "--problem-out")
     with step(f"loading {args.problem}"):
         problem = load_problem(args.problem)
     if args.budget:
@@ -454,8 +475,10 @@ def _apply_args(p):
 def cmd_apply(args) -> int:
     from .apply import apply_plan, save_quantized
     from .evaluate import metrics
+    from .output import check_output
     from .plan_columns import load_plan
 
+    check_output(args.save, "--save")
     plan = load_plan(args.plan)
     workload = load(args)
     fp = workload.fingerprint()
@@ -475,11 +498,40 @@ def cmd_apply(args) -> int:
     return 0
 
 
+def _profile_args(p):
+    add_model_args(p, optional=True)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--warmup", type=int, default=3, help="untimed calls before timing (default 3)")
+    p.add_argument("--repeats", type=int, default=15, help="timed calls; the median is reported (default 15)")
+    p.add_argument("--threads", type=int, help="CPU threads while timing (default: torch's setting); plan for the threads you serve with")
+    add_candidate_args(p)
+    p.add_argument("-o", "--output", help="latency table file (default: stdout)")
+
+
+@command("profile", "time each layer at each candidate option on this device; writes an mpq.latency/v1 table", _profile_args)
+def cmd_profile(args) -> int:
+    from .graph import discover
+    from .latency import profile
+
+    workload = load(args)
+    table = profile(workload, discover(workload), candidates_from_args(args).specs(), device=args.device,
+                    warmup=args.warmup, repeats=args.repeats, threads=args.threads)
+    write_or_print(table, args.output)
+    if args.output and args.output != "-":
+        timing = table.models[workload.name]
+        kernels = sorted({e.kernel for e in table.entries})
+        print(f"{len(table.entries)} entries on {table.device} ({table.device_name}, {table.threads} threads); kernels: {', '.join(kernels)}")
+        print(f"whole model {timing.float_ms:.4g} ms ± {timing.spread_ms:.2g} in float; rest of the model beyond its layers {timing.overhead_ms:.4g} ms")
+    return 0
+
+
 def _schema_args(p):
-    p.add_argument("kind", choices=["plan", "problem", "sensitivity", "plan-columns", "problem-columns"])
+    from .schema import DOCUMENTS
+
+    p.add_argument("kind", choices=[*sorted(DOCUMENTS), "plan-columns", "problem-columns"])
 
 
-@command("schema", "print the JSON Schema of a document (plan, problem, sensitivity) or the layout of a columnar file", _schema_args)
+@command("schema", "print the JSON Schema of a document (plan, problem, sensitivity, latency) or the layout of a columnar file", _schema_args)
 def cmd_schema(args) -> int:
     from .schema import json_schema
 
@@ -527,18 +579,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # a usage error exits here with code 2 (EXIT_USAGE)
     if not getattr(args, "run", None):
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     try:
-        return int(args.run(args) or 0)
+        code = int(args.run(args) or 0)
+        sys.stdout.flush()
+        return code
     except MpqError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
+    except BrokenPipeError:  # e.g. `mpq layers --json | head`: the reader left, nothing more to say
+        _silence_stdout()
+        return EXIT_OK
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug, not bad input: one line, the traceback only on request
+        if os.environ.get("MPQ_DEBUG"):
+            raise
+        print(f"error: internal error {type(e).__name__}: {e} (a bug in mpq; rerun with MPQ_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not raise BrokenPipeError again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

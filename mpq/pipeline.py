@@ -8,7 +8,8 @@ from . import targets
 from .cost import CandidateSet, build_problem
 from .errors import TargetError
 from .graph import LayerGraph, discover
-from .schema import Constraints, Plan, Problem, Provenance, SensitivityTable
+from .errors import PlanInfeasible
+from .schema import Constraints, LatencyTable, Plan, Problem, Provenance, SensitivityTable
 from .workload import Workload
 
 
@@ -18,6 +19,10 @@ class PlanResult:
     table: SensitivityTable
     problem: Problem
     plan: Plan
+    #: with a latency table: the profiled rest of the model, and the end-to-end prediction with its spread
+    latency_overhead_ms: Optional[float] = None
+    predicted_latency_ms: Optional[float] = None
+    latency_spread_ms: Optional[float] = None
 
 
 def sensitivities(
@@ -56,6 +61,18 @@ def with_activations(table: SensitivityTable, workload: Workload, graph: LayerGr
     return with_activation_sensitivity(table, workload, graph, candidates.a_bits, **keep)
 
 
+def checked_solver(solver: str, solver_settings: Optional[Mapping[str, Any]] = None, estimator: Optional[str] = None,
+                   estimator_settings: Optional[Mapping[str, Any]] = None):
+    """The solver, built from its name and settings, after the estimator's are checked: a typo in either
+    is refused before the model runs, not after minutes of sensitivity estimation."""
+    from mpq.sensitivity.base import get_estimator
+    from mpq.solvers import get_solver
+
+    if estimator is not None:
+        get_estimator(estimator, **dict(estimator_settings or {}))
+    return get_solver(solver, **dict(solver_settings or {}))
+
+
 def plan_model(
     workload: Workload,
     constraints: Constraints | Mapping[str, float],
@@ -68,15 +85,17 @@ def plan_model(
     table: Optional[SensitivityTable] = None,
     use_cache: bool = True,
     channel_groups: int = 1,
+    latency_table: Optional[LatencyTable] = None,
     target: Optional[str] = None,
     preset: Optional[str] = None,
 ) -> PlanResult:
-    """Plan ``workload`` under ``constraints``. With ``target`` (an export target, see ``mpq targets``)
-    the plan is made for that quantizer: candidates from its ``preset`` (or its default preset) unless
-    ``candidates`` are given (then restricted to what it stores), its fused layers tied, sizes in its
-    accounting, and the plan exports to it."""
-    from mpq.solvers import get_solver
+    """Plan ``workload`` under ``constraints``. With ``latency_table`` (``mpq profile``), options are priced
+    in milliseconds and ``max_latency_ms`` is end to end: the layers get it less the model's profiled overhead.
 
+    With ``target`` (an export target, see ``mpq targets``) the plan is made for that quantizer:
+    candidates from its ``preset`` (or its default preset) unless ``candidates`` are given (then
+    restricted to what it stores), its fused layers tied, sizes in its accounting, and the plan
+    exports to it."""
     if preset is not None and target is None:
         raise TargetError(f"preset {preset!r} needs a target (presets belong to a target; see mpq targets)")
     if target is not None:
@@ -84,6 +103,7 @@ def plan_model(
             raise TargetError("give either candidates or a preset, not both")
         targets.support_of(target)  # an unknown target fails before any work
         candidates = candidates or targets.candidates(target, preset)
+    solve = checked_solver(solver, solver_settings, estimator if table is None else None, estimator_settings)
     graph = discover(workload)
     candidates = candidates or CandidateSet()
     if target is not None:  # every layer must have an option the target stores before any estimation runs
@@ -94,9 +114,29 @@ def plan_model(
                               **dict(estimator_settings or {}))
     else:
         table = with_activations(table, workload, graph, candidates, dict(estimator_settings or {}))
-    problem = build_problem(graph, table, candidates, constraints, channel_groups=channel_groups, target=target)
+    constraints = dict(constraints.active() if isinstance(constraints, Constraints) else constraints)
+    priced, timing = None, None
+    if latency_table is not None:
+        from .latency import input_shapes, model_overhead, option_latencies
+
+        priced = option_latencies(latency_table, graph, list(candidates.specs()), input_shapes(workload, graph))
+        timing = model_overhead(latency_table, workload)
+        if timing is not None and constraints.get("max_latency_ms") is not None:
+            layers_ms = constraints["max_latency_ms"] - timing.overhead_ms
+            if layers_ms <= 0:
+                raise PlanInfeasible(f"budget latency_ms={constraints['max_latency_ms']:g}: the profiled rest of the model "
+                                     f"alone takes {timing.overhead_ms:.4g} ms; the smallest feasible budget is above that")
+            constraints["max_latency_ms"] = layers_ms
+    latency = {n: {o: ms for o, (ms, _) in row.items()} for n, row in priced.items()} if priced else None
+    problem = build_problem(graph, table, candidates, constraints, channel_groups=channel_groups, latency=latency, target=target)
     if target is not None:
         targets.check_budget(target, problem)
     prov = Provenance(estimator=table.estimator, model=problem.model, target=target)
-    plan = get_solver(solver, **dict(solver_settings or {})).solve(problem, provenance=prov)
-    return PlanResult(graph, table, problem, plan)
+    plan = solve.solve(problem, provenance=prov)
+    result = PlanResult(graph, table, problem, plan)
+    if priced is not None and channel_groups == 1:
+        overhead = timing.overhead_ms if timing else 0.0
+        result.latency_overhead_ms = overhead if timing else None
+        result.predicted_latency_ms = sum(priced[l.name][l.option][0] for l in plan.layers) + overhead
+        result.latency_spread_ms = sum(priced[l.name][l.option][1] for l in plan.layers) + (timing.spread_ms if timing else 0.0)
+    return result

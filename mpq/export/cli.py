@@ -22,9 +22,11 @@ def _export_args(p) -> None:
 
 @command("export", "export a plan to a quantizer's configuration (see `mpq targets`)", _export_args)
 def cmd_export(args) -> int:
+    from ..output import check_output
     from ..plan_columns import load_plan
     from . import default_output, export_plan, write_export
 
+    check_output(args.output, "-o")
     plan = load_plan(args.plan)
     planned_for = plan.provenance.target
     target = args.to or planned_for
@@ -40,7 +42,9 @@ def cmd_export(args) -> int:
         for note in result.notes:
             print(f"note: {note}", file=sys.stderr)
         return 0
-    paths = write_export(result, args.output or default_output(args.plan, result))
+    output = args.output or default_output(args.plan, result)
+    check_output(output, "-o")
+    paths = write_export(result, output)
     print(f"{target}: wrote {', '.join(map(str, paths))}")
     for note in result.notes:
         print(f"  note: {note}")

@@ -18,7 +18,7 @@ from tests.helpers import gptq_dynamic
 from tests.helpers.hf_tiny import tiny_hf  # noqa: F401  (session fixture)
 from tests.helpers.plans import llama_mixed_specs, plan_from_specs
 
-TARGETS = ["autoround", "gptqmodel", "hawq", "hqq", "llamacpp", "llmcompressor", "torchao", "vllm"]
+TARGETS = ["autoround", "gptqmodel", "hawq", "hqq", "llamacpp", "llmcompressor", "modelopt", "nncf", "torchao", "vllm"]
 
 
 @pytest.fixture(scope="module")
