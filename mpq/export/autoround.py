@@ -30,7 +30,7 @@ class AutoRoundExporter(Exporter):
 
     name = "autoround"
     support = Support(
-        bits=frozenset(range(2, 9)), a_bits=frozenset({4, 8}), dims_multiple=32, groups_divide_inputs=True, sizes="autoround",
+        bits=frozenset(range(2, 9)), a_bits=frozenset({4, 8}), dims_multiple=32, sizes="autoround",
         presets={"mixed": {"bits": [2, 3, 4, 8, 16], "group_sizes": [128]},
                  "w4a16": {"bits": [4, 8, 16], "group_sizes": [128]}},
         default_preset="mixed",

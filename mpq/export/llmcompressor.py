@@ -98,7 +98,7 @@ class LLMCompressorExporter(Exporter):
     name = "llmcompressor"
     support = Support(
         bits=frozenset(range(2, 9)), formats=frozenset({"int", "float", "fp8_e4m3", "fp4_e2m1", "nvfp4"}),
-        a_bits=frozenset({4, 8}), embeddings=False, groups_divide_inputs=True, fused=VLLM_FUSED, sizes="compressed-tensors",
+        a_bits=frozenset({4, 8}), embeddings=False, fused=VLLM_FUSED, sizes="compressed-tensors",
         presets={"w4a16": {"bits": [4, 8, 16], "group_sizes": [128]},
                  "mixed": {"bits": [2, 3, 4, 8, 16], "group_sizes": [128]},
                  "w8a8": {"bits": [8, 16], "group_sizes": [None], "a_bits": [8]},
