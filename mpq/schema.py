@@ -289,9 +289,12 @@ class Option(StorageArgs, _OptionId):
 
 
 class ProblemLayer(_Doc):
-    """A decision group: one layer, or (with ``module`` and ``channels``) a slice of a layer's output channels."""
+    """A decision group: one layer, or (with ``module`` and ``channels``) a slice of a layer's output channels,
+    or an attention module's KV cache (``<attention module>.kv_cache``, options ``kv16``/``kv8``/``kv4``,
+    ``params`` = cached numbers at the planned context length, ``shape`` = [tokens, numbers per token])."""
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, description="qualified module name; a name ending in '.kv_cache' is the KV cache "
+                      "of that attention module (its bytes are the cache's at the planned context, see mpq.kv_cache)")
     params: NonNegInt
     macs: NonNegInt = 0
     shape: Optional[list[Annotated[int, Field(ge=1)]]] = None

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
-from mpq.cost import CandidateSet
+from mpq.candidates import CandidateSet
 from mpq.errors import WorkloadError
 from mpq.quant import QuantSpec, fake_quantize, set_weight_matrix, weight_matrix
 from mpq.workload import Batch, StepInputs, Workload, call_model, check_loss

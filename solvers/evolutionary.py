@@ -30,7 +30,7 @@ from mpq.schema import Plan, Problem, Provenance, SolverInfo
 
 from .base import Solution, Solver, register_solver
 from .compiled import Compiled, compile_problem
-from .dp import pareto_dp
+from ._dp import pareto_dp
 
 #: Seeding runs the exact DP frontier only up to this many groups (its cost grows with the frontier).
 MAX_SEED_GROUPS = 2000

@@ -16,7 +16,7 @@ from mpq.errors import SolverNotApplicable
 from mpq.schema import AXES, Constraints, Plan, Problem, SolverInfo
 
 from .compiled import Compiled, compile_problem, to_resource_units
-from .dp import pareto_dp
+from ._dp import pareto_dp
 
 
 @dataclass

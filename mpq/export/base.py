@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterable, Mapping, Optional
 
 from ..errors import ExportError
+from ..kv_cache import is_kv_cache
 from ..schema import Plan, PlanLayer
 
 
@@ -56,6 +57,8 @@ class Support:
     a_bits: frozenset[int] = frozenset()
     embeddings: bool = False
     groups_divide_inputs: bool = False
+    #: whether the target can carry planned KV-cache bits (``<attention>.kv_cache`` entries, see mpq.kv_cache)
+    kv_cache: bool = False
     lm_head: bool = True
     dims_multiple: int = 1
     group_multiple: int = 1
@@ -150,6 +153,10 @@ def check_support(plan: Plan, target: str, support: Support) -> None:
         problems.setdefault(kind, []).append(f"{layer.name} ({detail})")
 
     for l in plan.layers:
+        if is_kv_cache(l.name):  # planned KV-cache bits: the target carries them or refuses them by name
+            if not support.kv_cache and l.w_bits < 16:
+                add("kv_cache", l, l.option)
+            continue
         if l.channels is not None:
             add("channels", l, f"output channels {list(l.channels)} of {l.target}")
             continue
@@ -198,6 +205,7 @@ def check_support(plan: Plan, target: str, support: Support) -> None:
         "lm_head": f"{target} does not quantize lm_head; pass --keep-float lm_head (the plan's size no longer holds), or re-plan with --target {target}",
         "dims": f"{target} keeps layers whose weight dimensions are not multiples of {support.dims_multiple} in 16 bits; pass --keep-float with those layers (the plan's size no longer holds), or re-plan with --target {target}",
         "gmult": f"{target} group sizes are multiples of {support.group_multiple}; re-plan with --target {target}",
+        "kv_cache": f"{target} has no KV-cache scheme; re-plan without --kv-bits (or with --kv-bits 16), or export to llmcompressor",
     }
     titles = {
         "channels": "channel-group entries", "format": "unsupported number formats", "prune": "pruned layers",
@@ -205,6 +213,7 @@ def check_support(plan: Plan, target: str, support: Support) -> None:
         "group": "unsupported group sizes", "asym": "asymmetric layers", "sym": "symmetric layers",
         "divide": "group sizes that do not divide the inputs", "lm_head": "quantized lm_head",
         "dims": "weight dimensions it cannot quantize", "gmult": "unsupported group sizes",
+        "divide": "group sizes that do not divide the inputs", "kv_cache": "KV-cache bits",
     }
     lines = [f"cannot export this plan to {target} ({support.describe()}):"]
     for kind, items in problems.items():
@@ -236,6 +245,8 @@ def layer_bits(layer: PlanLayer, support: Support) -> Optional[int]:
     """Storage bits of one plan layer in the target's accounting (None when it cannot say)."""
     from ..sizes import TARGET_SIZES
 
+    if is_kv_cache(layer.name):  # KV-cache memory: counted as planned (mpq.kv_cache), not stored in the checkpoint
+        return layer.bits if layer.bits is not None else 8 * layer.bytes
     if layer.shape is None or layer.channels is not None:
         return None
     return TARGET_SIZES[support.sizes](layer.shape, layer.w_bits, layer.group_size, layer.format, layer.symmetric,
@@ -278,13 +289,16 @@ class Exporter(ABC):
 
     def export(self, plan: Plan) -> Export:
         check_support(plan, self.name, self.support)
+        if not self.support.kv_cache:  # only float (kv16) cache entries got past the check: nothing to carry
+            plan = plan.model_copy(update={"layers": [l for l in plan.layers if not is_kv_cache(l.name)]})
         self.check(plan)
         result = self.build(plan)
         result.bytes = exported_bytes(plan, self.support)
         if result.bytes is not None:
-            same = result.bytes == plan.totals.bytes
+            planned = sum(l.bytes for l in plan.layers)
+            same = result.bytes == planned
             result.notes.append(f"{self.name} stores {result.bytes:,} bytes for the planned layers ({self.support.sizes} accounting); "
-                                + ("the plan counts the same" if same else f"the plan counts {plan.totals.bytes:,} "
+                                + ("the plan counts the same" if same else f"the plan counts {planned:,} "
                                    f"(plan with --target {self.name} to count in its accounting)"))
         return result
 
