@@ -26,7 +26,7 @@ def support_of(target: str) -> Support:
 
 def candidates(target: str, preset: Optional[str] = None, **overrides: Any):
     """The candidate grid for ``target``: its ``preset`` (or default preset), with ``overrides`` on top."""
-    from .cost import CandidateSet
+    from .candidates import CandidateSet
 
     support = support_of(target)
     name = preset or support.default_preset
@@ -92,7 +92,7 @@ def layer_specs(target: str, name: str, shape: Sequence[int], specs: Mapping[str
 
     Raises TargetError when the target can quantize the layer but none of the candidates fits it.
     """
-    from .cost import option_id
+    from .candidates import option_id
     from .quant import QuantSpec
 
     cls = get_exporter_class(target)

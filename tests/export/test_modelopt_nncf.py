@@ -13,7 +13,7 @@ from tests.helpers.hf_tiny import tiny_hf  # noqa: F401  (session fixture)
 
 @pytest.fixture(scope="module")
 def workload(tiny_hf):
-    from mpq.workload import load_workload
+    from mpq.model_ref import load_workload
 
     return load_workload(str(tiny_hf["llama"]), calib=str(tiny_hf["calib"]))
 

@@ -23,7 +23,7 @@ FUSED = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 
 @pytest.fixture(scope="module")
 def workload(tiny_hf):
-    from mpq.workload import load_workload
+    from mpq.model_ref import load_workload
 
     return load_workload(str(tiny_hf["llama"]), calib=str(tiny_hf["calib"]))
 
