@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
 from . import targets
+from .console import LOG
 from .cost import CandidateSet, build_problem
 from .errors import TargetError
 from .graph import LayerGraph, discover
@@ -107,8 +108,12 @@ def plan_model(
             raise TargetError("give either candidates or a preset, not both")
         targets.support_of(target)  # an unknown target fails before any work
         candidates = candidates or targets.candidates(target, preset)
+    import time
+
     solve = checked_solver(solver, solver_settings, estimator if table is None else None, estimator_settings)
+    t0 = time.perf_counter()
     graph = discover(workload)
+    LOG.debug("graph: %d quantizable layers, %d weights (%s edges)", len(graph), sum(l.params for l in graph), graph.method)
     candidates = candidates or CandidateSet()
     if target is not None:  # every layer must have an option the target stores before any estimation runs
         for l in graph:
@@ -132,6 +137,7 @@ def plan_model(
                                      f"alone takes {timing.overhead_ms:.4g} ms; the smallest feasible budget is above that")
             constraints["max_latency_ms"] = layers_ms
     latency = {n: {o: ms for o, (ms, _) in row.items()} for n, row in priced.items()} if priced else None
+    LOG.debug("sensitivity: %s, %.2f s", table.estimator, time.perf_counter() - t0)
     if kv_bits:
         from .kv_cache import check_kv_request
 
@@ -149,8 +155,11 @@ def plan_model(
                                                                                          *(l.model_dump() for l in kv)]})
     if target is not None:
         targets.check_budget(target, problem)
+    LOG.debug("problem: %d layers x up to %d options, constraints %s", len(problem.layers),
+              max(len(l.options) for l in problem.layers), problem.constraints.active())
     prov = Provenance(estimator=table.estimator, model=problem.model, target=target)
     plan = solve.solve(problem, provenance=prov)
+    LOG.debug("solver %s: %s in %.3f s", plan.solver.name, plan.solver.status, plan.solver.seconds)
     result = PlanResult(graph, table, problem, plan)
     if priced is not None and channel_groups == 1:
         overhead = timing.overhead_ms if timing else 0.0

@@ -163,7 +163,7 @@ class PlanColumns:
 
 
 def column_totals(a: dict[str, np.ndarray], pair_distortion: float = 0.0) -> Totals:
-    """The plan's totals from its columns, in DESIGN's convention (a null anywhere makes the total null)."""
+    """The plan's totals from its columns, as :mod:`mpq.sizes` counts them (a null anywhere makes the total null)."""
     params = int(a["layer_params"].sum())
     bitops = None if (a["bitops"] < 0).any() else int(a["bitops"].sum())
     latency = None if np.isnan(a["latency_ms"]).any() else float(a["latency_ms"].sum())

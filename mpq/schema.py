@@ -44,7 +44,7 @@ PosFloat = Annotated[float, Field(gt=0)]
 
 @dataclass(frozen=True)
 class NumberFormat:
-    """A weight number format as the size convention (DESIGN.md, "Size accounting") counts it.
+    """A weight number format as the size convention of :mod:`mpq.sizes` counts it.
 
     ``bits`` is the element width the format fixes (``None``: ``w_bits`` chooses, as for ``int``);
     each scale costs ``scale_bits``, one per ``default_block`` inputs when an option gives no group
@@ -268,7 +268,7 @@ class Option(StorageArgs, _OptionId):
     """One candidate way to store a layer, with its predicted cost."""
 
     bits: Optional[NonNegInt] = Field(
-        default=None, description="exact weight bits (DESIGN's size convention); bytes = ceil(bits/8). Defaults to 8*bytes"
+        default=None, description="exact weight bits (kept weights x w_bits, plus scales, zero-points and prune masks, as mpq/sizes.py counts them); bytes = ceil(bits/8). Defaults to 8*bytes"
     )
     bytes: NonNegInt
     bitops: Optional[NonNegInt] = None

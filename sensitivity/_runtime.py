@@ -152,7 +152,7 @@ def fit_score(distortions: Mapping[str, float], errors: Mapping[str, float]) -> 
 
 
 def progress(iterable: Iterable, *, total: Optional[int] = None, desc: str = "", quiet: bool = False):
-    """A tqdm bar on stderr (nothing when ``quiet``)."""
-    from tqdm.auto import tqdm
+    """A progress bar on stderr (see :func:`mpq.console.bar`; nothing when ``quiet``)."""
+    from mpq.console import bar
 
-    return tqdm(iterable, total=total, desc=desc, disable=quiet, leave=False, dynamic_ncols=True)
+    return bar(iterable, total=total, desc=desc, quiet=quiet)

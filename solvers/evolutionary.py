@@ -79,7 +79,7 @@ class SearchSpace:
 
 
 def group_bytes(cp: Compiled) -> list[np.ndarray]:
-    """Weight bytes of each group's options, summed over the group's layers (DESIGN's accounting)."""
+    """Weight bytes of each group's options, summed over the group's layers (as :mod:`mpq.sizes` counts them)."""
     by_name = {l.name: l for l in cp.problem.layers}
     out = []
     for members, ids in zip(cp.groups, cp.option_ids):

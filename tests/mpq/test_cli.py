@@ -13,7 +13,7 @@ ESTIMATOR = ["--estimator", "hessian-trace", "--quiet"]
 
 
 def independent_bits(layer):
-    """DESIGN's size convention, written out again here on purpose (not via mpq.sizes)."""
+    """The size convention (mpq/sizes.py), written out again here on purpose (not via mpq.sizes)."""
     shape = layer["shape"]
     params = math.prod(shape)
     if layer["format"] == "float":

@@ -97,7 +97,7 @@ def test_kv_requests_are_checked():
 
 def test_tiny_llama_plans_kv_bits_at_4096_tokens_and_exports_kv_cache_scheme_to_llmcompressor(tiny_hf, one_thread):
     from mpq.cost import CandidateSet
-    from mpq.workload import load_workload
+    from mpq.model_ref import load_workload
 
     w = load_workload(str(tiny_hf["llama"]), calib=str(tiny_hf["calib"]))
     kv_numbers = 2 * 2 * 64 * 4096  # K and V x 2 kv heads x head_dim 64 x tokens, per layer
