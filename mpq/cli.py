@@ -494,7 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mpq {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (add_args, run, help) in COMMANDS.items():
-        p = sub.add_parser(name, help=help, description=help)
+        p = sub.add_parser(name, help=help, description=help, allow_abbrev=False)  # a prefix must never pick an option
         add_args(p)
         p.set_defaults(run=run)
     return parser
