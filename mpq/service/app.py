@@ -31,6 +31,7 @@ from .jobs import SearchRunner
 from .limits import Limits, OverLimit, ServiceConfig
 from .payloads import FrontierRequest, PlanRequest, SearchRequest, error_answer, make_solver, parse_body
 from .solving import SolvePool, import_plugins, solve_frontier, solve_plan
+from .writer import PlanWriter
 from .store import Store, iso
 
 log = logging.getLogger("mpq.service")
@@ -88,6 +89,7 @@ def create_app(config: Optional[ServiceConfig] = None) -> FastAPI:
         pool = SolvePool(config.solve_workers, config.plugins)
         runner = SearchRunner(store, config)
         app.state.store, app.state.pool, app.state.runner = store, pool, runner
+        app.state.writer = PlanWriter(store)
         try:
             await pool.warm()
             runner.start()
@@ -145,7 +147,7 @@ def create_app(config: Optional[ServiceConfig] = None) -> FastAPI:
         if "error" in result:
             raise Refusal(*result["error"])
         t0 = time.perf_counter()
-        ids = await run_in_threadpool(state.store.add_plans, result["records"], source)
+        ids = await state.writer.add(result["records"], source)
         return ids, result["records"], {**result["timing"], "store": time.perf_counter() - t0}
 
     @app.post("/v1/plans", status_code=201, response_model=PlanAnswer, dependencies=guarded, openapi_extra=_body_spec(PlanRequest),
