@@ -300,6 +300,7 @@ def _plan_args(p):
     add_candidate_args(p)
     p.add_argument("--no-eval", action="store_true", help="skip evaluating the plan against full precision and uniform")
     p.add_argument("--problem-out", help="also write the mpq.problem/v1 that was solved")
+    p.add_argument("--latency-table", help="per-option layer latencies: mpq.latency/v1 JSON from `mpq profile`, or CSV shape,option,ms")
     p.add_argument("-o", "--output", default="plan.json", help="plan file (default plan.json)")
 
 
@@ -336,12 +337,21 @@ def cmd_plan(args) -> int:
         solver_settings.update(evaluate_plan=evaluator, max_drop=args.max_drop, baseline=evaluator.baseline)
     if args.channel_groups < 1:
         raise DocumentError(f"--channel-groups must be >= 1, got {args.channel_groups}")
+    latency_table = None
+    if args.latency_table:
+        from .latency import load_latency_table
+
+        latency_table = load_latency_table(args.latency_table)
     result = plan_model(
         workload, constraints, estimator=args.estimator, solver=args.solver, candidates=candidates_from_args(args),
         estimator_settings=estimator_settings(args), solver_settings=solver_settings,
-        table=table, use_cache=not args.no_cache, channel_groups=args.channel_groups,
+        table=table, use_cache=not args.no_cache, channel_groups=args.channel_groups, latency_table=latency_table,
     )
     print_plan(result.plan, result.table)
+    if result.predicted_latency_ms is not None:
+        rest = "" if result.latency_overhead_ms is None else f" + {result.latency_overhead_ms:.4g} ms rest of the model (profiled)"
+        print(f"predicted latency {result.predicted_latency_ms:.4g} ms ± {result.latency_spread_ms:.2g} end to end: "
+              f"{result.plan.totals.latency_ms:.4g} ms in the planned layers{rest}")
     if args.problem_out:
         save_document(result.problem, args.problem_out)
     write_or_print(result.plan, args.output)
@@ -450,11 +460,40 @@ def cmd_apply(args) -> int:
     return 0
 
 
+def _profile_args(p):
+    add_model_args(p, optional=True)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--warmup", type=int, default=3, help="untimed calls before timing (default 3)")
+    p.add_argument("--repeats", type=int, default=15, help="timed calls; the median is reported (default 15)")
+    p.add_argument("--threads", type=int, help="CPU threads while timing (default: torch's setting); plan for the threads you serve with")
+    add_candidate_args(p)
+    p.add_argument("-o", "--output", help="latency table file (default: stdout)")
+
+
+@command("profile", "time each layer at each candidate option on this device; writes an mpq.latency/v1 table", _profile_args)
+def cmd_profile(args) -> int:
+    from .graph import discover
+    from .latency import profile
+
+    workload = load(args)
+    table = profile(workload, discover(workload), candidates_from_args(args).specs(), device=args.device,
+                    warmup=args.warmup, repeats=args.repeats, threads=args.threads)
+    write_or_print(table, args.output)
+    if args.output and args.output != "-":
+        timing = table.models[workload.name]
+        kernels = sorted({e.kernel for e in table.entries})
+        print(f"{len(table.entries)} entries on {table.device} ({table.device_name}, {table.threads} threads); kernels: {', '.join(kernels)}")
+        print(f"whole model {timing.float_ms:.4g} ms ± {timing.spread_ms:.2g} in float; rest of the model beyond its layers {timing.overhead_ms:.4g} ms")
+    return 0
+
+
 def _schema_args(p):
-    p.add_argument("kind", choices=["plan", "problem", "sensitivity", "plan-columns", "problem-columns"])
+    from .schema import DOCUMENTS
+
+    p.add_argument("kind", choices=[*sorted(DOCUMENTS), "plan-columns", "problem-columns"])
 
 
-@command("schema", "print the JSON Schema of a document (plan, problem, sensitivity) or the layout of a columnar file", _schema_args)
+@command("schema", "print the JSON Schema of a document (plan, problem, sensitivity, latency) or the layout of a columnar file", _schema_args)
 def cmd_schema(args) -> int:
     from .schema import json_schema
 

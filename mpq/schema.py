@@ -476,10 +476,52 @@ class Plan(_Doc):
 
 
 # ----------------------------------------------------------------------------------------------
+# Latency table
+
+LATENCY_SCHEMA = "mpq.latency/v1"
+
+
+class LatencyEntry(_Doc):
+    """Measured (or user-written) time of one layer shape at one option on one device."""
+
+    shape: list[Annotated[int, Field(ge=1)]] = Field(min_length=1, description="weight shape, output channels first")
+    option: str = Field(min_length=1, description="option id, as in a problem (int8-a8, fp16, ...)")
+    ms: NonNegFloat = Field(description="median milliseconds of one call")
+    spread_ms: NonNegFloat = Field(0.0, description="half the 10th-90th percentile range of the repeats")
+    input: Optional[list[Annotated[int, Field(ge=1)]]] = Field(
+        None, description="input shape the layer was timed on; a layer seeing another input scales ms by the element ratio")
+    kernel: Optional[str] = Field(None, description="what ran: a torchao config, or float when no kernel exists for the option")
+    repeats: Optional[int] = Field(None, ge=1)
+
+
+class LatencyModelTiming(_Doc):
+    """Whole-model timing of the profiled model: what the per-layer sum leaves out (activations, attention, ...)."""
+
+    fingerprint: Optional[str] = None
+    float_ms: NonNegFloat = Field(description="median end-to-end milliseconds of one calibration batch in float")
+    spread_ms: NonNegFloat = 0.0
+    overhead_ms: float = Field(description="float_ms minus the sum of the planned layers' float ms")
+
+
+class LatencyTable(_Doc):
+    """``mpq.latency/v1``: per layer shape and option, milliseconds on one device (``mpq profile``)."""
+
+    schema_: Literal["mpq.latency/v1"] = Field(LATENCY_SCHEMA, alias="schema")
+    device: str = "cpu"
+    device_name: str = ""
+    torch: str = ""
+    threads: Optional[int] = None
+    entries: list[LatencyEntry] = Field(min_length=1)
+    models: dict[str, LatencyModelTiming] = Field(default_factory=dict)
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=True)
+
+
+# ----------------------------------------------------------------------------------------------
 # Reading and writing
 
-DOCUMENTS: dict[str, type[BaseModel]] = {"sensitivity": SensitivityTable, "problem": Problem, "plan": Plan}
-_BY_SCHEMA = {SENSITIVITY_SCHEMA: SensitivityTable, PROBLEM_SCHEMA: Problem, PLAN_SCHEMA: Plan}
+DOCUMENTS: dict[str, type[BaseModel]] = {"sensitivity": SensitivityTable, "problem": Problem, "plan": Plan, "latency": LatencyTable}
+_BY_SCHEMA = {SENSITIVITY_SCHEMA: SensitivityTable, PROBLEM_SCHEMA: Problem, PLAN_SCHEMA: Plan, LATENCY_SCHEMA: LatencyTable}
 D = TypeVar("D", bound=BaseModel)
 
 
