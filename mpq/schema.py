@@ -566,6 +566,12 @@ def load_document(path: str | Path, model: type[D]) -> D:
         text = path.read_text()
     except OSError as e:
         raise DocumentError(f"cannot read {path}: {e.strerror}") from None
+    try:  # pydantic's own JSON parser is the fast path; a failure is re-read below for the error that names the field
+        doc = model.model_validate_json(text)
+        if "schema_" in doc.model_fields_set:  # the version must be written, not defaulted
+            return doc
+    except (ValidationError, RecursionError):
+        pass
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
