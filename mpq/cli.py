@@ -1,6 +1,8 @@
 """The ``mpq`` command line: each command is one call into the Python API.
 
-Errors mpq raises on bad input print one ``error:`` line (or a few) and exit with code 2.
+Every failure prints one ``error:`` line (or a few) and exits with a documented code, mapped once in
+:func:`main` from the error's class (``mpq.errors``): 0 ok, 2 usage or bad input, 3 infeasible
+budget, 4 time limit without a plan, 5 model or data load failure.
 """
 from __future__ import annotations
 
@@ -10,7 +12,10 @@ import os
 import sys
 from typing import Callable, Optional
 
-from .errors import DocumentError, MpqError
+from .errors import EXIT_OK, EXIT_USAGE, DocumentError, MpqError
+
+#: the exit status of an unexpected exception (a bug): outside the documented codes on purpose
+EXIT_INTERNAL = 1
 from .schema import NUMBER_FORMATS
 
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {}
@@ -136,11 +141,11 @@ def load(args: argparse.Namespace):
     return load_workload(args.model, calib=getattr(args, "calib", None))
 
 
-def write_or_print(doc, path: Optional[str]) -> None:
+def write_or_print(doc, path: Optional[str], what: str = "-o") -> None:
     from .schema import dump_document, save_document
 
     if path and path != "-":
-        save_document(doc, path)
+        save_document(doc, path, what)
         print(f"wrote {path}")
     else:
         sys.stdout.write(dump_document(doc))
@@ -245,22 +250,19 @@ def cmd_layers(args) -> int:
 
 @command("estimators", "list the sensitivity estimators")
 def cmd_estimators(args) -> int:
-    from mpq.sensitivity.base import ESTIMATORS, available_estimators
+    from mpq.sensitivity.base import estimator_listing
 
-    for name in available_estimators():
-        doc = (ESTIMATORS[name].__doc__ or "").strip().splitlines()
-        print(f"{name:18s} {doc[0] if doc else ''}")
+    for e in estimator_listing():
+        print(f"{e['name']:18s} {e['description']}")
     return 0
 
 
 @command("solvers", "list the solvers")
 def cmd_solvers(args) -> int:
-    from mpq.solvers.base import SOLVERS, available_solvers
+    from mpq.solvers.base import solver_listing
 
-    for name in available_solvers():
-        cls = SOLVERS.get(name)
-        doc = (cls.__doc__ or "").strip().splitlines() if cls else ["pick the fastest exact solver for the problem"]
-        print(f"{name:14s} {doc[0] if doc else ''}")
+    for s in solver_listing():
+        print(f"{s['name']:14s} {s['description']}")
     return 0
 
 
@@ -273,8 +275,10 @@ def _sens_args(p):
 
 @command("sensitivity", "estimate per-layer sensitivities and write an mpq.sensitivity/v1 table", _sens_args)
 def cmd_sensitivity(args) -> int:
+    from .output import check_output
     from .pipeline import sensitivities
 
+    check_output(args.output, "-o")
     workload = load(args)
     table = sensitivities(workload, args.estimator, candidates=candidates_from_args(args),
                           use_cache=not args.no_cache, **estimator_settings(args))
@@ -308,9 +312,12 @@ def _plan_args(p):
 def cmd_plan(args) -> int:
     from .budget import parse_budgets
     from .evaluate import evaluate_plans, uniform_baselines
+    from .output import check_output
     from .pipeline import plan_model
     from .schema import SensitivityTable, load_document, save_document
 
+    check_output(args.output, "-o")
+    check_output(args.problem_out, "--problem-out")
     budgets = args.budget
     if not budgets and args.max_drop is not None:
         budgets = ["avg_bits=64"]  # only the measured drop limits the plan
@@ -353,7 +360,7 @@ def cmd_plan(args) -> int:
         print(f"predicted latency {result.predicted_latency_ms:.4g} ms ± {result.latency_spread_ms:.2g} end to end: "
               f"{result.plan.totals.latency_ms:.4g} ms in the planned layers{rest}")
     if args.problem_out:
-        save_document(result.problem, args.problem_out)
+        save_document(result.problem, args.problem_out, "--problem-out")
     write_or_print(result.plan, args.output)
     if not args.no_eval:
         baselines = uniform_baselines(result.problem, result.plan)
@@ -390,11 +397,14 @@ def cmd_solve(args) -> int:
 
     from .budget import parse_budgets
     from .columnar import ProblemColumns, load_problem, save_problem
+    from .output import check_output
     from .plan_columns import save_plan
     from .progress import step
     from .schema import Constraints
     from mpq.solvers import get_solver
 
+    check_output(args.output, "-o")
+    check_output(args.problem_out, "--problem-out")
     with step(f"loading {args.problem}"):
         problem = load_problem(args.problem)
     if args.budget:
@@ -439,8 +449,10 @@ def _apply_args(p):
 def cmd_apply(args) -> int:
     from .apply import apply_plan, save_quantized
     from .evaluate import metrics
+    from .output import check_output
     from .plan_columns import load_plan
 
+    check_output(args.save, "--save")
     plan = load_plan(args.plan)
     workload = load(args)
     fp = workload.fingerprint()
@@ -541,18 +553,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # a usage error exits here with code 2 (EXIT_USAGE)
     if not getattr(args, "run", None):
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     try:
-        return int(args.run(args) or 0)
+        code = int(args.run(args) or 0)
+        sys.stdout.flush()
+        return code
     except MpqError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
+    except BrokenPipeError:  # e.g. `mpq layers --json | head`: the reader left, nothing more to say
+        _silence_stdout()
+        return EXIT_OK
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug, not bad input: one line, the traceback only on request
+        if os.environ.get("MPQ_DEBUG"):
+            raise
+        print(f"error: internal error {type(e).__name__}: {e} (a bug in mpq; rerun with MPQ_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not raise BrokenPipeError again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from torch import nn
 from mpq.cost import CandidateSet
 from mpq.errors import WorkloadError
 from mpq.quant import QuantSpec, fake_quantize, set_weight_matrix, weight_matrix
-from mpq.workload import Batch, Workload, call_model, check_loss
+from mpq.workload import Batch, StepInputs, Workload, call_model, check_loss
 
 
 def check_device(device: str) -> torch.device:
@@ -36,6 +36,8 @@ def to_device(obj: Any, device: torch.device) -> Any:
     """Tensors anywhere inside tuples, lists and dicts moved to ``device``."""
     if isinstance(obj, torch.Tensor):
         return obj.to(device)
+    if isinstance(obj, StepInputs):
+        return StepInputs(to_device(obj.batch, device), obj.forward_step)
     if isinstance(obj, dict):
         return {k: to_device(v, device) for k, v in obj.items()}
     if isinstance(obj, (tuple, list)):
@@ -79,14 +81,6 @@ def calibration(workload: Workload, probes: Optional[int], device: torch.device)
     """The calibration batches to use (the first ``probes`` of them, or all), on ``device``."""
     batches = workload.batches if probes is None else workload.batches[: int(probes)]
     return [to_device(b, device) for b in batches]
-
-
-def check_probes(probes: Any) -> Optional[int]:
-    if probes is None:
-        return None
-    if isinstance(probes, bool) or not isinstance(probes, int) or probes < 1:
-        raise WorkloadError(f"probes: expected a positive number of calibration batches, got {probes!r}")
-    return probes
 
 
 def batch_loss(workload: Workload, model: nn.Module, batch: Batch) -> torch.Tensor:

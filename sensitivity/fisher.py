@@ -15,10 +15,12 @@ one backward pass per sample, with the same result.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import Any, Literal, Mapping, Optional
 
 import torch
 from torch import nn
+
+from pydantic import Field
 
 from mpq.errors import WorkloadError
 from mpq.graph import LayerGraph
@@ -26,8 +28,8 @@ from mpq.quant import QuantSpec, fake_quantize, weight_matrix
 from mpq.schema import LayerSensitivity, SensitivityTable
 from mpq.workload import Batch, Workload
 
-from ._runtime import batch_loss, calibration, candidate_options, check_device, check_probes, prepared, progress
-from .base import Estimator, register_estimator
+from ._runtime import batch_loss, calibration, candidate_options, check_device, prepared, progress
+from .base import CalibrationSettings, Estimator, SettingsFact, register_estimator
 
 MODES = ("weighted", "score")
 
@@ -126,12 +128,11 @@ class FisherEstimator(Estimator):
 
     name = "fisher"
 
-    def __init__(self, *, distortion: str = "weighted", probes: Optional[int] = None, **kw):
-        if distortion not in MODES:
-            raise WorkloadError(f"estimator {self.name!r}: distortion must be one of {list(MODES)}, got {distortion!r}")
-        super().__init__(distortion=distortion, probes=check_probes(probes), **kw)
-        self.distortion, self.probes = distortion, probes
-        self.per_option = distortion == "weighted"
+    class Settings(CalibrationSettings):
+        distortion: Literal[MODES] = Field("weighted", description="weighted: Fisher-weighted error per option; "
+                                           "score: one score per layer")
+
+    per_option = SettingsFact(lambda s: s.distortion == "weighted")
 
     def estimate(self, workload: Workload, graph: LayerGraph, options: Optional[Mapping[str, QuantSpec]] = None) -> SensitivityTable:
         specs = candidate_options(options, self.name) if self.per_option else {}

@@ -25,9 +25,9 @@ from mpq.schema import LayerSensitivity, SensitivityTable
 from mpq.workload import Workload
 
 from ._runtime import (
-    batch_loss, calibration, candidate_options, check_device, check_probes, fit_score, prepared, progress,
+    batch_loss, calibration, candidate_options, check_device, fit_score, prepared, progress,
 )
-from .base import Estimator, register_estimator
+from .base import CalibrationSettings, Estimator, register_estimator
 
 
 def quantized_weight(module: nn.Module, spec: QuantSpec) -> torch.Tensor:
@@ -45,9 +45,7 @@ class GradOutputEstimator(Estimator):
     name = "grad-output"
     per_option = True
 
-    def __init__(self, *, probes: Optional[int] = None, **kw):
-        super().__init__(probes=check_probes(probes), **kw)
-        self.probes = probes
+    Settings = CalibrationSettings
 
     def estimate(self, workload: Workload, graph: LayerGraph, options: Optional[Mapping[str, QuantSpec]] = None) -> SensitivityTable:
         specs = candidate_options(options, self.name)

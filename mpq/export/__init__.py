@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import UnknownName
+from ..output import write_output
 from ..schema import Plan
 from .base import Export, ExportFile, Exporter, Support, keep_float
 
@@ -55,16 +56,18 @@ def export_plan(plan: Plan, target: str, *, keep_float_layers: Iterable[str] = (
 
 def write_export(result: Export, output: str | Path) -> list[Path]:
     """Write every file atomically: the main one at ``output``, the others beside it (same stem, own suffix)."""
+    from ..output import is_special
+
     output = Path(output)
+    if is_special(output):  # a device or pipe takes the main file only: nothing is created beside /dev/null
+        result.notes.extend(f"{f.suffix} file not written: {output} is not a regular file" for f in result.files[1:])
+        return [write_output(output, result.files[0].content, what="-o")]
     main_suffix = result.files[0].suffix
     stem = output.name[: -len(main_suffix)] if output.name.endswith(main_suffix) else output.stem
     paths = []
     for i, f in enumerate(result.files):
         path = output if i == 0 else output.with_name(stem + f.suffix)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(f.content)
-        tmp.replace(path)
-        paths.append(path)
+        paths.append(write_output(path, f.content, what="-o"))
     return paths
 
 
@@ -77,3 +80,9 @@ __all__ = [
     "EXPORTERS", "Export", "ExportFile", "Exporter", "Support", "available_targets", "default_output",
     "export_plan", "get_exporter", "register_exporter", "write_export",
 ]
+
+
+# ``mpq.export(...)`` calls :func:`mpq.api.export` (this module stays importable as before).
+from .._entry import make_callable as _make_callable  # noqa: E402
+
+_make_callable(__name__, "export")

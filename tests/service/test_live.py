@@ -85,7 +85,7 @@ def test_cli_solve_with_server_gives_the_local_plan(server, tmp_path, capsys):
     remote = json.loads(out.read_text())
     local = solve(Problem.model_validate(problem(seed=9)))
     assert [l["option"] for l in remote["layers"]] == [l.option for l in local.layers]
-    assert main(["solve", str(path), "--server", server.url, "--budget", "avg_bits=1"]) == 2
+    assert main(["solve", str(path), "--server", server.url, "--budget", "avg_bits=1"]) == 3  # EXIT_INFEASIBLE
     assert "smallest plan needs max_avg_bits=2" in capsys.readouterr().err
 
 
