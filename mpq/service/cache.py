@@ -56,7 +56,8 @@ class Entry:
     seconds: Optional[float]
     total_params: int
     compiled: dict[frozenset, Compiled] = field(default_factory=dict)
-    layer_json: Optional[list[list[str]]] = None  # plan-layer JSON per group and option (no ties, no pairs)
+    hits: int = 0  # requests that found this entry
+    layer_json: Optional[list[list[str]]] = None  # plan-layer JSON per group and option, built on the first hit
     columns: dict[str, np.ndarray] = field(default_factory=dict)  # (groups, options) per totals field
 
     def problem_with(self, constraints: Constraints) -> Problem:
@@ -77,11 +78,39 @@ class Entry:
         cp.__dict__["arrays"] = dataclasses.replace(template.arrays, caps=dict(caps))
         return cp
 
+    def prepare(self) -> None:
+        """Each option of each layer as the plan writes it, and the columns the totals sum."""
+        from mpq.plan import build_plan
+        from mpq.schema import SolverInfo
+
+        problem = self.request.problem
+        # plan k takes each layer's k-th option (a short layer repeats its last, as the compiled arrays do)
+        width = max(len(l.options) for l in problem.layers)
+        info = SolverInfo(name="-", status="feasible", objective=0.0)
+        texts = []
+        for k in range(width):
+            plan = build_plan(problem, {l.name: l.options[min(k, len(l.options) - 1)].id for l in problem.layers}, info)
+            texts.append([pl.model_dump_json(by_alias=True) for pl in plan.layers])
+        cols = {k: [] for k in ("bytes", "bits", "bitops", "latency_ms", "distortion")}
+        for layer in problem.layers:
+            opts = [layer.options[min(k, len(layer.options) - 1)] for k in range(width)]
+            cols["bytes"].append([o.bytes for o in opts])
+            cols["bits"].append([o.bits if o.bits is not None else 8 * o.bytes for o in opts])
+            cols["bitops"].append([-1 if o.bitops is None else o.bitops for o in opts])
+            cols["latency_ms"].append([np.nan if o.latency_ms is None else o.latency_ms for o in opts])
+            cols["distortion"].append([o.distortion for o in opts])
+        self.columns = {k: np.array(v, dtype=np.float64 if k in ("latency_ms", "distortion") else np.int64)
+                        for k, v in cols.items()}
+        self.layer_json = [list(row) for row in zip(*texts)]
+
+
     def record(self, cp: Compiled, choice: np.ndarray, info) -> PlanRecord:
         """The stored plan for ``choice``: its JSON joined from each layer's, its totals summed from columns."""
         problem = cp.problem
-        if self.layer_json is None or problem.ties or problem.pairs:
+        if self.hits == 0 or problem.ties or problem.pairs:  # a one-off request pays nothing for reuse
             return PlanRecord.of(cp.plan(choice, info))
+        if self.layer_json is None:
+            self.prepare()
         choice = cp.arrays.real(choice)
         if not cp.fits(choice):
             raise SolverFailed(f"solver {info.name!r} returned a choice that breaks the budget")
@@ -110,32 +139,7 @@ class Entry:
 
 
 def make_entry(request: PlanRequest, seconds: Optional[float]) -> Entry:
-    problem = request.problem
-    entry = Entry(request, seconds, problem.total_params)
-    if problem.ties or problem.pairs:
-        return entry
-    from mpq.plan import build_plan
-    from mpq.schema import SolverInfo
-
-    # every option of every layer as the plan writes it: plan k takes each layer's k-th option
-    width = max(len(l.options) for l in problem.layers)
-    info = SolverInfo(name="-", status="feasible", objective=0.0)
-    texts = []
-    for k in range(width):
-        plan = build_plan(problem, {l.name: l.options[min(k, len(l.options) - 1)].id for l in problem.layers}, info)
-        texts.append([pl.model_dump_json(by_alias=True) for pl in plan.layers])
-    entry.layer_json = [list(row) for row in zip(*texts)]
-    cols = {k: [] for k in ("bytes", "bits", "bitops", "latency_ms", "distortion")}
-    for layer in problem.layers:
-        cols["bytes"].append([o.bytes for o in layer.options])
-        cols["bits"].append([o.bits if o.bits is not None else 8 * o.bytes for o in layer.options])
-        cols["bitops"].append([-1 if o.bitops is None else o.bitops for o in layer.options])
-        cols["latency_ms"].append([np.nan if o.latency_ms is None else o.latency_ms for o in layer.options])
-        cols["distortion"].append([o.distortion for o in layer.options])
-    for k, per in cols.items():  # padded like the compiled arrays: a short layer repeats its last option
-        entry.columns[k] = np.array([row + [row[-1]] * (width - len(row)) for row in per],
-                                    dtype=np.float64 if k in ("latency_ms", "distortion") else np.int64)
-    return entry
+    return Entry(request, seconds, request.problem.total_params)
 
 
 class ProblemCache:
@@ -157,6 +161,7 @@ class ProblemCache:
             if entry is None:
                 return None
             self._entries.move_to_end(key)
+            entry.hits += 1
         try:
             constraints = Constraints.model_validate_json(raw)
         except ValidationError as e:
