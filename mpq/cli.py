@@ -10,25 +10,61 @@ import argparse
 import json
 import os
 import sys
-from typing import Callable, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
+from . import registry
 from .errors import EXIT_OK, EXIT_USAGE, DocumentError, MpqError
+from .schema import NUMBER_FORMATS
 
 #: the exit status of an unexpected exception (a bug): outside the documented codes on purpose
 EXIT_INTERNAL = 1
-from .schema import NUMBER_FORMATS
 
-COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {}
+
+@dataclass(frozen=True)
+class Command:
+    """``mpq NAME``: ``add_args`` declares its arguments, ``run`` does the work (one call into the API)."""
+
+    name: str
+    add_args: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    help: str
+
+
+COMMANDS: dict[str, Command] = {}
 
 
 def command(name: str, help: str, add_args: Callable[[argparse.ArgumentParser], None] = lambda p: None):
-    """Register ``mpq NAME``: ``add_args`` declares its arguments, the decorated function does the work."""
+    """Register ``mpq NAME`` (once): ``add_args`` declares its arguments, the decorated function does the work."""
 
     def deco(run):
-        COMMANDS[name] = (add_args, run, help)
+        registry.register(COMMANDS, name, Command(name, add_args, run, help), kind="command")
         return run
 
     return deco
+
+
+@dataclass(frozen=True)
+class SolverOptions:
+    """Options one solver contributes to ``mpq solve``: the extension point the solve command declares.
+
+    ``add_args(group)`` declares them; ``settings(args, problem)`` turns what was given into that
+    solver's settings (checked by its ``Settings`` like ``--param`` ones, sent to ``--server`` too);
+    ``given(args)`` names the options given, which are refused with another ``--solver``;
+    ``solve(solver, problem, args)``, when set, runs the solver locally and reports more than the plan.
+    """
+
+    solver: str
+    title: str
+    add_args: Callable[[argparse._ArgumentGroup], None]
+    settings: Callable[[argparse.Namespace, Any], dict]
+    given: Callable[[argparse.Namespace], list[str]]
+    solve: Optional[Callable[[Any, Any, argparse.Namespace], Any]] = None
+
+
+SOLVER_OPTIONS: dict[str, SolverOptions] = {}
+#: Register the ``mpq solve`` options of one solver (once per solver).
+register_solver_options = registry.registrar(SOLVER_OPTIONS, "solve options", key=lambda o: o.solver)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -389,6 +425,21 @@ def _solve_args(p):
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="a solver setting, e.g. backend=highs (ilp) or rule=knee (pareto)")
     p.add_argument("-o", "--output", help="plan file: .json (mpq.plan/v1) or columnar .npz (mpq.plan-columns/v1); default: stdout")
+    for ext in SOLVER_OPTIONS.values():
+        ext.add_args(p.add_argument_group(f"{ext.title} (--solver {ext.solver})"))
+
+
+def solver_options_settings(args: argparse.Namespace, problem) -> dict:
+    """Settings from the options registered solvers contribute; another solver's options are refused."""
+    settings: dict = {}
+    for ext in SOLVER_OPTIONS.values():
+        if ext.solver == args.solver:
+            settings.update(ext.settings(args, problem))
+        elif ext.given(args):
+            flags = ext.given(args)
+            raise DocumentError(f"{', '.join(flags)} {'goes' if len(flags) == 1 else 'go'} with --solver {ext.solver}, "
+                                f"not --solver {args.solver}")
+    return settings
 
 
 @command("solve", "solve an mpq.problem/v1 and write the plan", _solve_args)
@@ -417,6 +468,7 @@ def cmd_solve(args) -> int:
         with step(f"writing {args.problem_out}"):
             save_problem(problem, args.problem_out)
     columns_out = bool(args.output) and args.output.endswith(".npz")
+    settings = {**solver_options_settings(args, problem), **parse_params(args.param, "--param")}
     with step(f"solving ({args.solver})"):
         if args.server:
             from .client import Client
@@ -424,10 +476,14 @@ def cmd_solve(args) -> int:
             if isinstance(problem, ProblemColumns):
                 problem = problem.to_problem()
             with Client(args.server, token=os.environ.get("MPQ_TOKEN")) as client:
-                plan = client.solve(problem, args.solver, time_limit_s=args.time_limit)
+                plan = client.solve(problem, args.solver, time_limit_s=args.time_limit, **settings)
         else:
-            solver = get_solver(args.solver, time_limit_s=args.time_limit, **parse_params(args.param, "--param"))
-            plan = solver.solve_columns(problem) if columns_out else solver.solve(problem)
+            solver = get_solver(args.solver, time_limit_s=args.time_limit, **settings)
+            ext = SOLVER_OPTIONS.get(args.solver)
+            if ext is not None and ext.solve is not None:
+                plan = ext.solve(solver, problem, args)
+            else:
+                plan = solver.solve_columns(problem) if columns_out else solver.solve(problem)
     if args.output and args.output != "-":
         with step(f"writing {args.output}"):
             save_plan(plan, args.output)
@@ -521,12 +577,15 @@ def cmd_schema(args) -> int:
 # ----------------------------------------------------------------------------------------------
 
 
-#: Modules that register more commands with :func:`command` when imported.
+#: Modules that register more commands (and ``mpq solve`` options) with :func:`command` when imported.
 EXTENSIONS = ("mpq.frontier_cli", "mpq.export.cli", "mpq.service.cli", "mpq.search.cli")
 
 
 def _load_extensions() -> None:
-    """Modules that add commands (frontier, export, serve, worker, search) register on import."""
+    """Built-in command modules (frontier, export, serve, worker, search), then ``mpq.commands`` entry points.
+
+    Every module registers before any parser is built, so the order of the modules does not matter.
+    """
     import importlib
 
     for mod in EXTENSIONS:
@@ -535,6 +594,7 @@ def _load_extensions() -> None:
         except ModuleNotFoundError as e:
             if e.name is None or not mod.startswith(e.name):
                 raise
+    registry.load_entry_points("mpq.commands", COMMANDS, "command", key=lambda c: c.name)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -544,10 +604,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mpq", description="Mixed-precision bit allocation for PyTorch models.")
     parser.add_argument("--version", action="version", version=f"mpq {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (add_args, run, help) in COMMANDS.items():
-        p = sub.add_parser(name, help=help, description=help, allow_abbrev=False)  # a prefix must never pick an option
-        add_args(p)
-        p.set_defaults(run=run)
+    for c in COMMANDS.values():
+        p = sub.add_parser(c.name, help=c.help, description=c.help, allow_abbrev=False)  # a prefix must never pick an option
+        c.add_args(p)
+        p.set_defaults(run=c.run)
     return parser
 
 

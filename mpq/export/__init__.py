@@ -1,34 +1,29 @@
 """Exporters: a plan -> the configuration a quantizer reads, one module per target.
 
-Targets register themselves with :func:`register_exporter`; every module in this package is
-imported on first use, so adding a target is one new file. ``export_plan(plan, "gptqmodel")``
+Targets register themselves with :func:`register_exporter`; every public module in this package
+is imported on first use, so adding a target is one new file (out of tree: a class published in the
+``mpq.exporters`` entry point group). ``export_plan(plan, "gptqmodel")``
 returns an :class:`~mpq.export.base.Export`; :func:`write_export` writes its files.
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from pathlib import Path
 from typing import Any, Iterable
 
+from .. import registry
 from ..errors import UnknownName
 from ..output import write_output
 from ..schema import Plan
 from .base import Export, ExportFile, Exporter, Support, keep_float
 
 EXPORTERS: dict[str, type[Exporter]] = {}
-_NOT_TARGETS = {"base", "cli"}
-
-
-def register_exporter(cls: type[Exporter]) -> type[Exporter]:
-    EXPORTERS[cls.name] = cls
-    return cls
+#: Register an exporter class under its ``name`` (once).
+register_exporter = registry.registrar(EXPORTERS, "exporter")
 
 
 def _discover() -> None:
-    for info in pkgutil.iter_modules(__path__):
-        if info.name not in _NOT_TARGETS and not info.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{info.name}")
+    """Built-in targets (every public module here) and ``mpq.exporters`` entry-point plugins, once per process."""
+    registry.load(__name__, "mpq.exporters", EXPORTERS, "exporter")
 
 
 def available_targets() -> list[str]:
