@@ -115,20 +115,21 @@ def parse_timing(header: str) -> dict[str, float]:
     return out
 
 
-def in_process_rate(bodies: list[bytes], solver: str, seconds: float) -> float:
-    """Solves per second in this process, one thread: what a library user gets for the same bodies."""
+def in_process_rate(bodies: list[bytes], solver: str, seconds: float) -> tuple[float, float]:
+    """Solves per second in this process, one thread (what a library user gets for the same bodies),
+    and the CPU milliseconds each took."""
     from mpq.schema import Problem
     from mpq.solvers import get_solver
 
     problems = [json.loads(b)["problem"] for b in bodies]
     texts = [json.dumps(p).encode() for p in problems]
     get_solver(solver).solve(Problem.model_validate_json(texts[0]))  # imports and first calls
-    n, t0 = 0, time.perf_counter()
+    n, t0, c0 = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - t0 < seconds:
         plan = get_solver(solver).solve(Problem.model_validate_json(texts[n % len(texts)]))
         plan.model_dump_json(by_alias=True)
         n += 1
-    return n / (time.perf_counter() - t0)
+    return n / (time.perf_counter() - t0), (time.process_time() - c0) / n * 1000
 
 
 def main() -> None:
@@ -209,13 +210,13 @@ def main() -> None:
         raise SystemExit(f"no request succeeded: {errors[:3]}")
     ms = sorted(x * 1000 for x in latencies)
     p = lambda q: float(np.percentile(ms, q))  # noqa: E731
-    rate, local = len(ms) / wall, statistics.mean(inproc)
+    rate, local = len(ms) / wall, statistics.mean(r for r, _ in inproc)
     print(f"requests: {len(ms)} ok, {len(errors)} failed, {args.concurrency} client threads, {wall:.1f} s, "
           f"load average {os.getloadavg()[0]:.1f}")
     print(f"throughput: {rate:.1f} solves/s   (goal >= 200) ... {'MET' if rate >= 200 else 'MISSED'}")
     print(f"latency ms: p50 {p(50):.1f}  p90 {p(90):.1f}  p99 {p(99):.1f}  max {ms[-1]:.1f}   (goal p99 < 50) ... "
           f"{'MET' if p(99) < 50 else 'MISSED'}")
-    print(f"in-process rate (parse, solve, write the plan; one thread), same run: {inproc[0]:.1f} before, {inproc[1]:.1f} after; "
+    print(f"in-process rate (parse, solve, write the plan; one thread), same run: {inproc[0][0]:.1f} before, {inproc[1][0]:.1f} after; "
           f"service / in process = {rate / local:.2f}   (goal >= 0.80) ... {'MET' if rate >= 0.8 * local else 'MISSED'}")
     if timings:
         parts = "  ".join(f"{k} {statistics.mean(v):.1f}" for k, v in timings.items())
@@ -226,6 +227,11 @@ def main() -> None:
         per = {k: (cpu1[k] - cpu0[k]) / len(ms) * 1000 for k in cpu0}
         print(f"CPU per request, ms: server process (HTTP, JSON, database) {per['server']:.1f}, "
               f"solver processes (validate, solve, encode) {per['workers']:.1f}")
+        cpu_local = statistics.mean(c for _, c in inproc)
+        service_cpu = per["server"] + per["workers"]
+        print(f"CPU per solve in process {cpu_local:.1f} ms; per request in the service {service_cpu:.1f} ms "
+              f"(= {cpu_local / service_cpu:.2f} of the in-process rate per CPU second; on a loaded machine wall-clock rates "
+              f"follow each process's share of the cores, this ratio does not)")
     for e in errors[:3]:
         print("error:", e)
 
