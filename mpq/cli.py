@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -70,6 +71,19 @@ register_solver_options = registry.registrar(SOLVER_OPTIONS, "solve options", ke
 
 # ----------------------------------------------------------------------------------------------
 # shared argument groups
+
+
+def seconds(text: str) -> float:
+    """``--time-limit``: a positive, finite number of seconds (argparse refuses anything else with exit code 2)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive, finite number of seconds, got {text!r}")
+    return value
 
 
 def _int_list(text: str, what: str) -> list[int]:
@@ -172,6 +186,22 @@ def parse_params(items: list[str], flag: str) -> dict:
     return out
 
 
+def check_registered(estimator: Optional[str] = None, solver: Optional[str] = None) -> None:
+    """Refuse an unknown estimator or solver name before the model is loaded or anything is computed."""
+    from .errors import UnknownName
+
+    if estimator is not None:
+        from mpq.sensitivity.base import available_estimators
+
+        if estimator not in available_estimators():
+            raise UnknownName("estimator", estimator, available_estimators())
+    if solver is not None:
+        from mpq.solvers.base import available_solvers
+
+        if solver not in available_solvers():
+            raise UnknownName("solver", solver, available_solvers())
+
+
 def load(args: argparse.Namespace):
     from .model_ref import load_workload
 
@@ -255,6 +285,7 @@ def cmd_sensitivity(args) -> int:
     from .pipeline import sensitivities
 
     check_output(args.output, "-o")
+    check_registered(estimator=args.estimator)
     workload = load(args)
     table = sensitivities(workload, args.estimator, candidates=candidates_from_args(args),
                           use_cache=not args.no_cache, **estimator_settings(args))
@@ -273,7 +304,7 @@ def _plan_args(p):
     p.add_argument("--sensitivity", help="use this mpq.sensitivity/v1 table instead of estimating")
     p.add_argument("--solver", default="auto")
     p.add_argument("--solver-param", action="append", default=[], metavar="KEY=VALUE", help="a solver setting, e.g. backend=highs")
-    p.add_argument("--time-limit", type=float, help="solver time limit in seconds")
+    p.add_argument("--time-limit", type=seconds, help="solver time limit in seconds")
     p.add_argument("--max-drop", type=float, help="bisection: the largest allowed drop of --metric against full precision")
     p.add_argument("--metric", help="bisection: the workload metric to hold (default accuracy, else the first one)")
     p.add_argument("--channel-groups", type=int, default=1, help="split each layer into N output-channel groups, each with its own option")
@@ -296,6 +327,7 @@ def cmd_plan(args) -> int:
 
     check_output(args.output, "-o")
     check_output(args.problem_out, "--problem-out")
+    check_registered(estimator=None if args.sensitivity else args.estimator, solver=args.solver)
     budgets = args.budget
     if not budgets and args.max_drop is not None:
         budgets = ["avg_bits=64"]  # only the measured drop limits the plan
@@ -362,7 +394,7 @@ def _solve_args(p):
     p.add_argument("problem", help="problem file: JSON (mpq.problem/v1) or its columnar .npz form")
     p.add_argument("--solver", default="auto")
     p.add_argument("--budget", action="append", default=[], help="override the problem's constraints")
-    p.add_argument("--time-limit", type=float)
+    p.add_argument("--time-limit", type=seconds, help="solver time limit in seconds")
     p.add_argument("--server", metavar="URL", help="solve on a running `mpq serve` at URL (token from $MPQ_TOKEN)")
     p.add_argument("--problem-out", help="also write the problem solved, as .json or columnar .npz")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
@@ -399,6 +431,7 @@ def cmd_solve(args) -> int:
 
     check_output(args.output, "-o")
     check_output(args.problem_out, "--problem-out")
+    check_registered(solver=None if args.server else args.solver)
     with step(f"loading {args.problem}"):
         problem = load_problem(args.problem)
     if args.budget:
@@ -495,6 +528,41 @@ def cmd_profile(args) -> int:
         kernels = sorted({e.kernel for e in table.entries})
         print(f"{len(table.entries)} entries on {table.device} ({table.device_name}, {table.threads} threads); kernels: {', '.join(kernels)}")
         print(f"whole model {timing.float_ms:.4g} ms ± {timing.spread_ms:.2g} in float; rest of the model beyond its layers {timing.overhead_ms:.4g} ms")
+    return 0
+
+
+def _report_args(p):
+    p.add_argument("plan", help="plan JSON file (mpq.plan/v1)")
+    p.add_argument("--model", help="module.path:function or Hugging Face directory: measure per-layer errors and metrics")
+    p.add_argument("--calib", help="calibration text for Hugging Face models")
+    p.add_argument("--problem", help="the problem the plan solved (mpq plan --problem-out): uniform baselines and the frontier plot")
+    p.add_argument("-o", "--output", help="report.md or report.html (the plot is written beside it as .png); default: a table on stdout")
+
+
+@command("report", "look at a plan: per-layer table, measured errors, uniform baselines, frontier plot", _report_args)
+def cmd_report(args) -> int:
+    from .report import build_report, plot_report, render_html, render_markdown, render_text
+    from .schema import Plan, Problem, load_document
+
+    if args.output and Path(args.output).suffix.lower() not in (".md", ".html", ".htm"):
+        raise DocumentError(f"-o {args.output}: a report is .md or .html")
+    plan = load_document(args.plan, Plan)
+    problem = load_document(args.problem, Problem) if args.problem else None
+    workload = load(args) if args.model else None
+    report = build_report(plan, workload, problem)
+    if not args.output:
+        print(render_text(report))
+        return 0
+    out = Path(args.output)
+    if report.frontier is not None:
+        from .extras import MissingExtra
+
+        try:
+            report.plot = plot_report(report, out.with_suffix(".png"))
+        except MissingExtra as e:
+            print(f"note: no frontier plot: {e}", file=sys.stderr)
+    out.write_text(render_html(report) if out.suffix.lower() in (".html", ".htm") else render_markdown(report))
+    print(f"wrote {out}" + (f" and {report.plot}" if report.plot else ""))
     return 0
 
 

@@ -6,6 +6,7 @@ processes, so the event loop only moves bytes; results are stored before they ar
 """
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -40,6 +41,8 @@ ERRORS = {
     401: {"model": ErrorAnswer, "description": "a bearer token is required"},
     413: {"model": ErrorAnswer, "description": "the request is over the service's limits"},
     415: {"model": ErrorAnswer, "description": "the body is not declared application/json"},
+    408: {"model": ErrorAnswer, "description": "the body did not arrive within the service's time limit"},
+    503: {"model": ErrorAnswer, "description": "too many requests in progress; retry after the Retry-After seconds"},
     422: {"model": ErrorAnswer, "description": "the request is invalid; the detail names the field or the reason"},
 }
 
@@ -64,16 +67,25 @@ def _server_timing(timing: dict[str, float]) -> str:
 
 
 async def read_body(request: Request, limits: Limits) -> bytes:
-    """The request body, refused with 413 as soon as it is over ``limits.max_body_bytes``."""
+    """The request body, refused with 413 as soon as it is over ``limits.max_body_bytes``, and with 408 when it
+    does not arrive within ``limits.body_timeout_s`` (a slow or never-ending chunked body)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
         raise OverLimit(f"body: {int(declared)} bytes is over this service's limit of {limits.max_body_bytes} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limits.max_body_bytes:
-            raise OverLimit(f"body: over this service's limit of {limits.max_body_bytes} bytes")
-        chunks.append(chunk)
+
+    async def read() -> None:
+        nonlocal size
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limits.max_body_bytes:
+                raise OverLimit(f"body: over this service's limit of {limits.max_body_bytes} bytes")
+            chunks.append(chunk)
+
+    try:
+        await asyncio.wait_for(read(), limits.body_timeout_s)
+    except asyncio.TimeoutError:
+        raise OverLimit(f"body: not received within this service's limit of {limits.body_timeout_s:g} s", 408) from None
     return b"".join(chunks)
 
 
@@ -112,14 +124,24 @@ def create_app(config: Optional[ServiceConfig] = None) -> FastAPI:
         description="Mixed-precision plans, frontiers and long searches over mpq's solvers. Payloads are mpq's "
                     "versioned documents (mpq.problem/v1, mpq.plan/v1).",
     )
+    busy = asyncio.Semaphore(limits.max_concurrent)
+
+    async def one_at_a_slot():
+        """At most ``limits.max_concurrent`` POSTs read or solve at once; one more is told to retry, not buffered."""
+        if busy.locked():
+            raise OverLimit(f"the service is busy: {limits.max_concurrent} requests are in progress; retry shortly", 503)
+        async with busy:
+            yield
+
     guarded = [Depends(require_token)] if config.token is not None else []
+    posting = [*guarded, Depends(one_at_a_slot)]
     app.add_middleware(RequestGuard, loopback=is_loopback(config.host), port=config.port)
 
     # errors -----------------------------------------------------------------------------------
     @app.exception_handler(MpqError)
     async def _mpq_error(request: Request, exc: MpqError):
         status, body = error_answer(exc)
-        return JSONResponse(body, status_code=status)
+        return JSONResponse(body, status_code=status, headers={"Retry-After": "1"} if status == 503 else None)
 
     @app.exception_handler(Refusal)
     async def _refused(request: Request, exc: Refusal):
@@ -150,7 +172,7 @@ def create_app(config: Optional[ServiceConfig] = None) -> FastAPI:
         ids = await state.writer.add(result["records"], source)
         return ids, result["records"], {**result["timing"], "store": time.perf_counter() - t0}
 
-    @app.post("/v1/plans", status_code=201, response_model=PlanAnswer, dependencies=guarded, openapi_extra=_body_spec(PlanRequest),
+    @app.post("/v1/plans", status_code=201, response_model=PlanAnswer, dependencies=posting, openapi_extra=_body_spec(PlanRequest),
               responses=ERRORS, summary="Solve a problem now, under a time limit, and store the plan")
     async def post_plan(request: Request):
         (plan_id,), (record,), timing = await _solved(request, solve_plan, "plans")
@@ -174,7 +196,7 @@ def create_app(config: Optional[ServiceConfig] = None) -> FastAPI:
         total, items = await run_in_threadpool(request.app.state.store.list_plans, fingerprint, limit, offset)
         return {"items": items, "total": total, "limit": limit, "offset": offset}
 
-    @app.post("/v1/frontiers", response_model=FrontierAnswer, dependencies=guarded, openapi_extra=_body_spec(FrontierRequest),
+    @app.post("/v1/frontiers", response_model=FrontierAnswer, dependencies=posting, openapi_extra=_body_spec(FrontierRequest),
               responses=ERRORS, summary="The size/distortion frontier under the problem's budget; each point is a stored plan")
     async def post_frontier(request: Request):
         ids, records, timing = await _solved(request, solve_frontier, "frontier")
@@ -191,11 +213,16 @@ def create_app(config: Optional[ServiceConfig] = None) -> FastAPI:
         make_solver(req.solver, options, config.search_storage)  # an unknown solver or refused setting is answered now, not in the queue
         return req.problem.model_dump_json(by_alias=True, exclude_unset=True), req.solver, options
 
-    @app.post("/v1/searches", status_code=202, response_model=SearchAccepted, dependencies=guarded,
+    @app.post("/v1/searches", status_code=202, response_model=SearchAccepted, dependencies=posting,
               openapi_extra=_body_spec(SearchRequest), responses=ERRORS, summary="Start a long search in the background")
     async def post_search(request: Request):
         body = await read_body(request, limits)
-        problem, solver, options = await run_in_threadpool(_accept_search, body)
+        try:
+            problem, solver, options = await run_in_threadpool(_accept_search, body)
+        except (MpqError, HTTPException):
+            raise
+        except Exception as e:  # answered like a plan request's failure: a 422 naming it, never a 500
+            raise Refusal(*error_answer(e)) from None
         state = request.app.state
         sid = await run_in_threadpool(state.store.add_search, problem, solver, options)
         state.runner.wake()
