@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+from http import HTTPStatus
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -26,7 +27,7 @@ from starlette.exceptions import HTTPException
 from mpq import __version__
 from mpq.errors import MpqError
 
-from .answers import ErrorAnswer, FrontierAnswer, PlanAnswer, PlanPage, SearchAccepted, SearchState
+from .answers import ErrorAnswer, FrontierAnswer, PlanAnswer, PlanPage, SearchAccepted, SearchPage, SearchState
 from .guard import RequestGuard, is_loopback
 from .jobs import SearchRunner
 from .limits import Limits, OverLimit, ServiceConfig
@@ -89,6 +90,51 @@ async def read_body(request: Request, limits: Limits) -> bytes:
     return b"".join(chunks)
 
 
+PROBLEM_JSON = "application/problem+json"
+
+
+class ProblemDetails:
+    """Every error answer as RFC 9457 problem JSON: ``type``, ``title``, ``status`` beside the ``detail``
+    (and any other fields, such as ``minimum``) that the handlers wrote, served as ``application/problem+json``."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        held: dict = {}
+
+        async def send_problem(message):
+            if message["type"] == "http.response.start":
+                headers = dict(message.get("headers") or [])
+                if message["status"] >= 400 and headers.get(b"content-type", b"").startswith(b"application/json"):
+                    held["start"], held["body"] = message, b""
+                    return
+                return await send(message)
+            if message["type"] == "http.response.body" and "start" in held:
+                held["body"] += message.get("body", b"")
+                if message.get("more_body"):
+                    return
+                start = held.pop("start")
+                status = start["status"]
+                try:
+                    doc = json.loads(held["body"] or b"{}")
+                except ValueError:
+                    doc = {"detail": held["body"].decode("utf-8", "replace")}
+                if not isinstance(doc, dict):
+                    doc = {"detail": doc}
+                phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+                body = json.dumps({"type": "about:blank", "title": phrase, "status": status, **doc}).encode()
+                headers = [(k, v) for k, v in start.get("headers", []) if k not in (b"content-type", b"content-length")]
+                headers += [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]
+                await send({**start, "headers": headers})
+                return await send({"type": "http.response.body", "body": body})
+            return await send(message)
+
+        await self.app(scope, receive, send_problem)
+
+
 def create_app(config: Optional[ServiceConfig] = None) -> FastAPI:
     """The service: stores in ``config.db_url``, requires ``config.token`` when set."""
     config = config or ServiceConfig()
@@ -136,6 +182,7 @@ def create_app(config: Optional[ServiceConfig] = None) -> FastAPI:
     guarded = [Depends(require_token)] if config.token is not None else []
     posting = [*guarded, Depends(one_at_a_slot)]
     app.add_middleware(RequestGuard, loopback=is_loopback(config.host), port=config.port)
+    app.add_middleware(ProblemDetails)
 
     # errors -----------------------------------------------------------------------------------
     @app.exception_handler(MpqError)
@@ -176,7 +223,8 @@ def create_app(config: Optional[ServiceConfig] = None) -> FastAPI:
               responses=ERRORS, summary="Solve a problem now, under a time limit, and store the plan")
     async def post_plan(request: Request):
         (plan_id,), (record,), timing = await _solved(request, solve_plan, "plans")
-        return _raw_json(201, f'{{"id":"{plan_id}","plan":{record.body}}}', {"Server-Timing": _server_timing(timing)})
+        return _raw_json(201, f'{{"id":"{plan_id}","plan":{record.body}}}',
+                         {"Server-Timing": _server_timing(timing), "Location": f"/v1/plans/{plan_id}"})
 
     @app.get("/v1/plans/{plan_id}", response_model=PlanAnswer, dependencies=guarded, responses={404: {"model": ErrorAnswer}, **ERRORS},
              summary="A stored plan")
@@ -226,7 +274,17 @@ def create_app(config: Optional[ServiceConfig] = None) -> FastAPI:
         state = request.app.state
         sid = await run_in_threadpool(state.store.add_search, problem, solver, options)
         state.runner.wake()
-        return JSONResponse({"id": sid, "status": "queued"}, status_code=202)
+        return JSONResponse({"id": sid, "status": "queued"}, status_code=202, headers={"Location": f"/v1/searches/{sid}"})
+
+    @app.get("/v1/searches", response_model=SearchPage, dependencies=guarded, responses=ERRORS, summary="Searches, newest first")
+    async def list_searches(
+        request: Request,
+        status: Optional[str] = Query(None, pattern="^(queued|running|done|failed|cancelled)$", description="only searches in this state"),
+        limit: int = Query(50, ge=1, le=limits.max_page),
+        offset: int = Query(0, ge=0, le=2**62),
+    ):
+        total, items = await run_in_threadpool(request.app.state.store.list_searches, status, limit, offset)
+        return {"items": items, "total": total, "limit": limit, "offset": offset}
 
     def _search_state(store: Store, search_id: str) -> dict:
         row = store.search(search_id)
