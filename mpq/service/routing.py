@@ -6,7 +6,6 @@ import time
 from typing import Optional
 
 from fastapi import Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel
 
