@@ -607,6 +607,12 @@ def load_document(path: str | Path, model: type[D]) -> D:
         raise DocumentError(f"cannot read {path}: {e.strerror}") from None
     except UnicodeDecodeError as e:
         raise DocumentError(f"invalid {path}: not UTF-8 text (byte {e.start}); a document is UTF-8 JSON") from None
+    try:  # pydantic's own JSON parser is the fast path; a failure is re-read below for the error that names the field
+        doc = model.model_validate_json(text)
+        if "schema_" in doc.model_fields_set:  # the version must be written, not defaulted
+            return doc
+    except (ValidationError, RecursionError):
+        pass
     try:
         data = json.loads(text)
     except RecursionError:
