@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
+from . import targets
 from .console import LOG
 from .cost import CandidateSet, build_problem
+from .errors import TargetError
 from .errors import DocumentError, PlanInfeasible
 from .graph import LayerGraph, discover, restrict
 from .schema import Constraints, LatencyTable, Plan, Problem, Provenance, SensitivityTable
@@ -43,6 +45,7 @@ def sensitivities(
     graph: Optional[LayerGraph] = None,
     candidates: CandidateSet | None = None,
     use_cache: bool = True,
+    target: Optional[str] = None,
     **settings: Any,
 ) -> SensitivityTable:
     from mpq.sensitivity.base import get_estimator
@@ -51,7 +54,11 @@ def sensitivities(
     graph = graph or discover(workload)
     est = get_estimator(estimator, **settings)
     candidates = candidates or CandidateSet()
-    options = candidates.specs() if est.per_option else None
+    options = None
+    if est.per_option:
+        options = candidates.specs()
+        if target is not None:  # measure the options as the target stores them (its blocks, its channels)
+            options = {oid: spec for l in graph for oid, spec in targets.layer_specs(target, l.name, l.shape, options, l.kind).items()}
     table = estimate(est, workload, graph, options, use_cache=use_cache)
     return with_activations(table, workload, graph, candidates, settings)
 
@@ -94,6 +101,8 @@ def plan_model(
     latency_table: Optional[LatencyTable] = None,
     kv_bits: Sequence[int] = (),
     context_tokens: Optional[int] = None,
+    target: Optional[str] = None,
+    preset: Optional[str] = None,
     refine: int = DEFAULT_REFINE_EVALS,
     seed: int = 0,
     layers: Optional[Sequence[str]] = None,
@@ -102,10 +111,22 @@ def plan_model(
     in milliseconds and ``max_latency_ms`` is end to end: the layers get it less the model's profiled overhead.
     With ``kv_bits`` (and ``context_tokens``), each attention module's KV cache is one more planned entry
     (``mpq.kv_cache``) whose memory counts in ``max_bytes`` beside the weights.
+
+    With ``target`` (an export target, see ``mpq targets``) the plan is made for that quantizer:
+    candidates from its ``preset`` (or its default preset) unless ``candidates`` are given (then
+    restricted to what it stores), its fused layers tied, sizes in its accounting, and the plan
+    exports to it.
     ``layers`` limits the planned layers (the rest stay as they are, outside the budget); ``refine`` is the
     number of whole-model evaluations of the measured refinement (0: the additive optimum as it is)."""
     if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
         raise DocumentError(f"refine: expected a number of whole-model evaluations >= 0 (0 = no refinement), got {refine!r}")
+    if preset is not None and target is None:
+        raise TargetError(f"preset {preset!r} needs a target (presets belong to a target; see mpq targets)")
+    if target is not None:
+        if candidates is not None and preset is not None:
+            raise TargetError("give either candidates or a preset, not both")
+        targets.support_of(target)  # an unknown target fails before any work
+        candidates = candidates or targets.candidates(target, preset)
     import time
 
     solve = checked_solver(solver, solver_settings, estimator if table is None else None, estimator_settings)
@@ -115,8 +136,12 @@ def plan_model(
         graph = restrict(graph, layers)
     LOG.debug("graph: %d quantizable layers, %d weights (%s edges)", len(graph), sum(l.params for l in graph), graph.method)
     candidates = candidates or CandidateSet()
+    if target is not None:  # every layer must have an option the target stores before any estimation runs
+        for l in graph:
+            targets.layer_specs(target, l.name, l.shape, candidates.specs(), l.kind)
     if table is None:
-        table = sensitivities(workload, estimator, graph=graph, candidates=candidates, use_cache=use_cache, **dict(estimator_settings or {}))
+        table = sensitivities(workload, estimator, graph=graph, candidates=candidates, use_cache=use_cache, target=target,
+                              **dict(estimator_settings or {}))
     else:
         table = with_activations(table, workload, graph, candidates, dict(estimator_settings or {}))
     constraints = dict(constraints.active() if isinstance(constraints, Constraints) else constraints)
@@ -141,7 +166,8 @@ def plan_model(
         if constraints.get("max_avg_bits") is not None:
             raise DocumentError("budget avg_bits counts weights per weight; with --kv-bits budget the weights and the "
                                 "KV cache together in bytes (--budget mb= or bytes=)")
-    problem = build_problem(graph, table, candidates, constraints, channel_groups=channel_groups, latency=latency, layers=graph.names)
+    problem = build_problem(graph, table, candidates, constraints, channel_groups=channel_groups, latency=latency, target=target,
+                            layers=graph.names)
     if kv_bits:
         from .kv_cache import kv_problem_layers
 
@@ -149,9 +175,11 @@ def plan_model(
         kv = kv_problem_layers(workload, kv_bits, context_tokens, device=device, latency=latency is not None)
         problem = Problem.model_validate({**problem.model_dump(by_alias=True), "layers": [*problem.model_dump()["layers"],
                                                                                          *(l.model_dump() for l in kv)]})
+    if target is not None:
+        targets.check_budget(target, problem)
     LOG.debug("problem: %d layers x up to %d options, constraints %s", len(problem.layers),
               max(len(l.options) for l in problem.layers), problem.constraints.active())
-    prov = Provenance(estimator=table.estimator, model=problem.model)
+    prov = Provenance(estimator=table.estimator, model=problem.model, target=target)
     plan = solve.solve(problem, provenance=prov)
     LOG.debug("solver %s: %s in %.3f s", plan.solver.name, plan.solver.status, plan.solver.seconds)
     refinement = None

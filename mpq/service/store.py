@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from sqlalchemy import (
-    BigInteger, Column, Float, Integer, MetaData, String, Table, Text, create_engine, event, func, select, update,
+    BigInteger, Column, Float, Index, Integer, MetaData, String, Table, Text, create_engine, event, func, select, update,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import StaticPool
@@ -55,6 +55,7 @@ searches = Table(
     Column("restarts", Integer, nullable=False, default=0),
     Column("owner", String(64)),  # the server instance running it
     Column("heartbeat", Float),
+    Index("ix_mpq_searches_status_created", "status", "created"),  # migration 0002
 )
 
 ACTIVE = ("queued", "running")
@@ -119,21 +120,25 @@ class Store:
     def __init__(self, url: str):
         self.url = url
         self.engine = make_engine(url)
-        metadata.create_all(self.engine)
+        from .migrate import upgrade
+
+        self.revision = upgrade(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
 
     # plans -------------------------------------------------------------------------------------
     def add_plans(self, records: list[PlanRecord], source: str = "plans") -> list[str]:
+        return self.add_plan_groups([(records, source)])[0]
+
+    def add_plan_groups(self, groups: list[tuple[list[PlanRecord], str]]) -> list[list[str]]:
+        """Several requests' plans in one transaction (group commit): the ids of each group's plans."""
         now = time.time()
-        rows = [
-            {"id": new_id(), "created": now, "source": source, **record.__dict__}
-            for record in records
-        ]
+        rows = [[{"id": new_id(), "created": now, "source": source, **record.__dict__} for record in records]
+                for records, source in groups]
         with self.engine.begin() as conn:
-            conn.execute(plans.insert(), rows)
-        return [r["id"] for r in rows]
+            conn.execute(plans.insert(), [r for group in rows for r in group])
+        return [[r["id"] for r in group] for group in rows]
 
     def add_plan(self, record: PlanRecord, source: str = "plans") -> str:
         return self.add_plans([record], source)[0]
