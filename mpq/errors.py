@@ -18,6 +18,12 @@ class WorkloadError(MpqError, ValueError):
     """The model, calibration data or loss cannot be used as given."""
 
 
+class ModelLoadError(WorkloadError):
+    """A model or its calibration data cannot be loaded (not a model, unsupported, unreadable); the CLI exits 5."""
+
+    exit_code = 5
+
+
 class EstimatorSettingsError(MpqError, ValueError):
     """An estimator setting is unknown or out of range; the message names it."""
 

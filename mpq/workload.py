@@ -16,6 +16,20 @@ from .errors import WorkloadError
 Batch = tuple[Any, Any]
 
 
+@dataclass(frozen=True)
+class TargetSampling:
+    """Targets drawn from the model's own output distribution, for gradient-based estimators.
+
+    ``sample(outputs, targets, generator)`` returns new targets for ``loss_fn(outputs, new_targets)``
+    such that, over the draws, the outer product of that loss's gradient has the Fisher (or
+    Gauss-Newton) matrix of the workload's loss as its expectation. It is what makes a gradient
+    score meaningful where the workload's own loss has zero gradient at full precision.
+    """
+
+    sample: Callable[[Any, Any, torch.Generator], Any]
+    loss_fn: Callable[[Any, Any], torch.Tensor]
+
+
 @dataclass
 class Workload:
     """What every estimator and evaluator needs.
@@ -23,6 +37,7 @@ class Workload:
     ``batches`` are ``(inputs, targets)`` pairs; ``inputs`` may be a tensor, a tuple of positional
     arguments or a dict of keyword arguments. ``loss_fn(outputs, targets)`` returns a scalar tensor.
     ``evaluate(model)`` returns metrics (e.g. ``{"accuracy": 0.97}``) used to report before and after.
+    ``sampling`` (optional) draws targets from the model's own outputs (see :class:`TargetSampling`).
     """
 
     model: nn.Module
@@ -31,6 +46,7 @@ class Workload:
     evaluate: Callable[[nn.Module], dict] | None = None
     name: str = ""
     meta: dict = field(default_factory=dict)
+    sampling: TargetSampling | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, nn.Module):
@@ -94,18 +110,15 @@ def model_fingerprint(model: nn.Module) -> str:
 DEFAULT_MODEL = "mpq.examples.digits:workload"
 
 
-def load_workload(ref: str | None = None, *, calib: str | None = None, **kwargs) -> Workload:
-    """Resolve a model reference: ``module.path:function``, a local Hugging Face directory, or None for the default."""
+def load_workload(ref: str | None = None, *, calib: str | None = None, hf: dict | None = None, **kwargs) -> Workload:
+    """Resolve a model reference: ``module.path:function``, a Hugging Face model (a local directory, or a
+    hub id found in the local cache), or None for the default. ``hf`` holds the Hugging Face loading
+    options (:func:`mpq.hf.load_hf_workload`'s keywords); they do not apply to ``module:function``."""
     ref = ref or DEFAULT_MODEL
-    if os.path.isdir(ref):
+    if os.path.isdir(ref) or ":" not in ref:
         from .hf import load_hf_workload
 
-        return load_hf_workload(ref, calib=calib, **kwargs)
-    if ":" not in ref:
-        raise WorkloadError(
-            f"cannot load model {ref!r}: give 'module.path:function' returning an mpq.Workload, "
-            "or the path of a local Hugging Face model directory"
-        )
+        return load_hf_workload(ref, calib=calib, **(hf or {}), **kwargs)
     module_name, func_name = ref.split(":", 1)
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
