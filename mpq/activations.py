@@ -17,6 +17,15 @@ from .errors import WorkloadError
 from .workload import Batch, call_model
 
 OBSERVERS = ("minmax", "percentile")
+#: Activation formats: ``int`` per tensor over a calibrated range (what ``apply`` installs),
+#: ``int-token`` dynamic per token (each row of the last dimension; each position of a conv input),
+#: ``fp8_e4m3`` with a per-tensor scale from the calibrated absolute maximum.
+ACTIVATION_FORMATS = ("int", "int-token", "fp8_e4m3")
+
+
+def activation_id(bits: int, fmt: str = "int") -> str:
+    """The activation quantization's id in a sensitivity table: ``a8``, ``a4-token``, ``a8-fp8``."""
+    return {"int": f"a{bits}", "int-token": f"a{bits}-token", "fp8_e4m3": f"a{bits}-fp8"}[fmt]
 
 
 @dataclass
@@ -39,6 +48,55 @@ class ActivationQuantizer:
         if not args or not isinstance(args[0], torch.Tensor) or not args[0].is_floating_point():
             return None
         return (self.quantize(args[0]), *args[1:])
+
+
+@dataclass
+class PerTokenQuantizer:
+    """Fake-quantizes a module's first input per token (dynamic asymmetric range of each token) to ``bits``."""
+
+    bits: int
+
+    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+        dim = 1 if x.dim() == 4 else -1  # a conv input's channels, else the features of each token
+        lo = x.amin(dim=dim, keepdim=True).clamp(max=0)
+        hi = x.amax(dim=dim, keepdim=True).clamp(min=0)
+        levels = 2**self.bits - 1
+        scale = ((hi - lo) / levels).clamp(min=1e-12)
+        zero = torch.round(-lo / scale)
+        q = torch.clamp(torch.round(x / scale) + zero, 0, levels)
+        return ((q - zero) * scale).to(x.dtype)
+
+    __call__ = ActivationQuantizer.__call__
+
+
+@dataclass
+class Fp8Quantizer:
+    """Fake-quantizes a module's first input to fp8 e4m3 with one scale from the calibrated absolute maximum."""
+
+    lo: float
+    hi: float
+    bits: int = 8
+
+    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+        amax = max(abs(self.lo), abs(self.hi)) or 1.0
+        scale = amax / 448.0  # e4m3's largest finite value
+        q = torch.clamp(x.float() / scale, -448.0, 448.0).to(torch.float8_e4m3fn)
+        return (q.float() * scale).to(x.dtype)
+
+    __call__ = ActivationQuantizer.__call__
+
+
+def make_activation_quantizer(bits: int, fmt: str, lo: float, hi: float):
+    """The pre-hook quantizer for one activation format (see ``ACTIVATION_FORMATS``)."""
+    if fmt == "int":
+        return ActivationQuantizer(bits, lo, hi)
+    if fmt == "int-token":
+        return PerTokenQuantizer(bits)
+    if fmt == "fp8_e4m3":
+        if bits != 8:
+            raise WorkloadError(f"activation format fp8_e4m3 stores 8 bits, got a_bits={bits}")
+        return Fp8Quantizer(lo, hi)
+    raise WorkloadError(f"activation format {fmt!r} is unknown; expected one of {list(ACTIVATION_FORMATS)}")
 
 
 @dataclass

@@ -11,6 +11,7 @@ import sys
 from typing import Callable, Optional
 
 from .errors import DocumentError, MpqError
+from .schema import NUMBER_FORMATS
 
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {}
 
@@ -53,7 +54,7 @@ def candidates_from_args(args: argparse.Namespace):
         else:
             groups.extend(_int_list(g, "group-sizes"))
     formats = [f.strip() for f in (args.formats or "int").split(",") if f.strip()]
-    known = {"int", "fp", "fp8_e4m3", "fp8_e5m2", "fp4_e2m1"}
+    known = {"fp", *NUMBER_FORMATS} - {"float"}  # float is chosen by --bits 16
     for f in formats:
         if f not in known:
             raise DocumentError(f"--formats: unknown format {f!r}; expected some of {sorted(known)}")
@@ -176,15 +177,53 @@ def _numeric(c: str) -> bool:
         return False
 
 
+#: beyond this many layers, a plan's table shows its first and last rows and a summary
+TABLE_ROWS = 300
+EDGE_ROWS = 10
+
+
 def print_plan(plan, table=None) -> None:
-    rows = []
-    for l in plan.layers:
-        sens = table.layers.get(l.name) if table is not None else None
-        rows.append([
-            l.name, f"{l.params:,}", l.option, l.w_bits, "-" if l.group_size is None else l.group_size, f"{l.bytes:,}",
-            f"{sens.score:.4g}" if sens is not None else "", f"{l.distortion:.4g}",
-        ])
-    print(fmt_table(rows, ["layer", "params", "option", "bits", "group", "bytes", "sensitivity", "distortion"]))
+    """The per-layer table, totals and solver line of a plan (``mpq.plan/v1`` or its columns)."""
+    from .plan_columns import PlanColumns
+
+    header = ["layer", "params", "option", "bits", "group", "bytes", "sensitivity", "distortion"]
+    if isinstance(plan, PlanColumns):
+        a = plan.arrays
+        n = plan.n_layers
+        options = a["option_names"]
+
+        def row(i: int) -> list:
+            gs = int(a["group_size"][i])
+            return [str(a["layer_name"][i]), f"{int(a['layer_params'][i]):,}", str(options[a["row_option"][i]]), int(a["w_bits"][i]),
+                    gs or "-", f"{int(a['bytes'][i]):,}", "", f"{float(a['distortion'][i]):.4g}"]
+
+        def counts() -> dict[str, int]:
+            import numpy as np
+
+            c = np.bincount(a["row_option"], minlength=options.size)
+            return {str(options[k]): int(c[k]) for k in np.flatnonzero(c)}
+    else:
+        n = len(plan.layers)
+
+        def row(i: int) -> list:
+            l = plan.layers[i]
+            sens = table.layers.get(l.name) if table is not None else None
+            return [l.name, f"{l.params:,}", l.option, l.w_bits, "-" if l.group_size is None else l.group_size, f"{l.bytes:,}",
+                    f"{sens.score:.4g}" if sens is not None else "", f"{l.distortion:.4g}"]
+
+        def counts() -> dict[str, int]:
+            from collections import Counter
+
+            return dict(Counter(l.option for l in plan.layers))
+    if n <= TABLE_ROWS:
+        rows = [row(i) for i in range(n)]
+    else:
+        rows = [row(i) for i in range(EDGE_ROWS)] + [["...", f"({n - 2 * EDGE_ROWS:,} more layers)"] + [""] * 6]
+        rows += [row(i) for i in range(n - EDGE_ROWS, n)]
+    print(fmt_table(rows, header))
+    if n > TABLE_ROWS:
+        parts = ", ".join(f"{k} {v:,} ({100 * v / n:.1f}%)" for k, v in sorted(counts().items(), key=lambda kv: -kv[1]))
+        print(f"\n{n:,} layers by option: {parts}")
     t, s = plan.totals, plan.solver
     limits = ", ".join(f"{k}={v:g}" for k, v in plan.constraints.items())
     print(f"\ntotal {t.bytes:,} bytes, {t.avg_bits:.3f} avg bits, predicted distortion {t.distortion:.4g}  (budget: {limits})")
@@ -275,6 +314,7 @@ def _plan_args(p):
     add_candidate_args(p)
     p.add_argument("--no-eval", action="store_true", help="skip evaluating the plan against full precision and uniform")
     p.add_argument("--problem-out", help="also write the mpq.problem/v1 that was solved")
+    p.add_argument("--latency-table", help="per-option layer latencies: mpq.latency/v1 JSON from `mpq profile`, or CSV shape,option,ms")
     p.add_argument("-o", "--output", default="plan.json", help="plan file (default plan.json)")
 
 
@@ -312,12 +352,21 @@ def cmd_plan(args) -> int:
         solver_settings.update(evaluate_plan=evaluator, max_drop=args.max_drop, baseline=evaluator.baseline)
     if args.channel_groups < 1:
         raise DocumentError(f"--channel-groups must be >= 1, got {args.channel_groups}")
+    latency_table = None
+    if args.latency_table:
+        from .latency import load_latency_table
+
+        latency_table = load_latency_table(args.latency_table)
     result = plan_model(
         workload, constraints, estimator=args.estimator, solver=args.solver, candidates=candidates_from_args(args),
         estimator_settings=estimator_settings(args), solver_settings=solver_settings,
-        table=table, use_cache=not args.no_cache, channel_groups=args.channel_groups,
+        table=table, use_cache=not args.no_cache, channel_groups=args.channel_groups, latency_table=latency_table,
     )
     print_plan(result.plan, result.table)
+    if result.predicted_latency_ms is not None:
+        rest = "" if result.latency_overhead_ms is None else f" + {result.latency_overhead_ms:.4g} ms rest of the model (profiled)"
+        print(f"predicted latency {result.predicted_latency_ms:.4g} ms ± {result.latency_spread_ms:.2g} end to end: "
+              f"{result.plan.totals.latency_ms:.4g} ms in the planned layers{rest}")
     if args.problem_out:
         save_document(result.problem, args.problem_out)
     write_or_print(result.plan, args.output)
@@ -347,7 +396,7 @@ def _solve_args(p):
     p.add_argument("--problem-out", help="also write the problem solved, as .json or columnar .npz")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="a solver setting, e.g. backend=highs (ilp) or rule=knee (pareto)")
-    p.add_argument("-o", "--output", help="plan file (default: stdout)")
+    p.add_argument("-o", "--output", help="plan file: .json (mpq.plan/v1) or columnar .npz (mpq.plan-columns/v1); default: stdout")
 
 
 @command("solve", "solve an mpq.problem/v1 and write the plan", _solve_args)
@@ -356,10 +405,13 @@ def cmd_solve(args) -> int:
 
     from .budget import parse_budgets
     from .columnar import ProblemColumns, load_problem, save_problem
+    from .plan_columns import save_plan
+    from .progress import step
     from .schema import Constraints
     from mpq.solvers import get_solver
 
-    problem = load_problem(args.problem)
+    with step(f"loading {args.problem}"):
+        problem = load_problem(args.problem)
     if args.budget:
         constraints = Constraints(**parse_budgets(args.budget))
         if isinstance(problem, ProblemColumns):
@@ -367,25 +419,33 @@ def cmd_solve(args) -> int:
         else:
             problem = problem.model_copy(update={"constraints": constraints})
     if args.problem_out:
-        save_problem(problem, args.problem_out)
-    if args.server:
-        from .client import Client
+        with step(f"writing {args.problem_out}"):
+            save_problem(problem, args.problem_out)
+    columns_out = bool(args.output) and args.output.endswith(".npz")
+    with step(f"solving ({args.solver})"):
+        if args.server:
+            from .client import Client
 
-        if isinstance(problem, ProblemColumns):
-            problem = problem.to_problem()
-        with Client(args.server, token=os.environ.get("MPQ_TOKEN")) as client:
-            plan = client.solve(problem, args.solver, time_limit_s=args.time_limit)
-    else:
-        plan = get_solver(args.solver, time_limit_s=args.time_limit, **parse_params(args.param, "--param")).solve(problem)
-    write_or_print(plan, args.output)
-    if args.output:
+            if isinstance(problem, ProblemColumns):
+                problem = problem.to_problem()
+            with Client(args.server, token=os.environ.get("MPQ_TOKEN")) as client:
+                plan = client.solve(problem, args.solver, time_limit_s=args.time_limit)
+        else:
+            solver = get_solver(args.solver, time_limit_s=args.time_limit, **parse_params(args.param, "--param"))
+            plan = solver.solve_columns(problem) if columns_out else solver.solve(problem)
+    if args.output and args.output != "-":
+        with step(f"writing {args.output}"):
+            save_plan(plan, args.output)
+        print(f"wrote {args.output}")
         print_plan(plan)
+    else:
+        write_or_print(plan, args.output)
     return 0
 
 
 def _apply_args(p):
     add_model_args(p)
-    p.add_argument("plan", help="plan JSON file")
+    p.add_argument("plan", help="plan file: JSON (mpq.plan/v1) or columnar .npz (mpq.plan-columns/v1)")
     p.add_argument("--eval", action="store_true", help="print the workload's metrics before and after")
     p.add_argument("--save", help="write the quantized (dequantized) weights as .safetensors with the plan beside them")
 
@@ -394,9 +454,9 @@ def _apply_args(p):
 def cmd_apply(args) -> int:
     from .apply import apply_plan, save_quantized
     from .evaluate import metrics
-    from .schema import Plan, load_document
+    from .plan_columns import load_plan
 
-    plan = load_document(args.plan, Plan)
+    plan = load_plan(args.plan)
     workload = load(args)
     fp = workload.fingerprint()
     planned_for = plan.provenance.model.fingerprint if plan.provenance.model else None
@@ -415,14 +475,48 @@ def cmd_apply(args) -> int:
     return 0
 
 
+def _profile_args(p):
+    add_model_args(p, optional=True)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--warmup", type=int, default=3, help="untimed calls before timing (default 3)")
+    p.add_argument("--repeats", type=int, default=15, help="timed calls; the median is reported (default 15)")
+    p.add_argument("--threads", type=int, help="CPU threads while timing (default: torch's setting); plan for the threads you serve with")
+    add_candidate_args(p)
+    p.add_argument("-o", "--output", help="latency table file (default: stdout)")
+
+
+@command("profile", "time each layer at each candidate option on this device; writes an mpq.latency/v1 table", _profile_args)
+def cmd_profile(args) -> int:
+    from .graph import discover
+    from .latency import profile
+
+    workload = load(args)
+    table = profile(workload, discover(workload), candidates_from_args(args).specs(), device=args.device,
+                    warmup=args.warmup, repeats=args.repeats, threads=args.threads)
+    write_or_print(table, args.output)
+    if args.output and args.output != "-":
+        timing = table.models[workload.name]
+        kernels = sorted({e.kernel for e in table.entries})
+        print(f"{len(table.entries)} entries on {table.device} ({table.device_name}, {table.threads} threads); kernels: {', '.join(kernels)}")
+        print(f"whole model {timing.float_ms:.4g} ms ± {timing.spread_ms:.2g} in float; rest of the model beyond its layers {timing.overhead_ms:.4g} ms")
+    return 0
+
+
 def _schema_args(p):
-    p.add_argument("kind", choices=["plan", "problem", "sensitivity"])
+    from .schema import DOCUMENTS
+
+    p.add_argument("kind", choices=[*sorted(DOCUMENTS), "plan-columns", "problem-columns"])
 
 
-@command("schema", "print the JSON Schema of a document: plan, problem or sensitivity", _schema_args)
+@command("schema", "print the JSON Schema of a document (plan, problem, sensitivity, latency) or the layout of a columnar file", _schema_args)
 def cmd_schema(args) -> int:
     from .schema import json_schema
 
+    if args.kind.endswith("-columns"):
+        from . import columnar, plan_columns
+
+        print(json.dumps((plan_columns if args.kind == "plan-columns" else columnar).describe(), indent=2))
+        return 0
     print(json.dumps(json_schema(args.kind), indent=2))
     return 0
 
@@ -454,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mpq {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (add_args, run, help) in COMMANDS.items():
-        p = sub.add_parser(name, help=help, description=help)
+        p = sub.add_parser(name, help=help, description=help, allow_abbrev=False)  # a prefix must never pick an option
         add_args(p)
         p.set_defaults(run=run)
     return parser

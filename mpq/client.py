@@ -13,7 +13,9 @@ from __future__ import annotations
 import time
 from typing import Any, Optional, Union
 
-import httpx
+from mpq.extras import require
+
+httpx = require("httpx", "the mpq HTTP client (mpq.client)")
 
 from mpq.errors import MpqError, PlanInfeasible
 from mpq.schema import Plan, Problem
@@ -95,7 +97,7 @@ class Client:
 
     # searches ----------------------------------------------------------------------------------
     def start_search(self, problem: ProblemLike, solver: str = "auto", **options: Any) -> str:
-        """``POST /v1/searches``: the id of a background search (options pass to the solver, e.g. storage, study)."""
+        """``POST /v1/searches``: the id of a background search (options pass to the solver, e.g. trials; a study lives in the server's --search-storage)."""
         body = {"problem": _problem_json(problem), "solver": solver, "options": options}
         return self._call("POST", "/v1/searches", json=body)["id"]
 

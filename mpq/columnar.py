@@ -18,12 +18,20 @@ import numpy as np
 from pydantic import ValidationError
 
 from .errors import DocumentError
-from .schema import (FORMAT_BITS, PROBLEM_SCHEMA, Constraints, ModelRef, Option, Problem, ProblemLayer, ProblemPair,
-                     format_validation_error)
+from .schema import (NUMBER_FORMATS, PROBLEM_SCHEMA, PRUNE_STRUCTURES, Constraints, ModelRef, Option, Problem,
+                     ProblemLayer, ProblemPair, format_validation_error)
 
 COLUMNS_SCHEMA = "mpq.problem-columns/v1"
-FORMATS = ("int", "float", "fp8_e4m3", "fp8_e5m2", "fp4_e2m1")
-STRUCTURES = ("unstructured", "2:4")
+
+
+def formats() -> list[str]:
+    """``row_format`` indexes this list: the schema's formats in registration order."""
+    return list(NUMBER_FORMATS)
+
+
+def structures() -> list[str]:
+    """``row_structure`` indexes this list: the schema's prune structures."""
+    return list(PRUNE_STRUCTURES)
 
 #: array name -> (numpy kind letters accepted, per "layer" or "row")
 ARRAYS = {
@@ -72,6 +80,8 @@ class ProblemColumns:
     def from_problem(cls, problem: Problem) -> "ProblemColumns":
         names = [l.name for l in problem.layers]
         rows = [(i, o) for i, l in enumerate(problem.layers) for o in l.options]
+        fmt_index = {f: k for k, f in enumerate(formats())}
+        structure_index = {f: k for k, f in enumerate(structures())}
         option_names = sorted({o.id for _, o in rows})
         index = {n: k for k, n in enumerate(option_names)}
         depth = max((len(l.shape) for l in problem.layers if l.shape), default=0)
@@ -89,8 +99,8 @@ class ProblemColumns:
             "option_names": np.array(option_names, dtype=str),
             "row_layer": np.array([i for i, _ in rows], dtype=np.int64),
             "row_option": np.array([index[o.id] for _, o in rows], dtype=np.int64),
-            "row_format": np.array([FORMATS.index(o.format) for _, o in rows], dtype=np.int64),
-            "row_structure": np.array([STRUCTURES.index(o.prune_structure) for _, o in rows], dtype=np.int64),
+            "row_format": np.array([fmt_index[o.format] for _, o in rows], dtype=np.int64),
+            "row_structure": np.array([structure_index[o.prune_structure] for _, o in rows], dtype=np.int64),
             "w_bits": np.array([o.w_bits for _, o in rows], dtype=np.int64),
             "group_size": np.array([o.group_size or 0 for _, o in rows], dtype=np.int64),
             "symmetric": np.array([o.symmetric for _, o in rows], dtype=bool),
@@ -109,8 +119,8 @@ class ProblemColumns:
         gs, ab, bo, lat = int(a["group_size"][row]), int(a["a_bits"][row]), int(a["bitops"][row]), float(a["latency_ms"][row])
         return Option(
             id=str(a["option_names"][a["row_option"][row]]), w_bits=int(a["w_bits"][row]), group_size=gs or None,
-            format=FORMATS[int(a["row_format"][row])], symmetric=bool(a["symmetric"][row]), prune_ratio=float(a["prune_ratio"][row]),
-            prune_structure=STRUCTURES[int(a["row_structure"][row])], a_bits=ab or None, bits=int(a["bits"][row]),
+            format=formats()[int(a["row_format"][row])], symmetric=bool(a["symmetric"][row]), prune_ratio=float(a["prune_ratio"][row]),
+            prune_structure=structures()[int(a["row_structure"][row])], a_bits=ab or None, bits=int(a["bits"][row]),
             bytes=int(a["bytes"][row]), bitops=None if bo < 0 else bo, latency_ms=None if math.isnan(lat) else lat,
             distortion=float(a["distortion"][row]),
         )
@@ -212,38 +222,26 @@ def validate_columns(data: dict[str, np.ndarray], source: str = "columnar proble
         if idx.size:
             raise fail(f"{what} at {where(int(idx[0]))}" + (f" and {idx.size - 1} more" if idx.size > 1 else ""))
 
-    check(np.diff(a["row_layer"]) < 0, "row_layer: rows must be grouped by layer in layer order; it decreases", lambda r: f"row {r + 1}")
-    check((a["row_layer"] < 0) | (a["row_layer"] >= L), f"row_layer: must index a layer in [0, {L})")
-    counts = np.bincount(a["row_layer"], minlength=L)
-    check(counts == 0, "layer has no option", lambda i: f"layer {str(names[i])!r}")
-    check((a["row_option"] < 0) | (a["row_option"] >= a["option_names"].size), "row_option: must index option_names")
-    check(np.char.str_len(a["option_names"]) == 0, "option_names: empty option id", lambda i: f"entry {i}")
-    key = a["row_layer"] * (a["option_names"].size + 1) + a["row_option"]
-    if np.unique(key).size != R:
-        order = np.argsort(key, kind="stable")
-        dup = np.zeros(R, dtype=bool)
-        dup[order[1:][np.diff(key[order]) == 0]] = True
-        check(dup, "option id appears twice in one layer")
-    check((a["row_format"] < 0) | (a["row_format"] >= len(FORMATS)), f"row_format: must index {list(FORMATS)}")
-    check((a["row_structure"] < 0) | (a["row_structure"] >= len(STRUCTURES)), f"row_structure: must index {list(STRUCTURES)}")
-    check((a["w_bits"] < 1) | (a["w_bits"] > 32), "w_bits: must be in [1, 32]")
-    fmt_bits = np.array([FORMAT_BITS.get(f, 0) for f in FORMATS])[np.clip(a["row_format"], 0, len(FORMATS) - 1)]
-    check((fmt_bits > 0) & (fmt_bits != a["w_bits"]), "w_bits: does not match the format's storage bits")
-    check(a["group_size"] < 0, "group_size: must be positive (0 means per output channel)")
-    check(a["a_bits"] < 0, "a_bits: must be positive (0 means none)")
-    for name in ("prune_ratio", "distortion"):
-        check(~np.isfinite(a[name]), f"{name}: must be a finite number")
-    check((a["prune_ratio"] < 0) | (a["prune_ratio"] >= 1), "prune_ratio: must be in [0, 1)")
-    check((a["latency_ms"] < 0) | np.isinf(a["latency_ms"]), "latency_ms: must be a finite non-negative number (NaN for none)")
-    for name in ("bits", "bytes"):
-        check(a[name] < 0, f"{name}: must be non-negative")
-    check(-(-a["bits"] // 8) != a["bytes"], "bytes: must be ceil(bits/8)")
-    check(a["bitops"] < -1, "bitops: must be non-negative (-1 for none)")
+    rl = a["row_layer"]
+    step = np.diff(rl) if R > 1 else np.zeros(0, dtype=np.int64)
+    # rows grouped by layer in layer order, every layer with a row: row_layer starts at 0, ends at L - 1
+    # and steps by 0 or 1 (the slower checks below run only to name what is wrong)
+    if R == 0 or int(rl[0]) != 0 or int(rl[-1]) != L - 1 or (step.size and (int(step.min()) < 0 or int(step.max()) > 1)):
+        check(step < 0, "row_layer: rows must be grouped by layer in layer order; it decreases", lambda r: f"row {r + 1}")
+        check((rl < 0) | (rl >= L), f"row_layer: must index a layer in [0, {L})")
+        counts = np.bincount(rl, minlength=L)
+        check(counts == 0, "layer has no option", lambda i: f"layer {str(names[i])!r}")
+    del step
+    ro = a["row_option"]
+    if R and (int(ro.min()) < 0 or int(ro.max()) >= a["option_names"].size):
+        check((ro < 0) | (ro >= a["option_names"].size), "row_option: must index option_names")
+    check(a["option_names"] == "", "option_names: empty option id", lambda i: f"entry {i}")
+    dup = first_duplicate(a["row_layer"] * (a["option_names"].size + 1) + a["row_option"])
+    if dup is not None:
+        raise fail(f"option id appears twice in one layer at {where_row(dup)}")
+    check_option_columns(a, check)
     check(a["layer_params"] < 0, "layer_params: must be non-negative", lambda i: f"layer {str(names[i])!r}")
-    check(np.char.str_len(names) == 0, "layer_name: empty name", lambda i: f"layer {i}")
-    if np.unique(names).size != L:
-        u, c = np.unique(names, return_counts=True)
-        raise fail(f"layer_name: layer name {str(u[c > 1][0])!r} appears twice")
+    check_names(names, fail)
     try:
         constraints = Constraints(**(header.get("constraints") or {}))
         pairs = [ProblemPair(**p) for p in header.get("pairs") or []]
@@ -261,6 +259,110 @@ def validate_columns(data: dict[str, np.ndarray], source: str = "columnar proble
     if ties or pairs:
         cols.to_problem()  # the JSON model checks ties and pairs (they reference names and options)
     return cols
+
+
+def describe() -> dict:
+    """The layout of ``mpq.problem-columns/v1``: its header (a JSON string) and its arrays."""
+    from .plan_columns import MEANING
+
+    meaning = {**MEANING, "layer_macs": "multiply-accumulates per sample", "row_layer": "layer of the row (rows grouped by layer, in layer order)",
+               "row_option": "option id of the row, index into option_names"}
+    kinds = {"U": "str", "iu": "int", "f": "float", "b": "bool"}
+    return {
+        "schema": COLUMNS_SCHEMA, "container": "numpy .npz (uncompressed, no pickle); the JSON form is mpq.problem/v1",
+        "header": {"type": "JSON string", "properties": {"schema": COLUMNS_SCHEMA, "constraints": Constraints.model_json_schema(),
+                                                          "ties": "lists of layer names", "pairs": "as in mpq.problem/v1",
+                                                          "model": "as in mpq.problem/v1", "estimator": "name or null"}},
+        "arrays": {k: {"dtype": kinds[kk], "entries": {"layer": "one per layer", "row": "one per (layer, option) row", "table": "option table"}[per],
+                       "meaning": meaning[k]} for k, (kk, per) in ARRAYS.items()},
+        "formats": formats(), "structures": structures(),
+    }
+
+
+def check_option_columns(a: dict[str, np.ndarray], check) -> None:
+    """The checks every option passes, as rows of a problem or as the chosen option of each plan layer.
+
+    ``check(bad_mask, message)`` raises naming the first bad entry.
+    """
+    fmts, structs = formats(), structures()
+
+    def outside(x: np.ndarray, lo: int, hi: int) -> np.ndarray:
+        """``(x < lo) | (x > hi)``, or nothing to flag when the range of ``x`` says so (one pass)."""
+        if x.size == 0 or (lo <= int(x.min()) and int(x.max()) <= hi):
+            return np.zeros(0, dtype=bool)
+        return (x < lo) | (x > hi)
+
+    check(outside(a["row_format"], 0, len(fmts) - 1), f"row_format: must index {fmts}")
+    check(outside(a["row_structure"], 0, len(structs) - 1), f"row_structure: must index {structs}")
+    check(outside(a["w_bits"], 1, 32), "w_bits: must be in [1, 32]")
+    fmt_bits = np.array([NUMBER_FORMATS[f].bits or 0 for f in fmts])
+    if a["row_format"].size and fmt_bits[int(a["row_format"].min()): int(a["row_format"].max()) + 1].any():
+        fmt_bits = fmt_bits[a["row_format"]]
+        check((fmt_bits > 0) & (fmt_bits != a["w_bits"]), "w_bits: does not match the format's storage bits")
+    ratio = np.array([np.nan if r is None else r for r in PRUNE_STRUCTURES.values()])
+    if a["row_structure"].size and not np.isnan(ratio[int(a["row_structure"].min()): int(a["row_structure"].max()) + 1]).all():
+        ratio = ratio[a["row_structure"]]
+        check(~np.isnan(ratio) & (ratio != a["prune_ratio"]), "prune_ratio: does not match the prune structure's ratio (2:4 means 0.5)")
+    check(outside(a["group_size"], 0, np.iinfo(np.int64).max), "group_size: must be positive (0 means per output channel)")
+    check(outside(a["a_bits"], 0, np.iinfo(np.int64).max), "a_bits: must be positive (0 means none)")
+    for name in ("prune_ratio", "distortion"):
+        if not np.isfinite(a[name].sum()):  # one pass; a NaN or infinity makes the sum non-finite
+            check(~np.isfinite(a[name]), f"{name}: must be a finite number")
+    pr = a["prune_ratio"]
+    if pr.size and (pr.min() < 0 or pr.max() >= 1):
+        check((pr < 0) | (pr >= 1), "prune_ratio: must be in [0, 1)")
+    lat = a["latency_ms"]
+    if not np.isnan(lat).all():
+        check((lat < 0) | np.isinf(lat), "latency_ms: must be a finite non-negative number (NaN for none)")
+    for name in ("bits", "bytes"):
+        check(outside(a[name], 0, np.iinfo(np.int64).max), f"{name}: must be non-negative")
+    slack = a["bytes"] * 8 - a["bits"]  # bytes == ceil(bits / 8) exactly when 0 <= 8 bytes - bits < 8
+    check(outside(slack, 0, 7), "bytes: must be ceil(bits/8)")
+    check(outside(a["bitops"], -1, np.iinfo(np.int64).max), "bitops: must be non-negative (-1 for none)")
+
+def check_names(names: np.ndarray, fail) -> None:
+    """Layer names are non-empty and distinct."""
+    empty = np.flatnonzero(names == "")
+    if empty.size:
+        raise fail(f"layer_name: empty name at layer {int(empty[0])}")
+    dup = first_duplicate(names)
+    if dup is not None:
+        raise fail(f"layer_name: layer name {str(names[dup])!r} appears twice")
+
+
+def first_duplicate(values: np.ndarray) -> Optional[int]:
+    """The index of an entry equal to another one, or None when all are distinct.
+
+    Integers already increasing (rows grouped by layer, options in order) cost one pass; otherwise
+    they are sorted. Strings are hashed column by column (a fixed-width unicode array is a matrix of
+    code points) and only entries whose hashes collide are compared: ``np.unique`` on a million
+    names takes seconds.
+    """
+    if values.size < 2:
+        return None
+    if values.dtype.kind == "U":
+        codes = values.view(np.uint32).reshape(values.size, -1) if values.dtype.itemsize else np.zeros((values.size, 0), np.uint32)
+        h = np.zeros(values.size, dtype=np.uint64)
+        for j in range(codes.shape[1]):
+            h *= np.uint64(1_000_003)
+            h += codes[:, j]
+        key = h
+    else:
+        key = values.astype(np.int64, copy=False)
+        if bool((key[1:] > key[:-1]).all()):
+            return None
+    ordered = np.sort(key)
+    if not (ordered[1:] == ordered[:-1]).any():
+        return None
+    order = np.argsort(key, kind="stable")
+    same = key[order[1:]] == key[order[:-1]]
+    if values.dtype.kind != "U":
+        return int(order[1:][same][0])
+    suspects = np.unique(np.concatenate([order[1:][same], order[:-1][same]]))
+    _, first, counts = np.unique(values[suspects], return_index=True, return_counts=True)
+    if not (counts > 1).any():
+        return None  # hash collisions between different names
+    return int(suspects[first[counts > 1][0]])
 
 
 def load_problem(path: str | Path):

@@ -2,7 +2,10 @@
 
 For layer l and option o the predicted loss increase is ``score_l * ||Q_o(W_l) - W_l||^2``
 (HAWQ-V2 style, the perturbation measured with the real quantizer on the real weights), unless
-the sensitivity table measured the option's distortion itself. Sizes follow ``mpq.sizes``.
+the sensitivity table measured the option's distortion itself. An option with activation bits
+adds the layer's measured activation distortion: ``d(w, a) = d_w + d_a`` (``layers.*.activations``
+of the table, see ``mpq.sensitivity.activation``), so ``int4-a8`` costs more than ``int4`` when the
+layer's input matters. Sizes follow ``mpq.sizes``.
 """
 from __future__ import annotations
 
@@ -83,18 +86,20 @@ def fp_formats_for(fmt: str, bits: int) -> list[str]:
     table = {8: ["fp8_e4m3"], 4: ["fp4_e2m1"]}
     if fmt == "fp":
         return table.get(bits, [])
-    from .schema import FORMAT_BITS
+    from .schema import NUMBER_FORMATS
 
-    return [fmt] if FORMAT_BITS.get(fmt) == bits else []
+    known = NUMBER_FORMATS.get(fmt)
+    return [fmt] if known is not None and known.bits == bits else []
 
 
-def option_for(layer_shape: Sequence[int], macs: int, spec: QuantSpec, distortion: float, oid: str) -> Option:
+def option_for(layer_shape: Sequence[int], macs: int, spec: QuantSpec, distortion: float, oid: str,
+               latency_ms: Optional[float] = None) -> Option:
     bits = weight_bits(layer_shape, spec.w_bits, spec.group_size, spec.format, spec.symmetric, spec.prune_ratio)
     return Option(
         id=oid, w_bits=spec.w_bits, group_size=spec.group_size, format=spec.format, symmetric=spec.symmetric,
         prune_ratio=spec.prune_ratio, prune_structure=spec.prune_structure, a_bits=spec.a_bits,
         bits=bits, bytes=to_bytes(bits), bitops=bitops(macs, spec.w_bits, spec.a_bits, spec.prune_ratio),
-        latency_ms=None, distortion=distortion,
+        latency_ms=latency_ms, distortion=distortion,
     )
 
 
@@ -107,8 +112,12 @@ def build_problem(
     ties: Iterable[Sequence[str]] = (),
     layers: Optional[Sequence[str]] = None,
     channel_groups: int = 1,
+    latency: Optional[Mapping[str, Mapping[str, float]]] = None,
 ) -> Problem:
     """One problem layer per graph layer, one option per candidate, distortions from the table.
+
+    ``latency`` gives each layer's milliseconds per option id (``mpq.latency.option_latencies``);
+    a ``max_latency_ms`` budget needs it.
 
     ``channel_groups=N`` splits each layer's output channels into up to N contiguous groups
     (MixLLM-style sub-layer groups): one problem layer ``name[start:stop]`` per group, with
@@ -122,6 +131,9 @@ def build_problem(
         raise DocumentError("constraints: give at least one budget (max_bytes, max_avg_bits, max_bitops, max_latency_ms)")
     constraints = constraints if isinstance(constraints, Constraints) else Constraints(**dict(constraints))
     names = list(layers) if layers is not None else graph.names
+    if constraints.max_latency_ms is not None and latency is None:
+        raise DocumentError("budget max_latency_ms needs each option's latency: measure a table with `mpq profile` "
+                            "and pass it with --latency-table (or write latency_ms into a problem's options)")
     for name in table.layers:
         if name not in graph.layers:
             raise UnknownLayer(f"sensitivity table ({table.estimator}) names layer {name!r}, which the model does not have")
@@ -135,7 +147,8 @@ def build_problem(
             raise UnknownLayer(f"sensitivity table ({table.estimator}) has no entry for layer {name!r}")
         w = weight_matrix(graph.module(name))
         if channel_groups > 1:
-            out_layers.extend(_channel_group_layers(name, info, sens, w, specs, channel_groups, table.estimator))
+            out_layers.extend(_channel_group_layers(name, info, sens, w, specs, channel_groups, table.estimator,
+                                                    latency.get(name) if latency else None))
             continue
         options = []
         for oid, spec in specs.items():
@@ -150,7 +163,8 @@ def build_problem(
                     f"sensitivity table ({table.estimator}) measured no distortion for layer {name!r}, option {oid!r}; "
                     "rerun the estimator with the same candidate options"
                 )
-            options.append(option_for(info.shape, info.macs, spec, d, oid))
+            d += activation_distortion(name, sens, spec, table.estimator)
+            options.append(option_for(info.shape, info.macs, spec, d, oid, latency[name][oid] if latency else None))
         out_layers.append(ProblemLayer(name=name, params=info.params, macs=info.macs, shape=list(info.shape), options=options))
     ties = [list(t) for t in ties]
     if channel_groups > 1 and (ties or any(p.options for p in table.pairs)):
@@ -166,6 +180,20 @@ def build_problem(
     )
 
 
+def activation_distortion(name: str, sens, spec: QuantSpec, estimator: str) -> float:
+    """The measured loss increase of quantizing the layer's input to ``spec.a_bits`` (0 for float activations)."""
+    if spec.a_bits is None:
+        return 0.0
+    key = f"a{spec.a_bits}"
+    if sens.activations is None or key not in sens.activations:
+        raise UnknownLayer(
+            f"sensitivity table ({estimator}) has no activation distortion {key!r} for layer {name!r}, so options "
+            f"with a_bits={spec.a_bits} would look free; measure it with mpq.sensitivity.activation "
+            "(mpq plan and mpq sensitivity do when --a-bits is given)"
+        )
+    return float(sens.activations[key])
+
+
 def channel_slices(out_channels: int, groups: int) -> list[tuple[int, int]]:
     """Up to ``groups`` contiguous [start, stop) slices of the output channels, as equal as possible."""
     n = min(groups, out_channels)
@@ -173,7 +201,7 @@ def channel_slices(out_channels: int, groups: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
-def _channel_group_layers(name, info, sens, w, specs, groups: int, estimator: str) -> list[ProblemLayer]:
+def _channel_group_layers(name, info, sens, w, specs, groups: int, estimator: str, latency=None) -> list[ProblemLayer]:
     shape = list(info.shape)
     out = shape[0]
     whole = {}
@@ -197,7 +225,9 @@ def _channel_group_layers(name, info, sens, w, specs, groups: int, estimator: st
             else:
                 total, err = whole[oid]
                 d = total * (quantization_error(part, spec) / err if err > 0 else (b - a) / out)
-            options.append(option_for(sub_shape, macs, spec, d, oid))
+            d += activation_distortion(name, sens, spec, estimator) * (b - a) / out
+            ms = latency[oid] * (b - a) / out if latency else None
+            options.append(option_for(sub_shape, macs, spec, d, oid, ms))
         params = info.params * (b - a) // out
         layers.append(ProblemLayer(name=f"{name}[{a}:{b}]", params=params, macs=macs, shape=shape, module=name,
                                    channels=(a, b), options=options))

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .cli import command
 from .errors import DocumentError
+from .schema import AXES
 
 FRONTIER_SCHEMA = "mpq.frontier/v1"
 
@@ -79,8 +80,7 @@ def remote_frontier_document(problem, url: str, max_points: Optional[int]) -> Fr
     limit = min(max_points or SERVER_MAX_POINTS, SERVER_MAX_POINTS)
     with Client(url, token=os.environ.get("MPQ_TOKEN")) as client:
         plans = [client.get_plan(p.plan_id) for p in client.frontier(problem, max_points=limit)]
-    axis = next((a for a, c in (("bytes", "max_bytes"), ("bits", "max_avg_bits"), ("bitops", "max_bitops"))
-                 if c in problem.constraints.active()), "bytes")
+    axis = next((a for a, c in AXES.items() if c in problem.constraints.active()), "bytes")
     return FrontierDoc(
         axis=axis, constraints=problem.constraints.active(),
         points=[FrontierPointDoc(bytes=pl.totals.bytes, avg_bits=pl.totals.avg_bits, distortion=pl.totals.distortion,
@@ -91,9 +91,9 @@ def remote_frontier_document(problem, url: str, max_points: Optional[int]) -> Fr
 
 def plot_frontier(doc: FrontierDoc, path: str | Path, title: str = "") -> Path:
     """Frontier as a step line, uniform-precision plans as labelled crosses, the budget as a dashed line."""
-    import matplotlib
+    from .extras import require
 
-    matplotlib.use("Agg")
+    require("matplotlib", "plotting").use("Agg")
     import matplotlib.pyplot as plt
 
     path = Path(path)
@@ -138,7 +138,7 @@ def _frontier_args(p):
     p.add_argument("problem", help="problem JSON file (mpq.problem/v1) or its columnar .npz form")
     p.add_argument("-o", "--output", help="frontier JSON file (default: stdout)")
     p.add_argument("--plot", help="also write a PNG plot here")
-    p.add_argument("--axis", choices=["bytes", "bits", "bitops"], default="bytes", help="size axis of the DP (default bytes)")
+    p.add_argument("--axis", choices=list(AXES), default="bytes", help="size axis of the DP (default bytes)")
     p.add_argument("--within-budget", action="store_true", help="only the part of the frontier within the problem's budget")
     p.add_argument("--max-points", type=int, default=500, help="thin the list to this many points (default 500; 0 keeps all)")
     p.add_argument("--server", metavar="URL", help="compute it on a running `mpq serve` (within the budget, at most "

@@ -6,7 +6,8 @@ from typing import Any, Mapping, Optional
 
 from .cost import CandidateSet, build_problem
 from .graph import LayerGraph, discover
-from .schema import Constraints, Plan, Problem, Provenance, SensitivityTable
+from .errors import PlanInfeasible
+from .schema import Constraints, LatencyTable, Plan, Problem, Provenance, SensitivityTable
 from .workload import Workload
 
 
@@ -16,6 +17,10 @@ class PlanResult:
     table: SensitivityTable
     problem: Problem
     plan: Plan
+    #: with a latency table: the profiled rest of the model, and the end-to-end prediction with its spread
+    latency_overhead_ms: Optional[float] = None
+    predicted_latency_ms: Optional[float] = None
+    latency_spread_ms: Optional[float] = None
 
 
 def sensitivities(
@@ -32,8 +37,21 @@ def sensitivities(
 
     graph = graph or discover(workload)
     est = get_estimator(estimator, **settings)
-    options = (candidates or CandidateSet()).specs() if est.per_option else None
-    return estimate(est, workload, graph, options, use_cache=use_cache)
+    candidates = candidates or CandidateSet()
+    options = candidates.specs() if est.per_option else None
+    table = estimate(est, workload, graph, options, use_cache=use_cache)
+    return with_activations(table, workload, graph, candidates, settings)
+
+
+def with_activations(table: SensitivityTable, workload: Workload, graph: LayerGraph, candidates: CandidateSet,
+                     settings: Mapping[str, Any]) -> SensitivityTable:
+    """The table with the activation distortions the candidates' ``a_bits`` need (measured when missing)."""
+    if all(a is None for a in candidates.a_bits):
+        return table
+    from mpq.sensitivity.activation import with_activation_sensitivity
+
+    keep = {k: settings[k] for k in ("device", "quiet") if k in settings}  # every calibration batch is used
+    return with_activation_sensitivity(table, workload, graph, candidates.a_bits, **keep)
 
 
 def plan_model(
@@ -48,14 +66,39 @@ def plan_model(
     table: Optional[SensitivityTable] = None,
     use_cache: bool = True,
     channel_groups: int = 1,
+    latency_table: Optional[LatencyTable] = None,
 ) -> PlanResult:
+    """Plan ``workload`` under ``constraints``. With ``latency_table`` (``mpq profile``), options are priced
+    in milliseconds and ``max_latency_ms`` is end to end: the layers get it less the model's profiled overhead."""
     from mpq.solvers import get_solver
 
     graph = discover(workload)
     candidates = candidates or CandidateSet()
     if table is None:
         table = sensitivities(workload, estimator, graph=graph, candidates=candidates, use_cache=use_cache, **dict(estimator_settings or {}))
-    problem = build_problem(graph, table, candidates, constraints, channel_groups=channel_groups)
+    else:
+        table = with_activations(table, workload, graph, candidates, dict(estimator_settings or {}))
+    constraints = dict(constraints.active() if isinstance(constraints, Constraints) else constraints)
+    priced, timing = None, None
+    if latency_table is not None:
+        from .latency import input_shapes, model_overhead, option_latencies
+
+        priced = option_latencies(latency_table, graph, list(candidates.specs()), input_shapes(workload, graph))
+        timing = model_overhead(latency_table, workload)
+        if timing is not None and constraints.get("max_latency_ms") is not None:
+            layers_ms = constraints["max_latency_ms"] - timing.overhead_ms
+            if layers_ms <= 0:
+                raise PlanInfeasible(f"budget latency_ms={constraints['max_latency_ms']:g}: the profiled rest of the model "
+                                     f"alone takes {timing.overhead_ms:.4g} ms; the smallest feasible budget is above that")
+            constraints["max_latency_ms"] = layers_ms
+    latency = {n: {o: ms for o, (ms, _) in row.items()} for n, row in priced.items()} if priced else None
+    problem = build_problem(graph, table, candidates, constraints, channel_groups=channel_groups, latency=latency)
     prov = Provenance(estimator=table.estimator, model=problem.model)
     plan = get_solver(solver, **dict(solver_settings or {})).solve(problem, provenance=prov)
-    return PlanResult(graph, table, problem, plan)
+    result = PlanResult(graph, table, problem, plan)
+    if priced is not None and channel_groups == 1:
+        overhead = timing.overhead_ms if timing else 0.0
+        result.latency_overhead_ms = overhead if timing else None
+        result.predicted_latency_ms = sum(priced[l.name][l.option][0] for l in plan.layers) + overhead
+        result.latency_spread_ms = sum(priced[l.name][l.option][1] for l in plan.layers) + (timing.spread_ms if timing else 0.0)
+    return result

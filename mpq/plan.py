@@ -9,13 +9,12 @@ from pydantic import TypeAdapter
 
 from . import __version__
 from .errors import DocumentError, UnknownLayer
-from .schema import Constraints, Plan, PlanLayer, Problem, Provenance, SolverInfo, Totals
+from .schema import RESOURCES, STORAGE_FIELDS, Constraints, Plan, PlanLayer, Problem, Provenance, SolverInfo, Totals
 from .sizes import to_bytes, weight_bits
 
 _PLAN_LAYERS = TypeAdapter(list[PlanLayer])
-
-#: Constraint name -> the plan total it bounds.
-CONSTRAINT_TOTALS = {"max_bytes": "bytes", "max_avg_bits": "avg_bits", "max_bitops": "bitops", "max_latency_ms": "latency_ms"}
+#: Option fields a plan layer carries as they are: the storage fields and the costs.
+_CARRIED = (*STORAGE_FIELDS, "bytes", "bitops", "latency_ms", "distortion")
 
 
 def now() -> str:
@@ -39,10 +38,8 @@ def build_plan(
         except KeyError:
             raise UnknownLayer(f"layer {l.name!r} has no option {choice[l.name]!r}") from None
         layers.append(dict(
-            name=l.name, module=l.module, channels=l.channels, params=l.params, shape=l.shape,
-            option=o.id, w_bits=o.w_bits, group_size=o.group_size, format=o.format, symmetric=o.symmetric,
-            prune_ratio=o.prune_ratio, prune_structure=o.prune_structure, a_bits=o.a_bits,
-            bits=o.bits, bytes=o.bytes, bitops=o.bitops, latency_ms=o.latency_ms, distortion=o.distortion,
+            name=l.name, module=l.module, channels=l.channels, params=l.params, shape=l.shape, option=o.id,
+            **{f: getattr(o, f) for f in _CARRIED}, bits=o.bits,
         ))
     layers = _PLAN_LAYERS.validate_python(layers)  # all rows in one call: the service builds a plan per request
     totals = totals_of(layers)
@@ -79,11 +76,12 @@ def violations(totals: Totals, constraints: Mapping[str, float] | Constraints, r
         constraints = constraints.active()
     out = []
     for name, cap in constraints.items():
-        value = getattr(totals, CONSTRAINT_TOTALS[name])
+        total = RESOURCES[name].total
+        value = getattr(totals, total)
         if value is None:
-            out.append(f"{name}={cap:g}: the plan has no {CONSTRAINT_TOTALS[name]} for some layer")
+            out.append(f"{name}={cap:g}: the plan has no {total} for some layer")
         elif value > cap * (1 + rel_tol):
-            out.append(f"{name}={cap:g}: the plan has {CONSTRAINT_TOTALS[name]}={value:g}")
+            out.append(f"{name}={cap:g}: the plan has {total}={value:g}")
     return out
 
 

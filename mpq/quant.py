@@ -2,54 +2,56 @@
 
 Weights are handled as a 2-D matrix ``[out_channels, inputs]`` (output first; a conv kernel is
 flattened over its input channels and taps). Formats register a fake-quantizer by name, torchao
-style, so adding a format touches no central switch.
+style: adding a format is one entry in :data:`mpq.schema.NUMBER_FORMATS` (what documents and the
+size convention know of it) plus its quantizer here, and touches no central switch.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
+from pydantic import ConfigDict
 from torch import nn
 
-from .sizes import FP_DEFAULT_BLOCK
+from .registry import RegistryError, register
+from .schema import NUMBER_FORMATS, STORAGE_FIELDS, StorageArgs
 
 
-@dataclass(frozen=True)
-class QuantSpec:
-    """How to store one layer's weight: the torch-side mirror of a problem or plan option."""
+class QuantSpec(StorageArgs):
+    """How to store one layer's weight: the schema's storage fields, frozen (hashable) for torch-side use.
 
-    w_bits: int
-    group_size: Optional[int] = None
-    format: str = "int"
-    symmetric: bool = True
-    prune_ratio: float = 0.0
-    prune_structure: str = "unstructured"
-    a_bits: Optional[int] = None
+    Positional arguments follow the field order (``QuantSpec(4, 128, "int")``); the schema's
+    validator refuses the same combinations it refuses in a problem or plan.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    def __init__(self, *args: Any, **fields: Any):
+        if len(args) > len(STORAGE_FIELDS):
+            raise TypeError(f"QuantSpec takes at most {len(STORAGE_FIELDS)} positional arguments ({', '.join(STORAGE_FIELDS)})")
+        super().__init__(**dict(zip(STORAGE_FIELDS, args)), **fields)
 
     @classmethod
     def of(cls, obj) -> "QuantSpec":
-        """Build from any object with the option fields (schema ``Option``, ``PlanLayer``)."""
-        return cls(
-            w_bits=obj.w_bits,
-            group_size=obj.group_size,
-            format=obj.format,
-            symmetric=obj.symmetric,
-            prune_ratio=obj.prune_ratio,
-            prune_structure=getattr(obj, "prune_structure", "unstructured"),
-            a_bits=getattr(obj, "a_bits", None),
-        )
+        """Build from any object with the storage fields (schema ``Option``, ``PlanLayer``)."""
+        return cls(**{f: getattr(obj, f) for f in STORAGE_FIELDS})
 
 
 FakeQuantizer = Callable[[torch.Tensor, QuantSpec], torch.Tensor]
-FORMATS: dict[str, FakeQuantizer] = {}
+#: Format name -> its fake-quantizer. Every format here is also in :data:`mpq.schema.NUMBER_FORMATS`.
+QUANTIZERS: dict[str, FakeQuantizer] = {}
 
 
-def register_format(name: str):
+def register_quantizer(name: str):
+    """Register the fake-quantizer of a number format the schema's vocabulary already names (once)."""
+
     def deco(fn: FakeQuantizer) -> FakeQuantizer:
-        FORMATS[name] = fn
-        return fn
+        if name not in NUMBER_FORMATS:
+            raise RegistryError(f"quantizer for {name!r}: add the format to mpq.schema.NUMBER_FORMATS first "
+                                "(register_number_format), so documents and the size convention know it")
+        return register(QUANTIZERS, name, fn, kind="quantizer")
 
     return deco
 
@@ -134,14 +136,14 @@ def _int_rows(w: torch.Tensor, bits: int, symmetric: bool) -> torch.Tensor:
     return (q - zero) * scale
 
 
-@register_format("int")
+@register_quantizer("int")
 def quantize_int(w: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
     """Round-to-nearest integer, symmetric or asymmetric, per output channel or per input group."""
     w32 = w.detach().float()
     return _grouped(w32, spec.group_size, lambda rows: _int_rows(rows, spec.w_bits, spec.symmetric)).to(w.dtype)
 
 
-@register_format("float")
+@register_quantizer("float")
 def keep_float(w: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
     """Kept in 16-bit float: rounds to bfloat16/float16 precision as the stored model would."""
     return w.detach().to(torch.float16).to(w.dtype) if w.dtype == torch.float32 else w.detach().clone()
@@ -203,7 +205,7 @@ def _fp_rows(rows: torch.Tensor, grid: FloatGrid) -> torch.Tensor:
 
 
 def _register_float(name: str, grid: FloatGrid) -> None:
-    @register_format(name)
+    @register_quantizer(name)
     def quantize_float(w: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
         w32 = w.detach().float()
         return _grouped(w32, fp_block(spec), lambda rows: _fp_rows(rows, grid)).to(w.dtype)
@@ -243,9 +245,9 @@ def prune_mask(w: torch.Tensor, ratio: float, structure: str = "unstructured") -
 def fake_quantize(w: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
     """Prune (if asked) then quantize the kept weights; pruned weights stay exactly zero."""
     try:
-        quantizer = FORMATS[spec.format]
+        quantizer = QUANTIZERS[spec.format]
     except KeyError:
-        raise ValueError(f"unknown weight format {spec.format!r}; known: {sorted(FORMATS)}") from None
+        raise ValueError(f"weight format {spec.format!r} has no quantizer; known: {sorted(QUANTIZERS)}") from None
     if spec.prune_ratio > 0:
         keep = prune_mask(w, spec.prune_ratio, spec.prune_structure)
         wq = quantizer(torch.where(keep, w, torch.zeros_like(w)), spec)
@@ -260,4 +262,5 @@ def quantization_error(w: torch.Tensor, spec: QuantSpec) -> float:
 
 
 def fp_block(spec: QuantSpec) -> int:
-    return spec.group_size or FP_DEFAULT_BLOCK
+    """Inputs per scale of a block-scaled format: the group size, or the format's default block."""
+    return spec.group_size or NUMBER_FORMATS[spec.format].default_block

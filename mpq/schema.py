@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, TypeVar
+from typing import Annotated, Any, Literal, Mapping, Optional, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 from .errors import DocumentError
 
@@ -24,10 +26,76 @@ NonNegInt = Annotated[int, Field(ge=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
 PosFloat = Annotated[float, Field(gt=0)]
 
-#: Weight formats. ``float`` is the layer kept in 16-bit floating point.
-Format = Literal["int", "float", "fp8_e4m3", "fp8_e5m2", "fp4_e2m1"]
-FORMAT_BITS = {"float": 16, "fp8_e4m3": 8, "fp8_e5m2": 8, "fp4_e2m1": 4}
-PruneStructure = Literal["unstructured", "2:4"]
+# ----------------------------------------------------------------------------------------------
+# The option vocabulary, defined once: number formats, prune structures, constraints
+
+
+@dataclass(frozen=True)
+class NumberFormat:
+    """A weight number format as the size convention (DESIGN.md, "Size accounting") counts it.
+
+    ``bits`` is the element width the format fixes (``None``: ``w_bits`` chooses, as for ``int``);
+    each scale costs ``scale_bits``, one per ``default_block`` inputs when an option gives no group
+    size (``None``: one per output channel); ``zero_point``: asymmetric grids store a ``w_bits``
+    zero-point per scale. ``float`` keeps the layer in 16-bit floating point with no scales.
+    """
+
+    name: str
+    bits: Optional[int]
+    scale_bits: int
+    default_block: Optional[int] = None
+    zero_point: bool = False
+
+
+#: Weight formats by name, in a fixed order (the columnar form stores a format as its index here).
+NUMBER_FORMATS: dict[str, NumberFormat] = {}
+
+
+def register_number_format(fmt: NumberFormat) -> NumberFormat:
+    """Add a weight format to the vocabulary (once); its fake-quantizer registers in :mod:`mpq.quant`."""
+    from .registry import register
+
+    return register(NUMBER_FORMATS, fmt.name, fmt, kind="number format")
+
+
+for _fmt in (
+    NumberFormat("int", None, 16, None, zero_point=True),
+    NumberFormat("float", 16, 0),
+    NumberFormat("fp8_e4m3", 8, 8, 32),  # OCP MX: 8-bit E8M0 block scales over 32 elements
+    NumberFormat("fp8_e5m2", 8, 8, 32),
+    NumberFormat("fp4_e2m1", 4, 8, 32),
+):
+    register_number_format(_fmt)
+
+#: Prune structures, in a fixed order (the columnar form stores a structure as its index here),
+#: and the prune ratio each implies (``None``: any ratio).
+PRUNE_STRUCTURES: dict[str, Optional[float]] = {"unstructured": None, "2:4": 0.5}
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A budget: the constraint that caps it, the option field it sums, and the plan total it bounds."""
+
+    constraint: str
+    option_field: str
+    total: str
+    per_param: bool = False  # the cap is per parameter (average bits): multiply by total params
+    integral: bool = True  # exact integer amounts (a frontier axis); latency is a float
+
+
+#: Constraint name -> its resource. Every constraint of a problem or plan is one of these.
+RESOURCES: dict[str, Resource] = {
+    r.constraint: r
+    for r in (
+        Resource("max_bytes", "bytes", "bytes"),
+        Resource("max_avg_bits", "bits", "avg_bits", per_param=True),
+        Resource("max_bitops", "bitops", "bitops"),
+        Resource("max_latency_ms", "latency_ms", "latency_ms", integral=False),
+    )
+}
+
+#: Frontier axis (an integral option field) -> the constraint on it.
+AXES: dict[str, str] = {r.option_field: r.constraint for r in RESOURCES.values() if r.integral}
 
 
 class _Doc(BaseModel):
@@ -55,6 +123,12 @@ class LayerSensitivity(BaseModel):
     stderr: Optional[NonNegFloat] = None
     options: Optional[dict[str, float]] = Field(
         default=None, description="measured distortion per option id, for estimators that measure them"
+    )
+    activations: Optional[dict[str, float]] = Field(
+        default=None,
+        description="loss increase with only this layer's input quantized, per activation id "
+        "(a8, a4: per-tensor int as apply does; a8-token: per-token int; a8-fp8); "
+        "the cost model adds it to the weight distortion of options with those a_bits",
     )
 
     @model_validator(mode="after")
@@ -107,17 +181,78 @@ class SensitivityTable(_Doc):
 # Problem
 
 
-class Option(_Doc):
-    """One candidate way to store a layer, with its predicted cost."""
+def _known_format(name: str) -> str:
+    if name not in NUMBER_FORMATS:
+        raise ValueError(f"unknown format {name!r}; expected one of {list(NUMBER_FORMATS)}")
+    return name
 
-    id: str = Field(min_length=1)
+
+def _known_structure(name: str) -> str:
+    if name not in PRUNE_STRUCTURES:
+        raise ValueError(f"unknown prune structure {name!r}; expected one of {list(PRUNE_STRUCTURES)}")
+    return name
+
+
+class _OneOf:
+    """JSON Schema ``enum`` of a registry's names, read when the schema is generated (formats can be added)."""
+
+    def __init__(self, names: Mapping[str, Any]):
+        self.names = names
+
+    def __get_pydantic_json_schema__(self, core_schema, handler):
+        return {**handler(core_schema), "enum": list(self.names)}
+
+
+#: A weight format name from :data:`NUMBER_FORMATS`; a prune structure from :data:`PRUNE_STRUCTURES`.
+FormatName = Annotated[str, AfterValidator(_known_format), _OneOf(NUMBER_FORMATS)]
+PruneStructureName = Annotated[str, AfterValidator(_known_structure), _OneOf(PRUNE_STRUCTURES)]
+
+
+class StorageArgs(_Doc):
+    """How one layer's weight is stored: the fields an ``Option``, a ``PlanLayer`` and a ``QuantSpec`` share.
+
+    Like compressed-tensors' ``QuantizationArgs``, this is the one place the storage fields and the
+    rules on their combinations live; every document that stores a layer builds on it.
+    """
+
     w_bits: int = Field(ge=1, le=32)
     group_size: Optional[int] = Field(default=None, ge=1)
-    format: Format = "int"
+    format: FormatName = "int"
     symmetric: bool = True
     prune_ratio: float = Field(default=0.0, ge=0.0, lt=1.0)
-    prune_structure: PruneStructure = "unstructured"
+    prune_structure: PruneStructureName = "unstructured"
     a_bits: Optional[int] = Field(default=None, ge=1, le=32)
+
+    @model_validator(mode="after")
+    def _storage_consistent(self):
+        # runs once per option of every request the service parses: an int, unstructured option costs two comparisons
+        if self.format == "int" and self.prune_structure == "unstructured":
+            return self
+        want = NUMBER_FORMATS[self.format].bits
+        if want is not None and self.w_bits != want:
+            raise ValueError(f"{self._label()}format {self.format!r} stores {want} bits, but w_bits is {self.w_bits}")
+        ratio = PRUNE_STRUCTURES[self.prune_structure]
+        if ratio is not None and self.prune_ratio != ratio:
+            raise ValueError(f"{self._label()}prune_structure {self.prune_structure!r} means prune_ratio {ratio}, "
+                             f"got {self.prune_ratio}")
+        return self
+
+    def _label(self) -> str:
+        """How an error names the entry (``option '4b': ``); the bare storage fields have no name."""
+        return ""
+
+
+#: The storage fields, in document order.
+STORAGE_FIELDS: tuple[str, ...] = tuple(StorageArgs.model_fields)
+
+
+class _OptionId(_Doc):
+    id: str = Field(min_length=1)
+
+
+class Option(StorageArgs, _OptionId):
+    """One candidate way to store a layer, with its predicted cost."""
+
     bits: Optional[NonNegInt] = Field(
         default=None, description="exact weight bits (DESIGN's size convention); bytes = ceil(bits/8). Defaults to 8*bytes"
     )
@@ -126,21 +261,15 @@ class Option(_Doc):
     latency_ms: Optional[NonNegFloat] = None
     distortion: float
 
+    def _label(self) -> str:
+        return f"option {self.id!r}: "
+
     @model_validator(mode="after")
-    def _consistent(self) -> "Option":
-        # runs once per option of every request the service parses: the common case (an int option
-        # with exact bits) costs two comparisons
+    def _bytes_of_bits(self) -> "Option":
         bits = self.bits
-        if self.format == "int" and self.prune_structure == "unstructured" and bits is not None and (bits + 7) // 8 == self.bytes:
-            return self
-        want = FORMAT_BITS.get(self.format)
-        if want is not None and self.w_bits != want:
-            raise ValueError(f"option {self.id!r}: format {self.format!r} stores {want} bits, but w_bits is {self.w_bits}")
-        if self.prune_structure == "2:4" and self.prune_ratio != 0.5:
-            raise ValueError(f"option {self.id!r}: prune_structure '2:4' means prune_ratio 0.5, got {self.prune_ratio}")
         if bits is None:
             self.bits = 8 * self.bytes
-        elif -(-bits // 8) != self.bytes:
+        elif (bits + 7) // 8 != self.bytes:
             raise ValueError(f"option {self.id!r}: bytes must be ceil(bits/8) = {-(-bits // 8)}, got {self.bytes}")
         return self
 
@@ -257,25 +386,26 @@ class Problem(_Doc):
 # Plan
 
 
-class PlanLayer(_Doc):
+class _PlanLayerHead(_Doc):
     name: str
     module: Optional[str] = None
     channels: Optional[tuple[NonNegInt, NonNegInt]] = None
     params: NonNegInt
     shape: Optional[list[Annotated[int, Field(ge=1)]]] = None
     option: str
-    w_bits: int = Field(ge=1, le=32)
-    group_size: Optional[int] = Field(default=None, ge=1)
-    format: Format = "int"
-    symmetric: bool = True
-    prune_ratio: float = Field(default=0.0, ge=0.0, lt=1.0)
-    prune_structure: PruneStructure = "unstructured"
-    a_bits: Optional[int] = Field(default=None, ge=1, le=32)
+
+
+class PlanLayer(StorageArgs, _PlanLayerHead):
+    """One layer of a plan: the option chosen for it, with the option's storage fields and costs."""
+
     bits: Optional[NonNegInt] = None
     bytes: NonNegInt
     bitops: Optional[NonNegInt] = None
     latency_ms: Optional[NonNegFloat] = None
     distortion: float
+
+    def _label(self) -> str:
+        return f"layer {self.name!r} (option {self.option!r}): "
 
     @property
     def target(self) -> str:
@@ -346,10 +476,52 @@ class Plan(_Doc):
 
 
 # ----------------------------------------------------------------------------------------------
+# Latency table
+
+LATENCY_SCHEMA = "mpq.latency/v1"
+
+
+class LatencyEntry(_Doc):
+    """Measured (or user-written) time of one layer shape at one option on one device."""
+
+    shape: list[Annotated[int, Field(ge=1)]] = Field(min_length=1, description="weight shape, output channels first")
+    option: str = Field(min_length=1, description="option id, as in a problem (int8-a8, fp16, ...)")
+    ms: NonNegFloat = Field(description="median milliseconds of one call")
+    spread_ms: NonNegFloat = Field(0.0, description="half the 10th-90th percentile range of the repeats")
+    input: Optional[list[Annotated[int, Field(ge=1)]]] = Field(
+        None, description="input shape the layer was timed on; a layer seeing another input scales ms by the element ratio")
+    kernel: Optional[str] = Field(None, description="what ran: a torchao config, or float when no kernel exists for the option")
+    repeats: Optional[int] = Field(None, ge=1)
+
+
+class LatencyModelTiming(_Doc):
+    """Whole-model timing of the profiled model: what the per-layer sum leaves out (activations, attention, ...)."""
+
+    fingerprint: Optional[str] = None
+    float_ms: NonNegFloat = Field(description="median end-to-end milliseconds of one calibration batch in float")
+    spread_ms: NonNegFloat = 0.0
+    overhead_ms: float = Field(description="float_ms minus the sum of the planned layers' float ms")
+
+
+class LatencyTable(_Doc):
+    """``mpq.latency/v1``: per layer shape and option, milliseconds on one device (``mpq profile``)."""
+
+    schema_: Literal["mpq.latency/v1"] = Field(LATENCY_SCHEMA, alias="schema")
+    device: str = "cpu"
+    device_name: str = ""
+    torch: str = ""
+    threads: Optional[int] = None
+    entries: list[LatencyEntry] = Field(min_length=1)
+    models: dict[str, LatencyModelTiming] = Field(default_factory=dict)
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=True)
+
+
+# ----------------------------------------------------------------------------------------------
 # Reading and writing
 
-DOCUMENTS: dict[str, type[BaseModel]] = {"sensitivity": SensitivityTable, "problem": Problem, "plan": Plan}
-_BY_SCHEMA = {SENSITIVITY_SCHEMA: SensitivityTable, PROBLEM_SCHEMA: Problem, PLAN_SCHEMA: Plan}
+DOCUMENTS: dict[str, type[BaseModel]] = {"sensitivity": SensitivityTable, "problem": Problem, "plan": Plan, "latency": LatencyTable}
+_BY_SCHEMA = {SENSITIVITY_SCHEMA: SensitivityTable, PROBLEM_SCHEMA: Problem, PLAN_SCHEMA: Plan, LATENCY_SCHEMA: LatencyTable}
 D = TypeVar("D", bound=BaseModel)
 
 

@@ -1,17 +1,24 @@
 """DESIGN's size convention, in one place: weight bits, bytes, BitOps and average bits of an option.
 
-Pure Python (no torch), so plans can be recounted anywhere.
+Pure Python (no torch), so plans can be recounted anywhere. What each number format costs (its
+scale bits, default block, zero-points) is in its :data:`mpq.schema.NUMBER_FORMATS` entry.
 """
 from __future__ import annotations
 
 import math
 from typing import Optional, Sequence
 
-#: Bits of one scale: 16 for integer formats; MX/NV-style float formats use 8-bit block scales.
-INT_SCALE_BITS = 16
-FP_SCALE_BITS = 8
+from .schema import NUMBER_FORMATS, NumberFormat
+
 #: Block size of float formats when no group size is given (MX uses 32 for fp8 and fp4).
-FP_DEFAULT_BLOCK = 32
+FP_DEFAULT_BLOCK = NUMBER_FORMATS["fp8_e4m3"].default_block
+
+
+def number_format(fmt: str) -> NumberFormat:
+    try:
+        return NUMBER_FORMATS[fmt]
+    except KeyError:
+        raise ValueError(f"unknown weight format {fmt!r}; expected one of {list(NUMBER_FORMATS)}") from None
 
 
 def out_and_in(shape: Sequence[int]) -> tuple[int, int]:
@@ -23,10 +30,11 @@ def out_and_in(shape: Sequence[int]) -> tuple[int, int]:
 
 def num_scales(shape: Sequence[int], group_size: Optional[int], fmt: str = "int") -> int:
     """Scales stored for a weight: one per output channel, or one per group of ``group_size`` inputs."""
-    if fmt == "float":
+    spec = number_format(fmt)
+    if not spec.scale_bits:
         return 0
     out, k = out_and_in(shape)
-    g = group_size if group_size is not None else (FP_DEFAULT_BLOCK if fmt.startswith("fp") else None)
+    g = group_size if group_size is not None else spec.default_block
     if g is None:
         return out
     return out * math.ceil(k / g)
@@ -55,10 +63,10 @@ def weight_bits(
     if prune_ratio > 0:
         bits += params
     if include_scales:
+        spec = number_format(fmt)
         n = num_scales(shape, group_size, fmt)
-        scale_bits = FP_SCALE_BITS if fmt.startswith("fp") else INT_SCALE_BITS
-        bits += n * scale_bits
-        if fmt == "int" and not symmetric:
+        bits += n * spec.scale_bits
+        if spec.zero_point and not symmetric:
             bits += n * w_bits
     return bits
 

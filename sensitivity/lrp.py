@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mpq.errors import WorkloadError
+from mpq.extras import require
 from mpq.graph import LayerGraph
 from mpq.quant import QuantSpec
 from mpq.schema import LayerSensitivity, SensitivityTable
@@ -317,11 +318,13 @@ class LRPEstimator(Estimator):
             backend = self.backend
             if backend == "auto":
                 backend = "captum" if captum_covers(model, batches[0]) else "gradient"
-            elif backend == "captum" and not captum_covers(model, batches[0]):
-                raise WorkloadError(
-                    f"estimator {self.name!r}: Captum's LRP does not cover this model (a layer or operation without "
-                    "a Captum rule, or targets that are not class indices); use backend 'gradient' or 'auto'"
-                )
+            elif backend == "captum":
+                require("captum", f"estimator {self.name!r} with backend 'captum'")
+                if not captum_covers(model, batches[0]):
+                    raise WorkloadError(
+                        f"estimator {self.name!r}: Captum's LRP does not cover this model (a layer or operation without "
+                        "a Captum rule, or targets that are not class indices); use backend 'gradient' or 'auto'"
+                    )
             run = captum_relevance if backend == "captum" else gradient_relevance
             totals = {name: 0.0 for name in layers}
             samples = 0

@@ -53,6 +53,17 @@ class Solver(ABC):
 
         ``problem`` is an ``mpq.problem/v1`` or its columnar form (:class:`mpq.columnar.ProblemColumns`).
         """
+        cp, choice, info = self.run(problem)
+        return cp.plan(choice, info, provenance)
+
+    def solve_columns(self, problem, provenance: Optional[Provenance] = None):
+        """The plan as columns (:class:`mpq.plan_columns.PlanColumns`): from a columnar problem without
+        ties or pairs, no Python object is built per group."""
+        cp, choice, info = self.run(problem)
+        return cp.plan_columns(choice, info, provenance)
+
+    def run(self, problem) -> tuple[Compiled, np.ndarray, SolverInfo]:
+        """Compile, check feasibility, optimize: the compiled problem, the choice and its solver record."""
         t0 = time.perf_counter()
         cp = compile_any(problem)
         cp.check_feasible()
@@ -66,7 +77,7 @@ class Solver(ABC):
             name=self.name, status=sol.status, objective=objective, bound=bound, gap=gap,
             seconds=round(time.perf_counter() - t0, 6),
         )
-        return cp.plan(sol.choice, info, provenance)
+        return cp, sol.choice, info
 
     @abstractmethod
     def _solve(self, cp: Compiled) -> Solution:
@@ -122,13 +133,14 @@ class AutoSolver(Solver):
 
     - several constraints or pairwise terms: ``ilp`` (HiGHS, proven optimal);
     - one size-like budget, up to 12 groups: ``dp`` (its frontier stays tiny);
-    - one budget, up to 10,000 groups: ``lagrangian`` with ``prove=True`` (proven optimal);
-    - one budget, more groups: ``lagrangian`` (certified gap to the LP bound, typically below 1e-9).
+    - one budget, more groups: ``lagrangian``, whose core DP proves the optimum (measured on both
+      benchmark families up to 1,000,000 groups); up to 100,000 groups a core too large for the DP
+      goes to HiGHS (``prove=True``), beyond that the status says ``feasible`` with a certified gap.
     """
 
     name = "auto"
     exact = True
-    PROVE_UP_TO = 10_000
+    PROVE_UP_TO = 100_000
 
     def choose(self, problem) -> tuple[str, dict]:
         from mpq.columnar import ProblemColumns
@@ -142,12 +154,12 @@ class AutoSolver(Solver):
             return "dp", {}
         return "lagrangian", {"prove": n_groups <= self.PROVE_UP_TO}
 
-    def solve(self, problem: Problem, provenance: Optional[Provenance] = None) -> Plan:
+    def run(self, problem) -> tuple[Compiled, np.ndarray, SolverInfo]:
         name, extra = self.choose(problem)
         settings = {**extra, **self.settings}
-        plan = get_solver(name, time_limit_s=self.time_limit_s, **settings).solve(problem, provenance)
-        plan.solver.name = f"auto:{name}"
-        return plan
+        cp, choice, info = get_solver(name, time_limit_s=self.time_limit_s, **settings).run(problem)
+        info.name = f"auto:{name}"
+        return cp, choice, info
 
     def _solve(self, cp: Compiled) -> Solution:  # pragma: no cover - solve() dispatches before this
         raise NotImplementedError

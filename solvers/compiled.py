@@ -15,17 +15,24 @@ from typing import Mapping
 
 import numpy as np
 
+from mpq.columnar import ProblemColumns, formats, structures
 from mpq.errors import DocumentError, PlanInfeasible, SolverFailed
 from mpq.plan import build_plan, violations
-from mpq.schema import Plan, Problem, Provenance, SolverInfo
+from mpq.schema import RESOURCES, Plan, Problem, Provenance, SolverInfo
 
-#: constraint name -> (resource name, how to read it from an option)
-RESOURCES = {
-    "max_bytes": "bytes",
-    "max_avg_bits": "bits",
-    "max_bitops": "bitops",
-    "max_latency_ms": "latency_ms",
-}
+
+def _dtype(constraint: str):
+    return np.int64 if RESOURCES[constraint].integral else np.float64
+
+
+def to_resource_units(constraint: str, cap: float, total_params: int) -> float:
+    """A constraint's cap in the units of its resource (average bits -> total bits)."""
+    return cap * total_params if RESOURCES[constraint].per_param else float(cap)
+
+
+def to_constraint_units(constraint: str, amount: float, total_params: int) -> float:
+    """A resource amount in the units of its constraint (total bits -> average bits)."""
+    return amount / total_params if RESOURCES[constraint].per_param else amount
 
 
 @dataclass
@@ -118,9 +125,7 @@ class Compiled:
 
     def cap_value(self, name: str, resource_amount: float) -> float:
         """Resource units back to the constraint's own units (total bits -> average bits)."""
-        if name == "max_avg_bits":
-            return resource_amount / self.problem.total_params
-        return resource_amount
+        return to_constraint_units(name, resource_amount, self.problem.total_params)
 
     def check_feasible(self) -> None:
         """Raise :class:`PlanInfeasible` naming the smallest feasible budget of each broken constraint."""
@@ -161,11 +166,15 @@ class Compiled:
             raise SolverFailed(f"solver {solver.name!r} produced a plan that breaks: {'; '.join(bad)}")
         return plan
 
+    def plan_columns(self, choice: np.ndarray, solver: SolverInfo, provenance: Provenance | None = None):
+        """The plan as columns (``mpq.plan-columns/v1``), verified like :meth:`plan`."""
+        from mpq.plan_columns import PlanColumns
+
+        return PlanColumns.from_plan(self.plan(choice, solver, provenance))
+
 
 def _fmt(name: str, value: float) -> str:
-    if name == "max_avg_bits":
-        return f"{value:.6g}"
-    if name == "max_latency_ms":
+    if RESOURCES[name].per_param or not RESOURCES[name].integral:
         return f"{value:.6g}"
     return f"{value:.0f}"
 
@@ -187,13 +196,13 @@ def _compile_untied(problem: Problem, active: Mapping[str, float]):
     cost = split(np.array([o.distortion for o in flat], dtype=np.float64))
     resources: dict[str, list[np.ndarray]] = {}
     for n in active:
-        attr = RESOURCES[n]
+        attr = RESOURCES[n].option_field
         values = [getattr(o, attr) for o in flat]
         if None in values:
             i = values.index(None)
             layer = layers[int(np.searchsorted(ends, i, side="right"))]
             raise DocumentError(f"layer {layer.name!r}, option {flat[i].id!r}: {attr} is null, but the problem constrains {n}")
-        resources[n] = split(np.array(values, dtype=np.float64 if n == "max_latency_ms" else np.int64))
+        resources[n] = split(np.array(values, dtype=_dtype(n)))
     return groups, group_of, option_ids, cost, resources
 
 
@@ -215,7 +224,7 @@ def _compile_tied(problem: Problem, active: Mapping[str, float]):
     option_ids, cost = [], []
     resources: dict[str, list[np.ndarray]] = {n: [] for n in active}
     group_of: dict[str, int] = {}
-    attrs = [(n, RESOURCES[n]) for n in active]
+    attrs = [(n, RESOURCES[n].option_field) for n in active]
     for g, members in enumerate(groups):
         first = by_name[members[0]]
         if len(members) == 1:  # a layer in no tie
@@ -228,7 +237,7 @@ def _compile_tied(problem: Problem, active: Mapping[str, float]):
                 if None in values:
                     oid = opts[values.index(None)].id
                     raise DocumentError(f"layer {first.name!r}, option {oid!r}: {attr} is null, but the problem constrains {n}")
-                resources[n].append(np.array(values, dtype=np.float64 if n == "max_latency_ms" else np.int64))
+                resources[n].append(np.array(values, dtype=_dtype(n)))
             continue
         common = [o.id for o in first.options if all(_has(by_name[m], o.id) for m in members[1:])]
         option_ids.append(common)
@@ -242,16 +251,16 @@ def _compile_tied(problem: Problem, active: Mapping[str, float]):
                 o = opts[oid]
                 c[k] += o.distortion
                 for n in active:
-                    value = getattr(o, RESOURCES[n])
+                    value = getattr(o, RESOURCES[n].option_field)
                     if value is None:
                         raise DocumentError(
-                            f"layer {m!r}, option {oid!r}: {RESOURCES[n]} is null, but the problem constrains {n}"
+                            f"layer {m!r}, option {oid!r}: {RESOURCES[n].option_field} is null, but the problem constrains {n}"
                         )
                     res[n][k] += value
         cost.append(c)
         for n in active:
             r = res[n]
-            resources[n].append(r.astype(np.int64) if n != "max_latency_ms" else r)
+            resources[n].append(r.astype(np.int64) if RESOURCES[n].integral else r)
     return groups, group_of, option_ids, cost, resources
 
 
@@ -261,7 +270,7 @@ def compile_problem(problem: Problem) -> Compiled:
         groups, group_of, option_ids, cost, resources = _compile_untied(problem, active)
     else:
         groups, group_of, option_ids, cost, resources = _compile_tied(problem, active)
-    caps = {n: (v * problem.total_params if n == "max_avg_bits" else float(v)) for n, v in active.items()}
+    caps = {n: to_resource_units(n, v, problem.total_params) for n, v in active.items()}
     pairs = []
     index = [{oid: k for k, oid in enumerate(ids)} for ids in option_ids] if problem.pairs else []
     for p in problem.pairs:
@@ -292,17 +301,26 @@ class CompiledColumns(Compiled):
         self.problem = None
         self.pairs = []
         active = columns.constraints.active()
-        self.caps = {n: (v * columns.total_params if n == "max_avg_bits" else float(v)) for n, v in active.items()}
+        self.caps = {n: to_resource_units(n, v, columns.total_params) for n, v in active.items()}
         a = columns.arrays
-        off = columns.offsets()
-        n = np.diff(off)
-        idx = off[:-1, None] + np.minimum(np.arange(int(n.max())), n[:, None] - 1)
+        G, R = columns.n_layers, columns.n_rows
+        if R % G == 0 and _uniform(a["row_layer"], R // G):  # every layer has K options: the padded form is a view
+            K = R // G
+            n = np.full(G, K, dtype=np.int64)
+            idx = np.arange(R, dtype=np.int64).reshape(G, K)
+
+            def take(col: np.ndarray) -> np.ndarray:
+                return col.reshape(G, K)
+        else:
+            off = columns.offsets()
+            n = np.diff(off)
+            idx = off[:-1, None] + np.minimum(np.arange(int(n.max())), n[:, None] - 1)
+
+            def take(col: np.ndarray) -> np.ndarray:
+                return col[idx]
         self.rows = idx  # (groups, options) row of each padded option
-        res = {}
-        for name in active:
-            col = {"max_bytes": "bytes", "max_avg_bits": "bits", "max_bitops": "bitops", "max_latency_ms": "latency_ms"}[name]
-            res[name] = a[col][idx]
-        self.__dict__["arrays"] = Arrays(a["distortion"][idx].astype(np.float64), res, n, dict(self.caps))
+        res = {name: take(a[RESOURCES[name].option_field]) for name in active}
+        self.__dict__["arrays"] = Arrays(take(a["distortion"]).astype(np.float64, copy=False), res, n, dict(self.caps))
 
     @property
     def n_groups(self) -> int:
@@ -326,7 +344,7 @@ class CompiledColumns(Compiled):
         return {name: [r[:k] for r, k in zip(rs, self.arrays.n_options)] for name, rs in self.arrays.resources.items()}
 
     def cap_value(self, name: str, resource_amount: float) -> float:
-        return resource_amount / self.columns.total_params if name == "max_avg_bits" else resource_amount
+        return to_constraint_units(name, resource_amount, self.columns.total_params)
 
     @property
     def limits(self) -> dict[str, float]:
@@ -346,14 +364,14 @@ class CompiledColumns(Compiled):
         rows = self.rows[np.arange(self.n_groups), choice]
         names = a["option_names"][a["row_option"][rows]]
         layers = []
+        fmts, structs = formats(), structures()
         for i, r in enumerate(rows):
             f = cols.layer_fields(i)
             gs, ab, bo, lat = int(a["group_size"][r]), int(a["a_bits"][r]), int(a["bitops"][r]), float(a["latency_ms"][r])
-            from mpq.columnar import FORMATS, STRUCTURES
 
             layers.append(PlanLayer.model_construct(
-                **f, option=str(names[i]), w_bits=int(a["w_bits"][r]), group_size=gs or None, format=FORMATS[int(a["row_format"][r])],
-                symmetric=bool(a["symmetric"][r]), prune_ratio=float(a["prune_ratio"][r]), prune_structure=STRUCTURES[int(a["row_structure"][r])],
+                **f, option=str(names[i]), w_bits=int(a["w_bits"][r]), group_size=gs or None, format=fmts[int(a["row_format"][r])],
+                symmetric=bool(a["symmetric"][r]), prune_ratio=float(a["prune_ratio"][r]), prune_structure=structs[int(a["row_structure"][r])],
                 a_bits=ab or None, bits=int(a["bits"][r]), bytes=int(a["bytes"][r]), bitops=None if bo < 0 else bo,
                 latency_ms=None if lat != lat else lat, distortion=float(a["distortion"][r]),
             ))
@@ -370,10 +388,33 @@ class CompiledColumns(Compiled):
             raise SolverFailed(f"solver {solver.name!r} produced a plan that breaks: {'; '.join(bad)}")
         return plan
 
+    def plan_columns(self, choice: np.ndarray, solver: SolverInfo, provenance: Provenance | None = None):
+        """The plan as columns, straight from the problem's rows: no Python object per group."""
+        from mpq.plan import now
+        from mpq.plan_columns import PlanColumns
+        from mpq import __version__
+
+        choice = self.arrays.real(choice)
+        if not self.fits(choice):
+            raise SolverFailed(f"solver {solver.name!r} returned a choice that breaks the budget")
+        cols = self.columns
+        rows = self.rows[np.arange(self.n_groups), choice]
+        prov = provenance or Provenance(estimator=cols.estimator, model=cols.model)
+        prov = prov.model_copy(update={"mpq_version": prov.mpq_version or __version__, "created": prov.created or now()})
+        plan = PlanColumns.from_rows(cols.arrays, rows, self.limits, solver, prov)
+        bad = violations(plan.totals, cols.constraints)
+        if bad:
+            raise SolverFailed(f"solver {solver.name!r} produced a plan that breaks: {'; '.join(bad)}")
+        return plan
+
+
+def _uniform(row_layer: np.ndarray, k: int) -> bool:
+    """Rows grouped by layer (checked on load) with exactly ``k`` rows per layer."""
+    return bool((row_layer[::k] == np.arange(row_layer.size // k)).all()) and bool((row_layer[k - 1::k] == np.arange(row_layer.size // k)).all())
+
 
 def compile_any(problem) -> Compiled:
     """A JSON problem or a columnar one (columns with ties or pairs go through the JSON model)."""
-    from mpq.columnar import ProblemColumns
 
     if isinstance(problem, ProblemColumns):
         if problem.ties or problem.pairs:

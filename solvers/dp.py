@@ -7,6 +7,7 @@ size/distortion trade-off under the budget, which ``frontier()`` returns.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,7 +41,7 @@ class Frontier:
 
 
 class FrontierTooLarge(Exception):
-    """The DP frontier grew past ``max_states`` (callers fall back to another exact method)."""
+    """The DP frontier grew past ``max_states`` or ran past its deadline (callers fall back to another exact method)."""
 
 
 def pareto_dp(
@@ -53,6 +54,7 @@ def pareto_dp(
     max_states: int | None = None,
     completion=None,
     upper: float = np.inf,
+    deadline: float | None = None,
 ) -> Frontier:
     """Exact frontier of sum(cost) against sum(weight) <= cap over one option per group.
 
@@ -60,6 +62,8 @@ def pareto_dp(
     summed penalty exceeds ``penalty_limit``: such a state cannot lead to a better solution.
     ``completion(g, weight)`` (a lower bound on the cost of groups after ``g`` given the weight
     used so far, e.g. their LP relaxation) prunes every state that cannot end below ``upper``.
+    ``max_states`` and ``deadline`` (a ``time.perf_counter()`` value) raise :class:`FrontierTooLarge`
+    instead of letting a core DP run away.
 
     Candidates are laid out option-major, so they form one ascending run per option and the
     stable sort by weight is a cheap merge; parents are recovered from the survivors' positions.
@@ -102,6 +106,8 @@ def pareto_dp(
         parents.append((idx % n, idx // n))
         if max_states is not None and len(W) > max_states:
             raise FrontierTooLarge(f"the frontier has {len(W)} points after {g + 1} of {len(costs)} groups")
+        if deadline is not None and time.perf_counter() > deadline:
+            raise FrontierTooLarge(f"out of time after {g + 1} of {len(costs)} groups ({len(W)} points)")
     return Frontier(W, C, parents)
 
 

@@ -13,13 +13,10 @@ from typing import Optional
 import numpy as np
 
 from mpq.errors import SolverNotApplicable
-from mpq.schema import Constraints, Plan, Problem, SolverInfo
+from mpq.schema import AXES, Constraints, Plan, Problem, SolverInfo
 
-from .compiled import Compiled, compile_problem
+from .compiled import Compiled, compile_problem, to_resource_units
 from .dp import pareto_dp
-
-#: frontier axis -> the constraint whose resource it is
-AXES = {"bytes": "max_bytes", "bits": "max_avg_bits", "bitops": "max_bitops"}
 
 
 @dataclass
@@ -70,7 +67,7 @@ def frontier(problem: Problem, axis: str = "bytes", *, within_budget: bool = Fal
     cap = np.inf
     if within_budget and name in problem.constraints.active():
         v = problem.constraints.active()[name]
-        cap = v * problem.total_params if name == "max_avg_bits" else v
+        cap = to_resource_units(name, v, problem.total_params)
     front = pareto_dp(cp.cost, [np.asarray(r, dtype=np.int64) for r in cp.resources[name]], cap, max_states=max_states)
     idx = np.arange(len(front.cost))
     if max_points is not None and len(idx) > max_points >= 2:

@@ -2,13 +2,14 @@
 
 The LP relaxation of a multiple-choice knapsack is solved greedily over each group's lower
 convex hull (all groups at once in numpy). Its multiplier ``lam`` gives the certified bound
-``L = sum_g min_k (c + lam w) - lam cap`` and each option's reduced cost ``rc >= 0``. Rounding the
-LP solution down gives an incumbent ``U``; any option with ``rc > U - L`` cannot be in a better
-solution, so every group with a single surviving option is fixed and only the few undecided
-groups form the core, which is solved exactly (a Pareto DP over the core groups merged two by two,
-pruned by the LP bound of the groups still to come, or HiGHS when that frontier grows too large). When every undecided group fits the exact core the result is
-proven optimal (gap 0); otherwise the status is ``feasible`` and the bound is ``L``, so the gap
-shown is the certified gap to the LP bound.
+``L = sum_g min_k (c + lam w) - lam cap`` and each option's reduced cost ``rc >= 0``; rounding the
+LP solution gives an incumbent ``U``. A solution of value ``<= L + delta`` uses only options with
+``rc <= delta``, so for a small ``delta`` nearly every group keeps a single option and the few
+undecided ones form a core that a Pareto DP (groups merged two by two, pruned by the LP of the
+groups still to come) solves exactly. ``delta`` grows until the core holds a solution: that one is
+proven optimal, typically with a few hundred undecided groups even at a million groups. When the
+core grows too large, HiGHS solves it (``prove``) or the status is ``feasible`` with a certified
+bound: ``L``, raised to ``L + delta`` for every ``delta`` the DP showed empty.
 """
 from __future__ import annotations
 
@@ -291,11 +292,54 @@ def pair_groups(cost: np.ndarray, weight: np.ndarray, rc: np.ndarray, allowed: n
 class MCKPResult:
     choice: np.ndarray  # option index per group
     objective: float
-    bound: float  # certified Lagrangian (= LP) lower bound
-    optimal: bool  # proven by reduced-cost fixing and an exact core
+    bound: float  # certified lower bound on the optimum (the LP bound, or better when a core proved more)
+    optimal: bool  # proven: an exact core found the best solution among all within the reduced-cost threshold
     multiplier: float
-    core_groups: int
+    core_groups: int  # undecided groups of the last core solved
     core_method: str  # "none", "dp" or "highs"
+    lp_bound: float = float("nan")  # the Lagrangian (= LP) bound L
+
+
+@dataclass
+class Relaxation:
+    """The LP relaxation of one multiple-choice knapsack and what it gives: the bound ``L``, the
+    multiplier ``lam``, every option's reduced cost, and a rounded (greedy-filled) incumbent."""
+
+    lam: float
+    bound: float
+    rc: np.ndarray  # (G, K) reduced cost, +inf on padded columns
+    best: np.ndarray  # (G,) an option of reduced cost 0
+    alt: np.ndarray  # (G,) the smallest reduced cost of any other option (+inf: the group is decided)
+    incumbent: np.ndarray  # (G,) the rounded LP solution, filled greedily
+    trivial: bool  # the cheapest option of every group fits: the incumbent is optimal
+
+
+def relax(cost: np.ndarray, weight: np.ndarray, cap: float, n_options: Optional[np.ndarray] = None) -> Relaxation:
+    G, K = cost.shape
+    rows = np.arange(G)
+    hull = lower_hulls(cost, weight)
+    slack = cap - float(row_min(weight).sum())
+    valid = np.arange(hull.efficiency.shape[1])[None, :] < hull.n_segments[:, None]
+    seg_eff, seg_dw = hull.efficiency[valid], hull.d_weight[valid]
+    if seg_dw.sum() <= slack:
+        choice = hull.vertices[rows, hull.n_segments]
+        value = float(cost[rows, choice].sum())
+        inf = np.full(G, np.inf)
+        return Relaxation(0.0, value, np.zeros_like(cost), choice, inf, choice, True)
+    lam = split_multiplier(seg_eff, seg_dw, slack)
+    # incumbent: every group takes its hull segments strictly more efficient than lam (a prefix),
+    # then the weight left over is spent greedily
+    steps = leading_true(valid & (hull.efficiency > lam))
+    incumbent = fill(cost, weight, hull, steps, cap)
+    z = cost + lam * weight
+    zmin = row_min(z)
+    rc = z - zmin[:, None]
+    if n_options is not None:
+        rc[np.arange(K)[None, :] >= n_options[:, None]] = np.inf  # padding repeats a real option
+    best = np.argmin(rc, axis=1)
+    other = rc.copy()
+    other[rows, best] = np.inf
+    return Relaxation(lam, float(zmin.sum() - lam * cap), rc, best, row_min(other), incumbent, False)
 
 
 def solve_mckp(
@@ -305,134 +349,152 @@ def solve_mckp(
     n_options: Optional[np.ndarray] = None,
     *,
     prove: bool = True,
-    max_proof_groups: int = 400,
-    max_dp_groups: int = 3000,
-    core_groups: int = 64,
-    max_core_states: int = 50_000,
+    first_core: int = 256,
+    growth: float = 1.5,
+    max_core_groups: int = 50_000,
+    max_core_states: int = 200_000,
+    core_groups: int = 1024,
     time_limit_s: Optional[float] = None,
 ) -> MCKPResult:
     """Minimize sum(cost[g, choice[g]]) subject to sum(weight[g, choice[g]]) <= cap.
 
     ``cost`` and ``weight`` are ``(groups, options)``; columns beyond ``n_options[g]`` repeat a
-    real option. The caller has checked that the lightest choice fits. The result is proven
-    optimal when every group left undecided by reduced-cost fixing fits an exact core: a DP
-    (up to ``max_proof_groups`` undecided groups, or ``max_dp_groups`` with ``prove``) or, with
-    ``prove``, HiGHS within the time limit (30 s by default). Otherwise the ``core_groups`` most
-    undecided groups are re-solved exactly around the incumbent and the certified gap to the LP
-    bound is reported.
+    real option. The caller has checked that the lightest choice fits.
+
+    Proof by a growing threshold: any solution of value ``<= L + delta`` uses only options of
+    reduced cost ``<= delta``, so with every other option removed, most groups keep one option and
+    an exact DP over the rest (``undecided`` groups, bounded by the LP of the groups still to come
+    and by ``L + delta``) either finds the best such solution (proven optimal) or shows there is
+    none (the bound rises to ``L + delta``). ``delta`` starts where ``first_core`` groups are
+    undecided and grows fourfold in undecided groups up to the incumbent's gap. When the core is
+    too large (``max_core_groups``, ``max_core_states`` or the time limit), the incumbent is improved
+    on the ``core_groups`` groups closest to changing, and with ``prove`` HiGHS solves the core left
+    undecided by the incumbent's gap (its dual bound plus the fixed groups is a certified bound).
     """
     t0 = time.perf_counter()
+    deadline = None if time_limit_s is None else t0 + time_limit_s
     G, K = cost.shape
     rows = np.arange(G)
-    hull = lower_hulls(cost, weight)
-    base_weight = float(row_min(weight).sum())
-    slack = cap - base_weight
-    valid = np.arange(hull.efficiency.shape[1])[None, :] < hull.n_segments[:, None]
-    seg_eff, seg_dw = hull.efficiency[valid], hull.d_weight[valid]
-    if seg_dw.sum() <= slack:  # the cheapest option of every group fits: trivially optimal
-        choice = hull.vertices[rows, hull.n_segments]
-        value = float(cost[rows, choice].sum())
-        return MCKPResult(choice, value, value, True, 0.0, 0, "none")
-    lam = split_multiplier(seg_eff, seg_dw, slack)
-    # incumbent: every group takes its hull segments strictly more efficient than lam (a prefix),
-    # then the weight left over is spent greedily
-    taken = valid & (hull.efficiency > lam)
-    steps = leading_true(taken)
-    choice = fill(cost, weight, hull, steps, cap)
+    r = relax(cost, weight, cap, n_options)
+    choice = r.incumbent
     upper = float(cost[rows, choice].sum())
-    z = cost + lam * weight
-    zmin = row_min(z)
-    bound = float(zmin.sum() - lam * cap)
-    delta = upper - bound
-    tol = 1e-9 * max(abs(upper), abs(bound), 1e-300) + 1e-12 * abs(lam * cap)
-    rc = z - zmin[:, None]
-    keep = rc <= delta + tol
-    if n_options is not None:
-        keep &= np.arange(K)[None, :] < n_options[:, None]
-    keep[rows, choice] = True
-    undecided = np.flatnonzero(row_count(keep) >= 2)
-    result = MCKPResult(choice, upper, bound, undecided.size == 0, lam, int(undecided.size), "none")
-    if undecided.size == 0:
+    if r.trivial:
+        return MCKPResult(choice, upper, upper, True, 0.0, 0, "none", upper)
+    L, rc = r.bound, r.rc
+    tol = 1e-12 * (abs(L) + abs(r.lam * cap)) + 1e-300
+    result = MCKPResult(choice, upper, L, False, r.lam, 0, "none", L)
+
+    def core_dp(core: np.ndarray, delta: float, base: np.ndarray, limit: float) -> Optional[np.ndarray]:
+        """The best choice of value <= ``limit`` with groups outside ``core`` at ``base`` and every
+        option of reduced cost above ``delta`` left out; None when there is none."""
+        keep = rc[core] <= delta + tol
+        core = core[np.argsort(row_count(keep), kind="stable")]  # few options first: smaller frontiers
+        keep = rc[core] <= delta + tol
+        outside_w = float(weight[rows, base].sum()) - float(weight[core, base[core]].sum())
+        outside_c = float(cost[rows, base].sum()) - float(cost[core, base[core]].sum())
+        core_cap = cap - outside_w
+        if core_cap < -1e-9 * abs(cap):
+            return None
+        p_costs, p_weights, split = pair_groups(cost[core], weight[core], rc[core], keep, delta + tol)
+        front = pareto_dp(p_costs, p_weights, core_cap, max_states=max_core_states, deadline=deadline,
+                          completion=SuffixLP(p_costs, p_weights, core_cap), upper=limit - outside_c)
+        if not len(front.cost):
+            return None
+        cand = base.copy()
+        cand[core] = split(front.choice(int(np.argmin(front.cost))))
+        return cand
+
+    gap = upper - L
+    if gap <= tol:
+        result.optimal, result.bound = True, upper
         return result
-
-    def core_solve(core: np.ndarray, exact_fallback: bool) -> tuple[Optional[np.ndarray], bool, str]:
-        """Best choice with groups outside ``core`` at the incumbent; (choice, proven, method)."""
-        # groups with few options first: the frontier grows later, so fewer states are carried
-        core = core[np.argsort(row_count(keep[core]), kind="stable")]
-        fixed = np.ones(G, dtype=bool)
-        fixed[core] = False
-        fixed_weight = float(weight[rows[fixed], choice[fixed]].sum())
-        core_cap = cap - fixed_weight
-        core_upper = float(cost[core, choice[core]].sum()) + tol
+    alt = np.sort(r.alt[r.alt <= gap + tol])
+    count = min(first_core, alt.size)
+    proven = False
+    while not proven:
+        delta = gap if count >= alt.size else min(gap, float(alt[count - 1]))
+        undecided = np.flatnonzero(r.alt <= delta + tol)
+        result.core_groups, result.core_method = int(undecided.size), "dp"
+        if undecided.size > max_core_groups:
+            break
         try:
-            if core.size > max_dp_groups:
-                raise FrontierTooLarge(f"{core.size} undecided groups")
-            # no reduced-cost pruning here: a state whose reduced costs exceed U - L also has
-            # cost + LP completion above the incumbent, so the completion bound already drops it
-            # merged two by two: half the DP steps (merging more levels makes each step too large)
-            p_costs, p_weights, split = pair_groups(cost[core], weight[core], rc[core], keep[core], delta + tol)
-            front = pareto_dp(p_costs, p_weights, core_cap, max_states=max_core_states,
-                              completion=SuffixLP(p_costs, p_weights, core_cap), upper=core_upper)
-            if not len(front.cost):
-                return None, True, "dp"
-            picked, proven, method = split(front.choice(int(np.argmin(front.cost)))), True, "dp"
+            cand = core_dp(undecided, delta, r.best, L + delta + tol)
         except FrontierTooLarge:
-            if not exact_fallback:
-                return None, False, "dp"
-            from .ilp import highs_mckp
-
-            options = [keep[g].nonzero()[0] for g in core]
-            costs = [cost[g, o] for g, o in zip(core, options)]
-            weights = [weight[g, o] for g, o in zip(core, options)]
-            limit = 30.0 if time_limit_s is None else time_limit_s
-            left = max(0.1, limit - (time.perf_counter() - t0))
-            sub, proven = highs_mckp(costs, {"cap": weights}, {"cap": cap - fixed_weight}, time_limit_s=left)
-            method = "highs"
-            if sub is None:
-                return None, False, method
-            picked = [o[k] for o, k in zip(options, sub)]
-        cand = choice.copy()
-        cand[core] = picked
-        return cand, proven, method
-
-    if undecided.size <= max_proof_groups or prove:
-        cand, proven, method = core_solve(undecided, exact_fallback=prove)
-        result.core_method = method
-        if proven:
-            result.optimal = True
-            if cand is not None and float(cost[rows, cand].sum()) < upper:
-                choice = cand
-    if not result.optimal:
-        # re-solve the most undecided groups exactly (smallest reduced cost of an alternative)
-        second = np.where(keep[undecided], rc[undecided], np.inf)
-        second[np.arange(undecided.size), choice[undecided]] = np.inf
-        closest = row_min(second)
-        if closest.size > core_groups:
-            closest_idx = np.argpartition(closest, core_groups - 1)[:core_groups]
+            break
+        if cand is not None:
+            value = float(cost[rows, cand].sum())
+            if value < upper:
+                choice, upper = cand, value
+            proven = True
+        elif delta >= gap:
+            proven = True  # nothing below the incumbent: it is optimal
         else:
-            closest_idx = np.arange(closest.size)
-        core = undecided[closest_idx]
-        cand, _, method = core_solve(core, exact_fallback=False)
-        result.core_method = method
+            result.bound = L + delta  # no solution of value <= L + delta exists
+            count = int(count * growth) + 1
+    if proven:
+        result.choice, result.objective, result.optimal, result.bound = choice, upper, True, upper
+        return result
+    # the core was too large to prove: improve the incumbent on the groups closest to changing
+    for k in (64, 256, core_groups):
+        other = rc.copy()
+        other[rows, choice] = np.inf
+        closest = row_min(other)
+        k = min(k, G)
+        core = np.argpartition(closest, k - 1)[:k] if k < G else rows
+        try:
+            cand = core_dp(core, upper - L, choice, upper)
+        except FrontierTooLarge:
+            break
         if cand is not None and float(cost[rows, cand].sum()) < upper:
-            choice = cand
-    result.choice = choice
-    result.objective = float(cost[rows, choice].sum())
+            choice, upper = cand, float(cost[rows, cand].sum())
+    gap = upper - L
+    if prove and gap > tol:
+        from .ilp import build_milp, choice_from_x, highs_solve, one_hot
+
+        core = np.flatnonzero(r.alt <= gap + tol)
+        options = [np.flatnonzero(rc[g] <= gap + tol) for g in core]
+        outside = np.ones(G, dtype=bool)
+        outside[core] = False
+        out_c, out_w = float(cost[outside, r.best[outside]].sum()), float(weight[outside, r.best[outside]].sum())
+        costs = [cost[g, o] for g, o in zip(core, options)]
+        scale = max(abs(r.bound), 1e-300) / 1e4  # HiGHS's absolute tolerances: the optimum near 1e4 (ilp.build_milp)
+        m = build_milp(costs, {"cap": [weight[g, o] for g, o in zip(core, options)]}, {"cap": cap - out_w}, objective_scale=scale)
+        start_ok = outside.sum() == 0 or bool((choice[outside] == r.best[outside]).all())
+        start = None
+        if start_ok:
+            start = one_hot(m, np.array([int(np.flatnonzero(o == choice[g])[0]) for g, o in zip(core, options)]))
+        limit = 30.0 if time_limit_s is None else max(0.1, time_limit_s - (time.perf_counter() - t0))
+        res = highs_solve(m, time_limit_s=limit, start=start)
+        result.core_groups, result.core_method = int(core.size), "highs"
+        if res.x is not None:
+            sub = choice_from_x(m, res.x)
+            cand = r.best.copy()
+            cand[core] = [o[k] for o, k in zip(options, sub)]
+            value = float(cost[rows, cand].sum())
+            if value < upper and float(weight[rows, cand].sum()) <= cap:
+                choice, upper = cand, value
+        if res.bound is not None:  # every solution better than the incumbent lies in this core
+            result.bound = max(result.bound, min(upper, out_c + res.bound))
+        if res.status == "optimal":
+            result.optimal, result.bound = True, upper
+    result.choice, result.objective = choice, upper
+    result.bound = min(result.bound, upper)
     return result
 
 
 @register_solver
 class LagrangianSolver(Solver):
-    """One budget at any scale: Lagrangian over convex hulls, exact core; proven optimal or certified gap to the LP bound.
+    """One budget at any scale: Lagrangian over convex hulls, exact core; proven optimal or a certified gap.
 
-    ``prove=True`` solves every group left undecided by reduced-cost fixing exactly (HiGHS when the
-    DP frontier grows too large), so the status is always ``optimal`` (slower at 10,000+ groups).
+    The core DP proves most instances optimal by itself. When it cannot (the core is too large),
+    ``prove=True`` hands the core to HiGHS within the time limit; otherwise the status is
+    ``feasible`` with the best certified bound.
     """
 
     name = "lagrangian"
     exact = True
 
-    def __init__(self, *, time_limit_s=None, prove: bool = False, core_groups: int = 64, **settings):
+    def __init__(self, *, time_limit_s=None, prove: bool = False, core_groups: int = 1024, **settings):
         super().__init__(time_limit_s=time_limit_s, **settings)
         self.prove, self.core_groups = bool(prove), int(core_groups)
         self.last: Optional[MCKPResult] = None
@@ -448,6 +510,6 @@ class LagrangianSolver(Solver):
         res = solve_mckp(arrays.cost, arrays.resources[name], cap, arrays.n_options,
                          prove=self.prove, core_groups=self.core_groups, time_limit_s=self.time_limit_s)
         self.last = res
-        if res.optimal:  # proven: the optimality gap is zero (the LP bound stays in self.last.bound)
+        if res.optimal:  # proven: the optimality gap is zero (the LP bound stays in self.last.lp_bound)
             return Solution(res.choice, "optimal", None)
-        return Solution(res.choice, "feasible", min(res.bound, res.objective))
+        return Solution(res.choice, "feasible", res.bound)

@@ -1,6 +1,7 @@
-"""Default example model: a small CNN on scikit-learn's bundled 8x8 digits, with committed weights.
+"""Default example model: a small CNN on the 8x8 digits, with committed weights.
 
-It gives ``mpq`` a real, offline workload (no downloads) that trains in seconds, so plans,
+The 1797 images (UCI optical digits, as bundled with scikit-learn) ship beside the weights as
+``digits.npz`` (45 kB), so the example needs no scikit-learn. It gives ``mpq`` a real, offline workload (no downloads) that trains in seconds, so plans,
 tests and demos run anywhere. ``python -m mpq.examples.digits.train`` reproduces the weights.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ __all__ = ["DigitsCNN", "Split", "DigitsData", "SEED", "load_data", "split_indic
 
 HERE = Path(__file__).resolve().parent
 WEIGHTS_FILE = HERE / "digits_cnn.pt"
+DATA_FILE = HERE / "digits.npz"  # images uint8 [1797, 8, 8] in 0..16, targets uint8 [1797]
 META_FILE = HERE / "weights.json"
 
 # The split is fixed: numpy's legacy RandomState(SEED).permutation is guaranteed stable across numpy
@@ -69,7 +71,7 @@ class DigitsData(NamedTuple):
 
 
 def split_indices() -> dict[str, np.ndarray]:
-    """Indices into ``sklearn.datasets.load_digits()`` of each split (disjoint, fixed)."""
+    """Indices into the 1797 images of each split (disjoint, fixed)."""
     perm = np.random.RandomState(SEED).permutation(1797)
     return {
         "test": perm[:TEST_SIZE],
@@ -80,13 +82,12 @@ def split_indices() -> dict[str, np.ndarray]:
 
 def load_data() -> DigitsData:
     """The train / calibration / test splits as tensors (fresh copies on every call)."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    if len(digits.target) != 1797:
-        raise RuntimeError(f"sklearn's digits data set has {len(digits.target)} images, expected 1797")
-    x = torch.from_numpy((digits.images / 16.0).astype(np.float32)).unsqueeze(1)
-    y = torch.from_numpy(digits.target.astype(np.int64))
+    with np.load(DATA_FILE) as arrays:
+        images, targets = arrays["images"], arrays["targets"]
+    if images.shape != (1797, 8, 8) or targets.shape != (1797,):
+        raise RuntimeError(f"{DATA_FILE} holds images {images.shape} and targets {targets.shape}, expected (1797, 8, 8) and (1797,)")
+    x = torch.from_numpy((images / 16.0).astype(np.float32)).unsqueeze(1)
+    y = torch.from_numpy(targets.astype(np.int64))
     idx = split_indices()
     parts = {k: Split(x[torch.from_numpy(v)].clone(), y[torch.from_numpy(v)].clone()) for k, v in idx.items()}
     return DigitsData(train=parts["train"], calib=parts["calib"], test=parts["test"])
@@ -134,7 +135,7 @@ def workload(batch_size: int = 64, calib_batches: int | None = None) -> Workload
     def evaluate(model: nn.Module) -> dict:
         return evaluate_on(model, test)
 
-    meta = {"dataset": "sklearn.datasets.load_digits", "split_seed": SEED,
+    meta = {"dataset": "UCI optical digits 8x8 (digits.npz, as in sklearn.datasets.load_digits)", "split_seed": SEED,
             "sizes": {k: len(getattr(data, k).targets) for k in ("train", "calib", "test")}}
     if META_FILE.exists():
         meta["weights"] = json.loads(META_FILE.read_text())

@@ -9,7 +9,7 @@ from ..cli import command
 def _export_args(p) -> None:
     from . import available_targets
 
-    p.add_argument("plan", help="plan JSON file (mpq.plan/v1)")
+    p.add_argument("plan", help="plan file: JSON (mpq.plan/v1) or columnar .npz (mpq.plan-columns/v1)")
     p.add_argument("--to", required=True, choices=available_targets(), help="target quantizer")
     p.add_argument("-o", "--output", help="main output file (default: PLAN.TARGET.EXT beside the plan; '-' prints it); "
                    "extra files go beside it with the same stem")
@@ -20,10 +20,10 @@ def _export_args(p) -> None:
 
 @command("export", "export a plan to a quantizer's configuration (gptqmodel, llmcompressor, autoround, hqq, llamacpp, torchao, hawq)", _export_args)
 def cmd_export(args) -> int:
-    from ..schema import Plan, load_document
+    from ..plan_columns import load_plan
     from . import default_output, export_plan, write_export
 
-    plan = load_document(args.plan, Plan)
+    plan = load_plan(args.plan)
     options = {"merge": args.merge} if args.merge else {}
     keep = [n.strip() for n in args.keep_float.split(",") if n.strip()]
     result = export_plan(plan, args.to, keep_float_layers=keep, **options)

@@ -26,6 +26,7 @@ from mpq import __version__
 from mpq.errors import MpqError
 
 from .answers import ErrorAnswer, FrontierAnswer, PlanAnswer, PlanPage, SearchAccepted, SearchState
+from .guard import RequestGuard, is_loopback
 from .jobs import SearchRunner
 from .limits import Limits, OverLimit, ServiceConfig
 from .payloads import FrontierRequest, PlanRequest, SearchRequest, error_answer, make_solver, parse_body
@@ -37,6 +38,7 @@ log = logging.getLogger("mpq.service")
 ERRORS = {
     401: {"model": ErrorAnswer, "description": "a bearer token is required"},
     413: {"model": ErrorAnswer, "description": "the request is over the service's limits"},
+    415: {"model": ErrorAnswer, "description": "the body is not declared application/json"},
     422: {"model": ErrorAnswer, "description": "the request is invalid; the detail names the field or the reason"},
 }
 
@@ -109,6 +111,7 @@ def create_app(config: Optional[ServiceConfig] = None) -> FastAPI:
                     "versioned documents (mpq.problem/v1, mpq.plan/v1).",
     )
     guarded = [Depends(require_token)] if config.token is not None else []
+    app.add_middleware(RequestGuard, loopback=is_loopback(config.host), port=config.port)
 
     # errors -----------------------------------------------------------------------------------
     @app.exception_handler(MpqError)
@@ -138,7 +141,7 @@ def create_app(config: Optional[ServiceConfig] = None) -> FastAPI:
         """Run ``fn`` on the body in a worker, store the plans it made: (ids, records, timing)."""
         body = await read_body(request, limits)
         state = request.app.state
-        result = await state.pool.run(fn, body, limits, limits.max_plan_seconds + limits.plan_grace_s)
+        result = await state.pool.run(fn, body, limits, limits.max_plan_seconds + limits.plan_grace_s, config.search_storage)
         if "error" in result:
             raise Refusal(*result["error"])
         t0 = time.perf_counter()
@@ -183,7 +186,7 @@ def create_app(config: Optional[ServiceConfig] = None) -> FastAPI:
         limits.check_options(req.options)
         seconds = limits.time_limit(req.options, limits.max_search_seconds, None)
         options = {**req.options, **({"time_limit_s": seconds} if seconds is not None else {})}
-        make_solver(req.solver, options)  # an unknown solver or refused setting is answered now, not in the queue
+        make_solver(req.solver, options, config.search_storage)  # an unknown solver or refused setting is answered now, not in the queue
         return req.problem.model_dump_json(by_alias=True, exclude_unset=True), req.solver, options
 
     @app.post("/v1/searches", status_code=202, response_model=SearchAccepted, dependencies=guarded,

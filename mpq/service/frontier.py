@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 from mpq.errors import SolverNotApplicable
-from mpq.schema import Plan, Problem
+from mpq.schema import AXES, Plan, Problem
 from mpq.solvers.compiled import compile_problem
-from mpq.solvers.frontier import AXES, frontier
+from mpq.solvers.frontier import frontier
 
 
 def frontier_plans(problem: Problem, max_points: int) -> list[Plan]:

@@ -27,7 +27,8 @@ log = logging.getLogger("mpq.service")
 STOP_GRACE_S = 2.0
 
 
-def run_search(problem_json: str, solver: str, options: dict, plugins: tuple[str, ...], parent: int, out, stop) -> None:
+def run_search(problem_json: str, solver: str, options: dict, plugins: tuple[str, ...], parent: int, out, stop,
+               search_storage: Optional[str] = None) -> None:
     """The body of a search process: solve, reporting ("progress", f, plan_json|None), then ("done", ...) or ("failed", msg)."""
     from .solving import exit_with_parent
 
@@ -44,7 +45,7 @@ def run_search(problem_json: str, solver: str, options: dict, plugins: tuple[str
         def progress(fraction: float, best=None) -> None:
             out.put(("progress", float(fraction), best.model_dump_json(by_alias=True) if best is not None else None))
 
-        plan = make_solver(solver, options, progress=progress, should_stop=stop.is_set).solve(problem)
+        plan = make_solver(solver, options, search_storage, progress=progress, should_stop=stop.is_set).solve(problem)
         out.put(("done", plan.model_dump_json(by_alias=True)))
     except BaseException as e:  # noqa: BLE001 - everything is reported to the server
         try:
@@ -124,7 +125,8 @@ class SearchRunner:
         out, stop = self._ctx.Queue(), self._ctx.Event()
         proc = self._ctx.Process(
             target=run_search, name=f"mpq-search-{sid[:8]}", daemon=True,
-            args=(job["problem"], job["solver"], json.loads(job["options"]), self.config.plugins, os.getpid(), out, stop),
+            args=(job["problem"], job["solver"], json.loads(job["options"]), self.config.plugins, os.getpid(), out, stop,
+                  self.config.search_storage),
         )
         proc.start()
         progress: Optional[float] = None

@@ -74,6 +74,13 @@ class ServiceConfig:
 
     db_url: str = "sqlite:///mpq.db"
     token: Optional[str] = None
+    #: the address and port the server is bound to; on a loopback address, requests must name it in
+    #: ``Host`` (and a loopback ``Origin``, when they send one): see :mod:`mpq.service.guard`.
+    host: str = "127.0.0.1"
+    port: Optional[int] = None
+    #: the Optuna storage URL for searches that name a ``study``; a request never names a storage.
+    #: None: searches run in memory, and a request that names a study is refused.
+    search_storage: Optional[str] = None
     limits: Limits = field(default_factory=Limits)
     #: worker processes for synchronous solves; 0 solves in threads of the server process.
     solve_workers: int = field(default_factory=lambda: os.cpu_count() or 1)

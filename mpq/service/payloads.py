@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import re
 from typing import Any, Callable, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -68,23 +69,72 @@ def parse_body(body: bytes, model: type[_Body]) -> _Body:
 
 #: solver settings the service itself passes (to report progress and to cancel)
 RESERVED = frozenset({"progress", "should_stop"})
+#: solver settings only whoever starts the server may give: storages, files, URLs and callables
+SERVER_ONLY = frozenset({"storage", "evaluate_plan"})
+#: a study within the server's search storage: a plain name, never a path or URL
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
-def make_solver(name: str, options: dict[str, Any], **hooks: Optional[Callable]):
-    """The registered solver ``name`` with ``options``; ``hooks`` (progress, should_stop) go to solvers that take them."""
+def _looks_like_location(value: Any) -> bool:
+    """True for any string (also nested in lists or objects) that could name a file or URL."""
+    if isinstance(value, str):
+        return "/" in value or "\\" in value or ":" in value or value.startswith("~")
+    if isinstance(value, (list, tuple)):
+        return any(_looks_like_location(v) for v in value)
+    if isinstance(value, dict):
+        return any(_looks_like_location(k) or _looks_like_location(v) for k, v in value.items())
+    return False
+
+
+def request_settings(options: dict[str, Any], accepts_storage: bool, search_storage: Optional[str]) -> dict[str, Any]:
+    """A request's solver settings as the server passes them on: never a file, URL or storage chosen by the request.
+
+    A ``study`` names a study within the server's own search storage (``mpq serve --search-storage``)
+    and must match ``STUDY_NAME``; without a configured storage it is refused.
+    """
+    reserved = sorted(RESERVED & set(options))
+    if reserved:
+        raise DocumentError(f"options.{reserved[0]}: this setting is supplied by the service, not by the request")
+    server_only = sorted(SERVER_ONLY & set(options))
+    if server_only:
+        raise DocumentError(
+            f"options.{server_only[0]}: a request cannot choose a storage, file, URL or callable on the server; "
+            "searches use the storage the server was started with (--search-storage), and a request names only a study"
+        )
+    for key, value in options.items():
+        if key != "study" and _looks_like_location(value):
+            raise DocumentError(f"options.{key}: the service takes no paths or URLs from a request, got {value!r}")
+    if "study" not in options or not accepts_storage:
+        return dict(options)
+    study = options["study"]
+    if not isinstance(study, str) or not STUDY_NAME.fullmatch(study):
+        raise DocumentError(
+            f"options.study: expected a name of 1-64 letters, digits, '_', '.' or '-' starting with a letter or digit, got {study!r}"
+        )
+    if search_storage is None:
+        raise DocumentError(
+            "options.study: this server has no search storage, so a study cannot be named; leave study out "
+            "to search in memory, or start the server with mpq serve --search-storage URL"
+        )
+    return {**options, "storage": search_storage}
+
+
+def make_solver(name: str, options: dict[str, Any], search_storage: Optional[str] = None, **hooks: Optional[Callable]):
+    """The registered solver ``name`` with a request's ``options``; ``hooks`` (progress, should_stop) go to solvers that take them.
+
+    ``search_storage`` is the server's storage for searches that name a study (see :func:`request_settings`).
+    """
     from mpq.solvers.base import SOLVERS, AutoSolver, available_solvers, get_solver
 
     known = available_solvers()
     if name not in known:
         raise UnknownName("solver", name, known)
-    reserved = sorted(RESERVED & set(options))
-    if reserved:
-        raise DocumentError(f"options.{reserved[0]}: this setting is supplied by the service, not by the request")
     cls = AutoSolver if name == "auto" else SOLVERS[name]
     params = inspect.signature(cls.__init__).parameters
+    settings = request_settings(options, "storage" in params, search_storage)
     extra = {k: v for k, v in hooks.items() if v is not None and k in params}
     try:
-        return get_solver(name, **options, **extra)
+        return get_solver(name, **settings, **extra)
     except (TypeError, ValueError) as e:
         raise DocumentError(f"options: solver {name!r} refuses these settings: {e}") from None
 

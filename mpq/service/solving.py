@@ -47,7 +47,7 @@ def _ready() -> bool:
     return True
 
 
-def solve_plan(body: bytes, limits: Limits) -> dict[str, Any]:
+def solve_plan(body: bytes, limits: Limits, search_storage: Optional[str] = None) -> dict[str, Any]:
     """``POST /v1/plans`` in a worker: {"records": [PlanRecord], "timing": {...}} or {"error": (status, body)}."""
     t0 = time.perf_counter()
     try:
@@ -56,7 +56,7 @@ def solve_plan(body: bytes, limits: Limits) -> dict[str, Any]:
         limits.check_options(req.options)
         seconds = limits.time_limit(req.options, limits.max_plan_seconds, limits.default_plan_seconds)
         t1 = time.perf_counter()
-        plan = make_solver(req.solver, {**req.options, "time_limit_s": seconds}).solve(req.problem)
+        plan = make_solver(req.solver, {**req.options, "time_limit_s": seconds}, search_storage).solve(req.problem)
         t2 = time.perf_counter()
         record = PlanRecord.of(plan)
     except Exception as e:  # every failure is answered, never raised into the server
@@ -65,7 +65,7 @@ def solve_plan(body: bytes, limits: Limits) -> dict[str, Any]:
     return {"records": [record], "timing": {"validate": t1 - t0, "solve": t2 - t1, "encode": t3 - t2}}
 
 
-def solve_frontier(body: bytes, limits: Limits) -> dict[str, Any]:
+def solve_frontier(body: bytes, limits: Limits, search_storage: Optional[str] = None) -> dict[str, Any]:
     from .frontier import frontier_plans
 
     t0 = time.perf_counter()
@@ -110,7 +110,7 @@ class SolvePool:
             self._warming = asyncio.gather(*(loop.run_in_executor(self._executor, _ready) for _ in range(max(1, self.workers))))
         await asyncio.shield(self._warming)
 
-    async def run(self, fn, body: bytes, limits: Limits, timeout: Optional[float]) -> dict[str, Any]:
+    async def run(self, fn, body: bytes, limits: Limits, timeout: Optional[float], *extra: Any) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         for attempt in (1, 2):
             try:
@@ -119,7 +119,7 @@ class SolvePool:
                 pass  # answered below
             executor = self._executor
             try:
-                return await asyncio.wait_for(loop.run_in_executor(executor, fn, body, limits), timeout)
+                return await asyncio.wait_for(loop.run_in_executor(executor, fn, body, limits, *extra), timeout)
             except asyncio.TimeoutError:
                 self._replace(executor, kill=True)  # the only way to stop a solver that ignores its time limit
                 raise OverLimit(

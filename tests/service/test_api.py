@@ -19,7 +19,7 @@ from mpq.solvers import solve
 def client(tmp_path_factory):
     db = tmp_path_factory.mktemp("svc") / "api.db"
     config = ServiceConfig(db_url=f"sqlite:///{db}", solve_workers=0, plugins=("tests.helpers.slow_solver",))
-    with TestClient(create_app(config)) as c:
+    with TestClient(create_app(config), base_url="http://127.0.0.1") as c:
         yield c
 
 
@@ -106,7 +106,7 @@ def test_body_that_is_not_json_is_422(client):
 def test_requests_over_the_limits_get_413_or_422_saying_which_limit(tmp_path):
     limits = Limits(max_body_bytes=20_000, max_layers=4, max_plan_seconds=5)
     config = ServiceConfig(db_url=f"sqlite:///{tmp_path / 'l.db'}", solve_workers=0, limits=limits)
-    with TestClient(create_app(config)) as c:
+    with TestClient(create_app(config), base_url="http://127.0.0.1") as c:
         big = c.post("/v1/plans", json={"problem": problem(n_layers=200)})
         assert big.status_code == 413 and "20000 bytes" in big.json()["detail"]
         wide = c.post("/v1/plans", json={"problem": problem(n_layers=6)})
@@ -118,7 +118,7 @@ def test_requests_over_the_limits_get_413_or_422_saying_which_limit(tmp_path):
 
 def test_a_token_is_required_when_configured(tmp_path):
     config = ServiceConfig(db_url=f"sqlite:///{tmp_path / 't.db'}", solve_workers=0, token="s3cret")
-    with TestClient(create_app(config)) as c:
+    with TestClient(create_app(config), base_url="http://127.0.0.1") as c:
         assert c.post("/v1/plans", json={"problem": problem()}).status_code == 401
         wrong = c.get("/v1/plans", headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401 and "Bearer" in wrong.json()["detail"]
@@ -230,7 +230,7 @@ def test_only_loopback_addresses_may_serve_without_a_token(host, loopback):
 def test_a_solve_past_the_time_limit_is_stopped_and_the_service_goes_on(tmp_path):
     limits = Limits(max_plan_seconds=0.5, plan_grace_s=0.5)
     config = ServiceConfig(db_url=f"sqlite:///{tmp_path / 's.db'}", solve_workers=1, limits=limits, plugins=("tests.helpers.slow_solver",))
-    with TestClient(create_app(config)) as c:
+    with TestClient(create_app(config), base_url="http://127.0.0.1") as c:
         t0 = time.monotonic()
         slow = c.post("/v1/plans", json={"problem": problem(), "solver": "slow-test", "options": {"steps": 300, "step_s": 0.1}})
         assert slow.status_code == 422 and "POST /v1/searches" in slow.json()["detail"]
@@ -241,7 +241,7 @@ def test_a_solve_past_the_time_limit_is_stopped_and_the_service_goes_on(tmp_path
 @pytest.mark.skipif(not os.environ.get("MPQ_TEST_POSTGRES_URL"), reason="set MPQ_TEST_POSTGRES_URL to test a PostgreSQL store")
 def test_the_service_runs_on_postgresql():
     config = ServiceConfig(db_url=os.environ["MPQ_TEST_POSTGRES_URL"], solve_workers=0, plugins=("tests.helpers.slow_solver",))
-    with TestClient(create_app(config)) as c:
+    with TestClient(create_app(config), base_url="http://127.0.0.1") as c:
         answer = c.post("/v1/plans", json={"problem": problem(seed=21)}).json()
         assert c.get(f"/v1/plans/{answer['id']}").json() == answer
         sid = c.post("/v1/searches", json={"problem": problem(), "solver": "slow-test", "options": {"steps": 2, "step_s": 0.01}}).json()["id"]

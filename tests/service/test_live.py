@@ -134,3 +134,40 @@ def test_fuzzed_requests_never_get_a_server_error(server):
             except Unsatisfiable:  # no invalid input exists for it (e.g. GET /healthz takes no parameters)
                 assert mode is GenerationMode.NEGATIVE, operation.label
     assert len(seen) >= 40 and any(code < 300 for code in seen) and any(400 <= code < 500 for code in seen)
+
+
+def test_fuzzed_bodies_with_foreign_headers_or_storage_options_are_refused(server, tmp_path):
+    """Security cases on the real server: valid bodies drawn from the schema, sent as a web page or a
+    careless caller would (text/plain, a form, a rebound Host, a foreign Origin, a storage option)."""
+    victim = tmp_path / "victim.sh"
+    victim.write_text("echo hello\n")
+    schema = schemathesis.openapi.from_url(server.url + "/openapi.json")
+    posts = [op for op in (r.ok() for r in schema.get_all_operations()) if op.method.upper() == "POST"]
+    assert len(posts) == 3
+    attacks = [
+        ({"Content-Type": "text/plain"}, None, 415),
+        ({"Content-Type": "application/x-www-form-urlencoded"}, None, 415),
+        ({"Host": "attacker.example:%d" % server.port}, None, 400),
+        ({"Origin": "https://attacker.example"}, None, 403),
+        ({}, {"storage": f"journal:///{victim}", "study": "s"}, 422),
+        ({}, {"storage": f"sqlite:///{tmp_path / 'made.db'}"}, 422),
+    ]
+    seen = []
+    for operation in posts:
+
+        @given(case=operation.as_strategy(generation_mode=GenerationMode.POSITIVE))
+        @settings(max_examples=3, deadline=None, phases=[Phase.generate], derandomize=True, database=None,
+                  suppress_health_check=list(HealthCheck))
+        def call(case):
+            for headers, options, expected in attacks:
+                if options is not None:
+                    if operation.path == "/v1/frontiers":  # takes no solver options
+                        continue
+                    case.body = {**case.body, "solver": "evolutionary", "options": options}
+                response = case.call(base_url=server.url, headers=headers, timeout=30)
+                seen.append(response.status_code)
+                assert response.status_code == expected, (operation.label, headers, options, response.text[:300])
+
+        call()
+    assert len(seen) >= 3 * 4 * 3 and seen.count(422) >= 2 * 2 * 3
+    assert victim.read_text() == "echo hello\n" and not (tmp_path / "made.db").exists()
