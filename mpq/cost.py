@@ -113,8 +113,13 @@ def build_problem(
     layers: Optional[Sequence[str]] = None,
     channel_groups: int = 1,
     latency: Optional[Mapping[str, Mapping[str, float]]] = None,
+    routing_weight: bool = False,
 ) -> Problem:
     """One problem layer per graph layer, one option per candidate, distortions from the table.
+
+    ``routing_weight``: an expert layer's distortions are multiplied by its routing frequency
+    (``layers.*.routing_frequency``, MC-MoE's activation-frequency weighting), for tables whose
+    estimator did not see the calibration data (data-free scores treat every expert alike).
 
     ``latency`` gives each layer's milliseconds per option id (``mpq.latency.option_latencies``);
     a ``max_latency_ms`` budget needs it.
@@ -164,6 +169,8 @@ def build_problem(
                     "rerun the estimator with the same candidate options"
                 )
             d += activation_distortion(name, sens, spec, table.estimator)
+            if routing_weight:
+                d *= float((sens.model_extra or {}).get("routing_frequency", 1.0))
             options.append(option_for(info.shape, info.macs, spec, d, oid, latency[name][oid] if latency else None))
         out_layers.append(ProblemLayer(name=name, params=info.params, macs=info.macs, shape=list(info.shape), options=options))
     ties = [list(t) for t in ties]

@@ -40,7 +40,22 @@ def sensitivities(
     candidates = candidates or CandidateSet()
     options = candidates.specs() if est.per_option else None
     table = estimate(est, workload, graph, options, use_cache=use_cache)
-    return with_activations(table, workload, graph, candidates, settings)
+    return with_activations(with_routing(table, workload, graph), workload, graph, candidates, settings)
+
+
+def with_routing(table: SensitivityTable, workload: Workload, graph: LayerGraph) -> SensitivityTable:
+    """The table with each expert layer's routing frequency on the calibration data (``layers.*.routing_frequency``:
+    the share of token positions routed to it); unchanged for models without experts or when already there."""
+    from .experts import routing_frequency
+
+    if any("routing_frequency" in (l.model_extra or {}) for l in table.layers.values()):
+        return table
+    freq = routing_frequency(workload.model, {n: graph.module(n) for n in graph.names}, workload.batches)
+    if not freq:
+        return table
+    layers = {n: l.model_copy(update={"routing_frequency": freq[n]}) if n in freq else l for n, l in table.layers.items()}
+    meta = {**table.meta, "routing_frequency": "share of calibration token positions routed to each expert layer"}
+    return table.model_copy(update={"layers": layers, "meta": meta})
 
 
 def with_activations(table: SensitivityTable, workload: Workload, graph: LayerGraph, candidates: CandidateSet,
@@ -67,9 +82,11 @@ def plan_model(
     use_cache: bool = True,
     channel_groups: int = 1,
     latency_table: Optional[LatencyTable] = None,
+    routing_weight: bool = False,
 ) -> PlanResult:
     """Plan ``workload`` under ``constraints``. With ``latency_table`` (``mpq profile``), options are priced
-    in milliseconds and ``max_latency_ms`` is end to end: the layers get it less the model's profiled overhead."""
+    in milliseconds and ``max_latency_ms`` is end to end: the layers get it less the model's profiled overhead.
+    ``routing_weight``: weigh expert layers' distortions by their routing frequency (see ``build_problem``)."""
     from mpq.solvers import get_solver
 
     graph = discover(workload)
@@ -77,7 +94,7 @@ def plan_model(
     if table is None:
         table = sensitivities(workload, estimator, graph=graph, candidates=candidates, use_cache=use_cache, **dict(estimator_settings or {}))
     else:
-        table = with_activations(table, workload, graph, candidates, dict(estimator_settings or {}))
+        table = with_activations(with_routing(table, workload, graph), workload, graph, candidates, dict(estimator_settings or {}))
     constraints = dict(constraints.active() if isinstance(constraints, Constraints) else constraints)
     priced, timing = None, None
     if latency_table is not None:
@@ -92,7 +109,8 @@ def plan_model(
                                      f"alone takes {timing.overhead_ms:.4g} ms; the smallest feasible budget is above that")
             constraints["max_latency_ms"] = layers_ms
     latency = {n: {o: ms for o, (ms, _) in row.items()} for n, row in priced.items()} if priced else None
-    problem = build_problem(graph, table, candidates, constraints, channel_groups=channel_groups, latency=latency)
+    problem = build_problem(graph, table, candidates, constraints, channel_groups=channel_groups, latency=latency,
+                            routing_weight=routing_weight)
     prov = Provenance(estimator=table.estimator, model=problem.model)
     plan = get_solver(solver, **dict(solver_settings or {})).solve(problem, provenance=prov)
     result = PlanResult(graph, table, problem, plan)
