@@ -295,7 +295,8 @@ def cmd_sensitivity(args) -> int:
 
 
 DEMO_BUDGET = "avg_bits=3"
-#: The budget of ``mpq plan MODEL`` without --budget: 4 bits a weight on average, the common target.
+#: The budget of ``mpq plan HF_MODEL`` without --budget: 4 bits a weight on average, the common target
+#: for LLM weights (a ``module:function`` workload still needs --budget).
 MODEL_BUDGET = "avg_bits=4"
 DEMO_GROUP_SIZES = "none,32"
 
@@ -328,10 +329,12 @@ def cmd_plan(args) -> int:
     budgets = args.budget
     if not budgets and args.max_drop is not None:
         budgets = ["avg_bits=64"]  # only the measured drop limits the plan
-    if not budgets and args.model is not None:
+    if not budgets and args.model is not None and ":" not in args.model:  # a Hugging Face model
         budgets = [MODEL_BUDGET]
         print(f"no --budget: planning at {MODEL_BUDGET} (give --budget, e.g. avg_bits=5 or mb=12, to choose)\n")
     if not budgets:
+        if args.model is not None:
+            raise DocumentError("--budget is required, e.g. --budget avg_bits=4 or --budget mb=12")
         budgets = [DEMO_BUDGET]
         if args.group_sizes is None:
             # FINDINGS: the candidate set matters more than the allocator; group-wise options let a
