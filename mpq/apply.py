@@ -88,10 +88,16 @@ def apply_plan(
 def save_quantized(model: nn.Module, plan: Plan, path: str | Path) -> Path:
     """Write the dequantized weights as safetensors with the plan (and any calibrated activation ranges)
     in the file's metadata, and the plan beside it."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
+    from .output import write_output
+
+    from .output import check_output, is_special
+
+    check_output(path, "--save")
     path = Path(path)
-    if path.suffix != ".safetensors":
+    special = is_special(path)  # /dev/null, a FIFO: written as given, without the plan beside it
+    if path.suffix != ".safetensors" and not special:
         path = path.with_suffix(".safetensors")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     # safetensors refuses tensors that share memory (tied embeddings); store each once
@@ -103,13 +109,17 @@ def save_quantized(model: nn.Module, plan: Plan, path: str | Path) -> Path:
             continue
         seen[ptr] = k
         unique[k] = v
-    tmp = path.with_name(f".{path.name}.tmp")
     metadata = {"mpq_plan": json.dumps(plan.model_dump(by_alias=True))}
     hooks = getattr(model, "_mpq_activation_hooks", None)
     if hooks is not None and hooks.quantizers:  # calibrated activation ranges: {layer: {"bits", "lo", "hi"}}
         metadata["mpq_activation_ranges"] = json.dumps({n: vars(q) for n, q in hooks.quantizers.items()})
-    save_file(unique, str(tmp), metadata=metadata)
-    tmp.replace(path)
-    plan_path = path.with_suffix(".plan.json")
-    plan_path.write_text(dump_document(plan))
+    write_output(path, save(unique, metadata=metadata), what="--save")
+    if not special:
+        write_output(path.with_suffix(".plan.json"), dump_document(plan), what="--save")
     return path
+
+
+# ``mpq.apply(...)`` calls :func:`mpq.api.apply` (this module stays importable as before).
+from ._entry import make_callable as _make_callable  # noqa: E402
+
+_make_callable(__name__, "apply")

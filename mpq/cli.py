@@ -1,6 +1,8 @@
 """The ``mpq`` command line: each command is one call into the Python API.
 
-Errors mpq raises on bad input print one ``error:`` line (or a few) and exit with code 2.
+Every failure prints one ``error:`` line (or a few) and exits with a documented code, mapped once in
+:func:`main` from the error's class (``mpq.errors``): 0 ok, 2 usage or bad input, 3 infeasible
+budget, 4 time limit without a plan, 5 model or data load failure.
 """
 from __future__ import annotations
 
@@ -8,22 +10,61 @@ import argparse
 import json
 import os
 import sys
-from typing import Callable, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
-from .errors import DocumentError, MpqError
+from . import registry
+from .errors import EXIT_OK, EXIT_USAGE, DocumentError, MpqError
 from .schema import NUMBER_FORMATS
 
-COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {}
+#: the exit status of an unexpected exception (a bug): outside the documented codes on purpose
+EXIT_INTERNAL = 1
+
+
+@dataclass(frozen=True)
+class Command:
+    """``mpq NAME``: ``add_args`` declares its arguments, ``run`` does the work (one call into the API)."""
+
+    name: str
+    add_args: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    help: str
+
+
+COMMANDS: dict[str, Command] = {}
 
 
 def command(name: str, help: str, add_args: Callable[[argparse.ArgumentParser], None] = lambda p: None):
-    """Register ``mpq NAME``: ``add_args`` declares its arguments, the decorated function does the work."""
+    """Register ``mpq NAME`` (once): ``add_args`` declares its arguments, the decorated function does the work."""
 
     def deco(run):
-        COMMANDS[name] = (add_args, run, help)
+        registry.register(COMMANDS, name, Command(name, add_args, run, help), kind="command")
         return run
 
     return deco
+
+
+@dataclass(frozen=True)
+class SolverOptions:
+    """Options one solver contributes to ``mpq solve``: the extension point the solve command declares.
+
+    ``add_args(group)`` declares them; ``settings(args, problem)`` turns what was given into that
+    solver's settings (checked by its ``Settings`` like ``--param`` ones, sent to ``--server`` too);
+    ``given(args)`` names the options given, which are refused with another ``--solver``;
+    ``solve(solver, problem, args)``, when set, runs the solver locally and reports more than the plan.
+    """
+
+    solver: str
+    title: str
+    add_args: Callable[[argparse._ArgumentGroup], None]
+    settings: Callable[[argparse.Namespace, Any], dict]
+    given: Callable[[argparse.Namespace], list[str]]
+    solve: Optional[Callable[[Any, Any, argparse.Namespace], Any]] = None
+
+
+SOLVER_OPTIONS: dict[str, SolverOptions] = {}
+#: Register the ``mpq solve`` options of one solver (once per solver).
+register_solver_options = registry.registrar(SOLVER_OPTIONS, "solve options", key=lambda o: o.solver)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -148,11 +189,11 @@ def load(args: argparse.Namespace):
     return load_workload(args.model, calib=getattr(args, "calib", None), hf={k: v for k, v in hf.items() if v is not None})
 
 
-def write_or_print(doc, path: Optional[str]) -> None:
+def write_or_print(doc, path: Optional[str], what: str = "-o") -> None:
     from .schema import dump_document, save_document
 
     if path and path != "-":
-        save_document(doc, path)
+        save_document(doc, path, what)
         print(f"wrote {path}")
     else:
         sys.stdout.write(dump_document(doc))
@@ -257,22 +298,19 @@ def cmd_layers(args) -> int:
 
 @command("estimators", "list the sensitivity estimators")
 def cmd_estimators(args) -> int:
-    from mpq.sensitivity.base import ESTIMATORS, available_estimators
+    from mpq.sensitivity.base import estimator_listing
 
-    for name in available_estimators():
-        doc = (ESTIMATORS[name].__doc__ or "").strip().splitlines()
-        print(f"{name:18s} {doc[0] if doc else ''}")
+    for e in estimator_listing():
+        print(f"{e['name']:18s} {e['description']}")
     return 0
 
 
 @command("solvers", "list the solvers")
 def cmd_solvers(args) -> int:
-    from mpq.solvers.base import SOLVERS, available_solvers
+    from mpq.solvers.base import solver_listing
 
-    for name in available_solvers():
-        cls = SOLVERS.get(name)
-        doc = (cls.__doc__ or "").strip().splitlines() if cls else ["pick the fastest exact solver for the problem"]
-        print(f"{name:14s} {doc[0] if doc else ''}")
+    for s in solver_listing():
+        print(f"{s['name']:14s} {s['description']}")
     return 0
 
 
@@ -285,8 +323,10 @@ def _sens_args(p):
 
 @command("sensitivity", "estimate per-layer sensitivities and write an mpq.sensitivity/v1 table", _sens_args)
 def cmd_sensitivity(args) -> int:
+    from .output import check_output
     from .pipeline import sensitivities
 
+    check_output(args.output, "-o")
     workload = load(args)
     table = sensitivities(workload, args.estimator, candidates=candidates_from_args(args),
                           use_cache=not args.no_cache, **estimator_settings(args))
@@ -323,9 +363,12 @@ def _plan_args(p):
 def cmd_plan(args) -> int:
     from .budget import parse_budgets
     from .evaluate import evaluate_plans, uniform_baselines
+    from .output import check_output
     from .pipeline import plan_model
     from .schema import SensitivityTable, load_document, save_document
 
+    check_output(args.output, "-o")
+    check_output(args.problem_out, "--problem-out")
     budgets = args.budget
     if not budgets and args.max_drop is not None:
         budgets = ["avg_bits=64"]  # only the measured drop limits the plan
@@ -371,7 +414,7 @@ def cmd_plan(args) -> int:
         print(f"predicted latency {result.predicted_latency_ms:.4g} ms ± {result.latency_spread_ms:.2g} end to end: "
               f"{result.plan.totals.latency_ms:.4g} ms in the planned layers{rest}")
     if args.problem_out:
-        save_document(result.problem, args.problem_out)
+        save_document(result.problem, args.problem_out, "--problem-out")
     write_or_print(result.plan, args.output)
     if not args.no_eval:
         baselines = uniform_baselines(result.problem, result.plan)
@@ -400,6 +443,21 @@ def _solve_args(p):
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="a solver setting, e.g. backend=highs (ilp) or rule=knee (pareto)")
     p.add_argument("-o", "--output", help="plan file: .json (mpq.plan/v1) or columnar .npz (mpq.plan-columns/v1); default: stdout")
+    for ext in SOLVER_OPTIONS.values():
+        ext.add_args(p.add_argument_group(f"{ext.title} (--solver {ext.solver})"))
+
+
+def solver_options_settings(args: argparse.Namespace, problem) -> dict:
+    """Settings from the options registered solvers contribute; another solver's options are refused."""
+    settings: dict = {}
+    for ext in SOLVER_OPTIONS.values():
+        if ext.solver == args.solver:
+            settings.update(ext.settings(args, problem))
+        elif ext.given(args):
+            flags = ext.given(args)
+            raise DocumentError(f"{', '.join(flags)} {'goes' if len(flags) == 1 else 'go'} with --solver {ext.solver}, "
+                                f"not --solver {args.solver}")
+    return settings
 
 
 @command("solve", "solve an mpq.problem/v1 and write the plan", _solve_args)
@@ -408,11 +466,14 @@ def cmd_solve(args) -> int:
 
     from .budget import parse_budgets
     from .columnar import ProblemColumns, load_problem, save_problem
+    from .output import check_output
     from .plan_columns import save_plan
     from .progress import step
     from .schema import Constraints
     from mpq.solvers import get_solver
 
+    check_output(args.output, "-o")
+    check_output(args.problem_out, "--problem-out")
     with step(f"loading {args.problem}"):
         problem = load_problem(args.problem)
     if args.budget:
@@ -425,6 +486,7 @@ def cmd_solve(args) -> int:
         with step(f"writing {args.problem_out}"):
             save_problem(problem, args.problem_out)
     columns_out = bool(args.output) and args.output.endswith(".npz")
+    settings = {**solver_options_settings(args, problem), **parse_params(args.param, "--param")}
     with step(f"solving ({args.solver})"):
         if args.server:
             from .client import Client
@@ -432,10 +494,14 @@ def cmd_solve(args) -> int:
             if isinstance(problem, ProblemColumns):
                 problem = problem.to_problem()
             with Client(args.server, token=os.environ.get("MPQ_TOKEN")) as client:
-                plan = client.solve(problem, args.solver, time_limit_s=args.time_limit)
+                plan = client.solve(problem, args.solver, time_limit_s=args.time_limit, **settings)
         else:
-            solver = get_solver(args.solver, time_limit_s=args.time_limit, **parse_params(args.param, "--param"))
-            plan = solver.solve_columns(problem) if columns_out else solver.solve(problem)
+            solver = get_solver(args.solver, time_limit_s=args.time_limit, **settings)
+            ext = SOLVER_OPTIONS.get(args.solver)
+            if ext is not None and ext.solve is not None:
+                plan = ext.solve(solver, problem, args)
+            else:
+                plan = solver.solve_columns(problem) if columns_out else solver.solve(problem)
     if args.output and args.output != "-":
         with step(f"writing {args.output}"):
             save_plan(plan, args.output)
@@ -457,8 +523,10 @@ def _apply_args(p):
 def cmd_apply(args) -> int:
     from .apply import apply_plan, save_quantized
     from .evaluate import metrics
+    from .output import check_output
     from .plan_columns import load_plan
 
+    check_output(args.save, "--save")
     plan = load_plan(args.plan)
     workload = load(args)
     fp = workload.fingerprint()
@@ -527,12 +595,15 @@ def cmd_schema(args) -> int:
 # ----------------------------------------------------------------------------------------------
 
 
-#: Modules that register more commands with :func:`command` when imported.
+#: Modules that register more commands (and ``mpq solve`` options) with :func:`command` when imported.
 EXTENSIONS = ("mpq.frontier_cli", "mpq.export.cli", "mpq.service.cli", "mpq.search.cli")
 
 
 def _load_extensions() -> None:
-    """Modules that add commands (frontier, export, serve, worker, search) register on import."""
+    """Built-in command modules (frontier, export, serve, worker, search), then ``mpq.commands`` entry points.
+
+    Every module registers before any parser is built, so the order of the modules does not matter.
+    """
     import importlib
 
     for mod in EXTENSIONS:
@@ -541,6 +612,7 @@ def _load_extensions() -> None:
         except ModuleNotFoundError as e:
             if e.name is None or not mod.startswith(e.name):
                 raise
+    registry.load_entry_points("mpq.commands", COMMANDS, "command", key=lambda c: c.name)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -550,27 +622,48 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mpq", description="Mixed-precision bit allocation for PyTorch models.")
     parser.add_argument("--version", action="version", version=f"mpq {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (add_args, run, help) in COMMANDS.items():
-        p = sub.add_parser(name, help=help, description=help, allow_abbrev=False)  # a prefix must never pick an option
-        add_args(p)
-        p.set_defaults(run=run)
+    for c in COMMANDS.values():
+        p = sub.add_parser(c.name, help=c.help, description=c.help, allow_abbrev=False)  # a prefix must never pick an option
+        c.add_args(p)
+        p.set_defaults(run=c.run)
     return parser
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # a usage error exits here with code 2 (EXIT_USAGE)
     if not getattr(args, "run", None):
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     try:
-        return int(args.run(args) or 0)
+        code = int(args.run(args) or 0)
+        sys.stdout.flush()
+        return code
     except MpqError as e:
         print(f"error: {e}", file=sys.stderr)
-        return getattr(e, "exit_code", 2)
+        return e.exit_code
+    except BrokenPipeError:  # e.g. `mpq layers --json | head`: the reader left, nothing more to say
+        _silence_stdout()
+        return EXIT_OK
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug, not bad input: one line, the traceback only on request
+        if os.environ.get("MPQ_DEBUG"):
+            raise
+        print(f"error: internal error {type(e).__name__}: {e} (a bug in mpq; rerun with MPQ_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not raise BrokenPipeError again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from .errors import DocumentError
-from .schema import (NUMBER_FORMATS, PROBLEM_SCHEMA, PRUNE_STRUCTURES, Constraints, ModelRef, Option, Problem,
+from .schema import (MAX_SIZE, NUMBER_FORMATS, PROBLEM_SCHEMA, PRUNE_STRUCTURES, Constraints, ModelRef, Option, Problem,
                      ProblemLayer, ProblemPair, format_validation_error)
 
 COLUMNS_SCHEMA = "mpq.problem-columns/v1"
@@ -159,11 +159,10 @@ class ProblemColumns:
 
     def save(self, path: str | Path) -> Path:
         """Write atomically as ``.npz`` (uncompressed: the solver reads it back fastest)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp.npz")
-        np.savez(tmp, header=np.array(json.dumps(self.header())), **self.arrays)
-        tmp.replace(path)
-        return path
+        from .output import write_output
+
+        header = np.array(json.dumps(self.header()))
+        return write_output(path, lambda f: np.savez(f, header=header, **self.arrays))
 
 
 def load_columns(path: str | Path) -> ProblemColumns:
@@ -240,7 +239,9 @@ def validate_columns(data: dict[str, np.ndarray], source: str = "columnar proble
     if dup is not None:
         raise fail(f"option id appears twice in one layer at {where_row(dup)}")
     check_option_columns(a, check)
-    check(a["layer_params"] < 0, "layer_params: must be non-negative", lambda i: f"layer {str(names[i])!r}")
+    for name in ("layer_params", "layer_macs"):
+        check((a[name] < 0) | (a[name] > MAX_SIZE), f"{name}: must be an integer in [0, 2**53]", lambda i: f"layer {str(names[i])!r}")
+    check_size_sums(a, fail)
     check_names(names, fail)
     try:
         constraints = Constraints(**(header.get("constraints") or {}))
@@ -254,7 +255,15 @@ def validate_columns(data: dict[str, np.ndarray], source: str = "columnar proble
         if n in constraints.active():
             col = a["bitops"] < 0 if n == "max_bitops" else np.isnan(a["latency_ms"])
             check(col, f"{n} is constrained but {'bitops' if n == 'max_bitops' else 'latency_ms'} is null")
-    ties = [list(map(str, t)) for t in header.get("ties") or []]
+    ties = header.get("ties") or []
+    if not isinstance(ties, list) or not all(isinstance(t, list) and all(isinstance(n, str) for n in t) for t in ties):
+        raise fail(f"header.ties: expected a list of lists of layer names, got {json.dumps(ties)[:80]}")
+    if not isinstance(header.get("pairs") or [], list) or not all(isinstance(p, dict) for p in header.get("pairs") or []):
+        raise fail(f"header.pairs: expected a list of pair objects, got {json.dumps(header.get('pairs'))[:80]}")
+    if header.get("estimator") is not None and not isinstance(header["estimator"], str):
+        raise fail(f"header.estimator: expected a name or null, got {header['estimator']!r}")
+    if not isinstance(header.get("constraints") or {}, dict) or (header.get("model") is not None and not isinstance(header["model"], dict)):
+        raise fail("header.constraints and header.model: expected JSON objects")
     cols = ProblemColumns(a, constraints, ties, pairs, model, header.get("estimator"))
     if ties or pairs:
         cols.to_problem()  # the JSON model checks ties and pairs (they reference names and options)
@@ -314,11 +323,26 @@ def check_option_columns(a: dict[str, np.ndarray], check) -> None:
     lat = a["latency_ms"]
     if not np.isnan(lat).all():
         check((lat < 0) | np.isinf(lat), "latency_ms: must be a finite non-negative number (NaN for none)")
-    for name in ("bits", "bytes"):
-        check(outside(a[name], 0, np.iinfo(np.int64).max), f"{name}: must be non-negative")
-    slack = a["bytes"] * 8 - a["bits"]  # bytes == ceil(bits / 8) exactly when 0 <= 8 bytes - bits < 8
+    for name in ("bits", "bytes"):  # before any arithmetic on them, so nothing below can wrap
+        check(outside(a[name], 0, MAX_SIZE), f"{name}: must be an integer in [0, 2**53]")
+    slack = a["bytes"].astype(np.int64) * 8 - a["bits"].astype(np.int64)  # bytes == ceil(bits / 8) exactly when 0 <= 8 bytes - bits < 8
     check(outside(slack, 0, 7), "bytes: must be ceil(bits/8)")
-    check(outside(a["bitops"], -1, np.iinfo(np.int64).max), "bitops: must be non-negative (-1 for none)")
+    check(outside(a["bitops"], -1, MAX_SIZE), "bitops: must be an integer in [0, 2**53] (-1 for none)")
+
+
+def check_size_sums(a: dict[str, np.ndarray], fail) -> None:
+    """Refuse sizes whose sum over the layers (each at its largest option) could pass ``MAX_SIZE`` (int64 and
+    float64 stay exact below it), naming the array, as the JSON problem does."""
+    rl = a["row_layer"]
+    starts = np.flatnonzero(np.concatenate([[True], rl[1:] != rl[:-1]]))
+    columns = {"layer_params": a["layer_params"], "layer_macs": a["layer_macs"],
+               "bits": np.maximum.reduceat(a["bits"], starts), "bitops": np.maximum.reduceat(np.maximum(a["bitops"], 0), starts)}
+    for name, per_layer in columns.items():
+        if per_layer.size and float(per_layer.astype(np.float64).sum()) > MAX_SIZE / 2:
+            total = sum(int(v) for v in per_layer)  # exact, only near the limit
+            if total > MAX_SIZE:
+                raise fail(f"{name}: summed over the layers it can reach {total}, over the limit of 2**53 ({MAX_SIZE}) "
+                           "that keeps every total exact")
 
 def check_names(names: np.ndarray, fail) -> None:
     """Layer names are non-empty and distinct."""

@@ -1,13 +1,23 @@
 """One exception type per kind of failure, each carrying what the user needs to fix it.
 
-Every error mpq raises on bad input derives from :class:`MpqError`; the CLI prints its message
-and exits with code 2, the service turns it into a 4xx answer.
+Every error mpq raises on bad input derives from :class:`MpqError`; the CLI prints its message as
+one ``error:`` line and exits with the class's ``exit_code``, the service turns it into a 4xx answer.
+The exit codes (DESIGN, README): 0 ok, 2 usage or bad input, 3 infeasible budget, 4 time limit
+without a plan, 5 model or data load failure.
 """
 from __future__ import annotations
+
+from typing import ClassVar
+
+#: the documented exit codes of the ``mpq`` command line
+EXIT_OK, EXIT_USAGE, EXIT_INFEASIBLE, EXIT_TIME_LIMIT, EXIT_LOAD = 0, 2, 3, 4, 5
 
 
 class MpqError(Exception):
     """Base class of every error mpq raises on bad input or an unsatisfiable request."""
+
+    #: the command line's exit status for this kind of failure
+    exit_code: ClassVar[int] = EXIT_USAGE
 
 
 class DocumentError(MpqError, ValueError):
@@ -17,11 +27,17 @@ class DocumentError(MpqError, ValueError):
 class WorkloadError(MpqError, ValueError):
     """The model, calibration data or loss cannot be used as given."""
 
+    exit_code = EXIT_LOAD
 
-class ModelLoadError(WorkloadError):
-    """A model or its calibration data cannot be loaded (not a model, unsupported, unreadable); the CLI exits 5."""
 
-    exit_code = 5
+class OutputError(MpqError, OSError):
+    """An output file cannot be written (missing directory, a directory, no permission); the message names it."""
+
+
+class LoadOptionError(WorkloadError):
+    """A model-loading option is out of range (e.g. --seq-len beyond the model's positions): a usage error."""
+
+    exit_code = EXIT_USAGE
 
 
 class EstimatorSettingsError(MpqError, ValueError):
@@ -49,6 +65,8 @@ class UnknownName(MpqError, KeyError):
 class PlanInfeasible(MpqError):
     """No plan satisfies the constraints; ``minimum`` maps each constraint to its smallest feasible value."""
 
+    exit_code = EXIT_INFEASIBLE
+
     def __init__(self, message: str, minimum: dict[str, float] | None = None):
         self.minimum = dict(minimum or {})
         super().__init__(message)
@@ -64,6 +82,12 @@ class SolverNotApplicable(MpqError):
 
 class SolverFailed(MpqError):
     """The underlying solver returned no usable solution (time limit without incumbent, numerical failure)."""
+
+
+class TimeLimitReached(SolverFailed):
+    """The solver's time limit passed before it had any plan within the constraints; the message names the limit."""
+
+    exit_code = EXIT_TIME_LIMIT
 
 
 class ExportError(MpqError):

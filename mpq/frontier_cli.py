@@ -127,11 +127,12 @@ def plot_frontier(doc: FrontierDoc, path: str | Path, title: str = "") -> Path:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix or '.png'}")
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    from .output import write_output
+
+    try:
+        return write_output(path, lambda f: fig.savefig(f, format="png"), what="--plot")
+    finally:
+        plt.close(fig)
 
 
 def _frontier_args(p):
@@ -148,7 +149,10 @@ def _frontier_args(p):
 @command("frontier", "the exact size/distortion frontier of a problem (JSON, optional PNG)", _frontier_args)
 def cmd_frontier(args) -> int:
     from .columnar import ProblemColumns, load_problem
+    from .output import check_output
 
+    check_output(args.output, "-o")
+    check_output(args.plot, "--plot")
     problem = load_problem(args.problem)
     if isinstance(problem, ProblemColumns):
         problem = problem.to_problem()
@@ -160,10 +164,9 @@ def cmd_frontier(args) -> int:
         doc = frontier_document(problem, args.axis, within_budget=args.within_budget, max_points=args.max_points or None)
     text = doc.model_dump_json(by_alias=True, indent=2) + "\n"
     if args.output and args.output != "-":
-        out = Path(args.output)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(text)
-        tmp.replace(out)
+        from .output import write_output
+
+        out = write_output(args.output, text, what="-o")
         print(f"wrote {out}: {len(doc.points)} frontier points, {len(doc.uniform)} uniform baselines")
     else:
         print(text, end="")

@@ -12,7 +12,7 @@ from torch import nn
 from .errors import UnknownLayer, WorkloadError
 from .experts import ExpertProjection, expert_layers
 from .quant import weight_shape
-from .workload import Workload, call_model
+from .workload import StepInputs, Workload, call_model
 
 QUANTIZABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding)
 
@@ -72,6 +72,8 @@ class LayerGraph:
 
 
 def _batch_size(inputs: Any) -> int:
+    if isinstance(inputs, StepInputs):
+        inputs = inputs.batch
     if isinstance(inputs, torch.Tensor):
         return int(inputs.shape[0]) if inputs.dim() else 1
     values = inputs.values() if isinstance(inputs, dict) else inputs if isinstance(inputs, (tuple, list)) else []

@@ -46,7 +46,7 @@ from typing import Any, Iterator, Optional
 import torch
 from torch import nn
 
-from .errors import ModelLoadError, WorkloadError
+from .errors import LoadOptionError, WorkloadError
 from .workload import TargetSampling, Workload
 
 DEFAULT_MAX_LENGTH = 128
@@ -127,22 +127,22 @@ def read_calibration_text(path: str | Path, max_samples: Optional[int] = DEFAULT
     if path.is_dir():
         samples = _read_dataset_dir(path, source, field)
     elif not path.is_file():
-        raise ModelLoadError(f"calibration file {source} does not exist (give --calib FILE: {CALIB_FORMATS})")
+        raise WorkloadError(f"calibration file {source} does not exist (give --calib FILE: {CALIB_FORMATS})")
     elif path.suffix == ".parquet":
         try:
             import pyarrow.parquet as pq
         except ImportError:
-            raise ModelLoadError("reading a .parquet calibration file needs pyarrow: pip install pyarrow") from None
+            raise WorkloadError("reading a .parquet calibration file needs pyarrow: pip install pyarrow") from None
         try:
             table = pq.read_table(path)
         except Exception as e:  # pyarrow raises its own error types for a malformed file
-            raise ModelLoadError(f"calibration file {source} is not a readable parquet file: {e}") from None
+            raise WorkloadError(f"calibration file {source} is not a readable parquet file: {e}") from None
         samples = _column(table.column_names, table.column(field).to_pylist() if field in table.column_names else [], f"file {source}", field)
     else:
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as e:
-            raise ModelLoadError(f"calibration file {source} is not UTF-8 text: {e.reason} at byte {e.start}") from None
+            raise WorkloadError(f"calibration file {source} is not UTF-8 text: {e.reason} at byte {e.start}") from None
         if path.suffix == ".jsonl":
             samples = []
             for i, line in enumerate(text.splitlines(), 1):
@@ -151,45 +151,45 @@ def read_calibration_text(path: str | Path, max_samples: Optional[int] = DEFAULT
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise ModelLoadError(f"calibration file {source}, line {i}: not JSON ({e.msg})") from None
+                    raise WorkloadError(f"calibration file {source}, line {i}: not JSON ({e.msg})") from None
                 value = obj.get(field) if isinstance(obj, dict) else None
                 if not isinstance(value, str):
-                    raise ModelLoadError(f"calibration file {source}, line {i}: expected an object with a string {field!r} field")
+                    raise WorkloadError(f"calibration file {source}, line {i}: expected an object with a string {field!r} field")
                 samples.append(value)
         elif path.suffix == ".json":
             try:
                 records = json.loads(text)
             except json.JSONDecodeError as e:
-                raise ModelLoadError(f"calibration file {source}: not JSON ({e.msg} at line {e.lineno})") from None
+                raise WorkloadError(f"calibration file {source}: not JSON ({e.msg} at line {e.lineno})") from None
             if not isinstance(records, list):
-                raise ModelLoadError(f"calibration file {source}: expected a JSON list of strings or of objects with a {field!r} field")
+                raise WorkloadError(f"calibration file {source}: expected a JSON list of strings or of objects with a {field!r} field")
             samples = _texts_from_records(records, f"file {source}", field)
         elif path.suffix == ".txt":
             samples = text.splitlines()
         else:
-            raise ModelLoadError(f"calibration file {source}: expected {CALIB_FORMATS}")
+            raise WorkloadError(f"calibration file {source}: expected {CALIB_FORMATS}")
     samples = [s for s in samples if s.strip()]
     if not samples:
-        raise ModelLoadError(f"calibration file {source} has no non-empty sample")
+        raise WorkloadError(f"calibration file {source} has no non-empty sample")
     return samples[:max_samples] if max_samples else samples
 
 
 def _read_dataset_dir(path: Path, source: str, field: str) -> list[str]:
     if not ((path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file()):
-        raise ModelLoadError(f"calibration directory {source} is not a datasets.save_to_disk directory (no dataset_info.json or dataset_dict.json)")
+        raise WorkloadError(f"calibration directory {source} is not a datasets.save_to_disk directory (no dataset_info.json or dataset_dict.json)")
     try:
         with quiet_libraries():
             from datasets import DatasetDict, load_from_disk
 
             ds = load_from_disk(str(path))
     except ImportError:
-        raise ModelLoadError("reading a saved dataset directory needs datasets: pip install datasets") from None
+        raise WorkloadError("reading a saved dataset directory needs datasets: pip install datasets") from None
     except Exception as e:  # datasets raises its own error types for a malformed directory
-        raise ModelLoadError(f"calibration directory {source} cannot be read by datasets.load_from_disk: {e}") from None
+        raise WorkloadError(f"calibration directory {source} cannot be read by datasets.load_from_disk: {e}") from None
     if isinstance(ds, DatasetDict):
         split = "train" if "train" in ds else next(iter(ds), None)
         if split is None:
-            raise ModelLoadError(f"calibration directory {source} holds no split")
+            raise WorkloadError(f"calibration directory {source} holds no split")
         ds = ds[split]
     return _column(list(ds.column_names), ds[field] if field in ds.column_names else [], f"directory {source}", field)
 
@@ -268,19 +268,19 @@ def resolve_model_path(ref: str | Path) -> Path:
     path = Path(ref)
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise ModelLoadError(f"{str(path)!r} is not a Hugging Face model directory: it has no config.json")
+            raise WorkloadError(f"{str(path)!r} is not a Hugging Face model directory: it has no config.json")
         return path
     if path.exists():
-        raise ModelLoadError(f"{str(path)!r} is a file, not a Hugging Face model directory")
+        raise WorkloadError(f"{str(path)!r} is a file, not a Hugging Face model directory")
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
-        raise ModelLoadError("loading a Hugging Face model needs transformers: pip install 'mpq-planner[hf]'") from None
+        raise WorkloadError("loading a Hugging Face model needs transformers: pip install 'mpq-planner[hf]'") from None
     try:
         with quiet_libraries():
             return Path(snapshot_download(str(ref), local_files_only=True))
     except Exception:  # the hub raises several types (not cached, bad id); all mean "not here"
-        raise ModelLoadError(
+        raise WorkloadError(
             f"model {str(ref)!r} is neither a local directory nor in the local Hugging Face cache "
             f"({os.environ.get('HF_HUB_CACHE') or os.environ.get('HF_HOME') or '~/.cache/huggingface'}); "
             "mpq never downloads: fetch it first (e.g. `hf download ...`) or give its directory"
@@ -315,16 +315,16 @@ def load_hf_workload(
     asking for more than the model's positions is an error."""
     if isinstance(dtype, str):
         if dtype not in DTYPES:
-            raise WorkloadError(f"--dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
+            raise LoadOptionError(f"--dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
         dtype = DTYPES[dtype]
     for name, value in (("--seq-len", max_length or 1), ("--batch-size", batch_size), ("--samples", max_samples or 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise WorkloadError(f"{name}: expected a positive integer, got {value!r}")
+            raise LoadOptionError(f"{name}: expected a positive integer, got {value!r}")
     try:
         with quiet_libraries():
             from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
     except ImportError:
-        raise ModelLoadError("loading a Hugging Face model needs transformers: pip install 'mpq-planner[hf]'") from None
+        raise WorkloadError("loading a Hugging Face model needs transformers: pip install 'mpq-planner[hf]'") from None
     path = resolve_model_path(path)
     if calib is None:
         raise WorkloadError(f"Hugging Face model {str(path)!r} needs calibration text: give --calib FILE ({CALIB_FORMATS})")
@@ -334,23 +334,23 @@ def load_hf_workload(
         try:
             config = AutoConfig.from_pretrained(path, **kw)
         except (OSError, ValueError, KeyError) as e:
-            raise ModelLoadError(f"cannot load the config of {str(path)!r} (unsupported or custom architecture? "
+            raise WorkloadError(f"cannot load the config of {str(path)!r} (unsupported or custom architecture? "
                                  f"--trust-remote-code runs the model's own code): {e}") from None
         try:
             tokenizer = AutoTokenizer.from_pretrained(path, **kw)
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ModelLoadError(f"cannot load the tokenizer of {str(path)!r}: {e}") from None
+            raise WorkloadError(f"cannot load the tokenizer of {str(path)!r}: {e}") from None
         causal = _is_causal_lm(config)
         cls = AutoModelForCausalLM if causal else AutoModel
         try:
             model = cls.from_pretrained(path, dtype=dtype, **kw)
         except (OSError, ValueError, KeyError, RuntimeError) as e:
-            raise ModelLoadError(f"cannot load the model weights of {str(path)!r} ({config.model_type}): {e}") from None
+            raise WorkloadError(f"cannot load the model weights of {str(path)!r} ({config.model_type}): {e}") from None
     limit = _max_positions(config)
     if max_length is None:  # the default, within what the model supports
         max_length = min(DEFAULT_MAX_LENGTH, limit or DEFAULT_MAX_LENGTH)
     elif limit is not None and max_length > limit:
-        raise WorkloadError(f"--seq-len {max_length} is beyond the {limit} positions model {str(path)!r} ({config.model_type}) supports")
+        raise LoadOptionError(f"--seq-len {max_length} is beyond the {limit} positions model {str(path)!r} ({config.model_type}) supports")
     from mpq.sensitivity._runtime import check_device
 
     dev = check_device(device)
@@ -358,7 +358,7 @@ def load_hf_workload(
     model.eval()
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
-            raise ModelLoadError(f"the tokenizer of {str(path)!r} has neither a pad nor an eos token to pad batches with")
+            raise WorkloadError(f"the tokenizer of {str(path)!r} has neither a pad nor an eos token to pad batches with")
         tokenizer.pad_token = tokenizer.eos_token
 
     batches = []

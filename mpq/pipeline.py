@@ -69,6 +69,18 @@ def with_activations(table: SensitivityTable, workload: Workload, graph: LayerGr
     return with_activation_sensitivity(table, workload, graph, candidates.a_bits, **keep)
 
 
+def checked_solver(solver: str, solver_settings: Optional[Mapping[str, Any]] = None, estimator: Optional[str] = None,
+                   estimator_settings: Optional[Mapping[str, Any]] = None):
+    """The solver, built from its name and settings, after the estimator's are checked: a typo in either
+    is refused before the model runs, not after minutes of sensitivity estimation."""
+    from mpq.sensitivity.base import get_estimator
+    from mpq.solvers import get_solver
+
+    if estimator is not None:
+        get_estimator(estimator, **dict(estimator_settings or {}))
+    return get_solver(solver, **dict(solver_settings or {}))
+
+
 def plan_model(
     workload: Workload,
     constraints: Constraints | Mapping[str, float],
@@ -87,8 +99,7 @@ def plan_model(
     """Plan ``workload`` under ``constraints``. With ``latency_table`` (``mpq profile``), options are priced
     in milliseconds and ``max_latency_ms`` is end to end: the layers get it less the model's profiled overhead.
     ``routing_weight``: weigh expert layers' distortions by their routing frequency (see ``build_problem``)."""
-    from mpq.solvers import get_solver
-
+    solve = checked_solver(solver, solver_settings, estimator if table is None else None, estimator_settings)
     graph = discover(workload)
     candidates = candidates or CandidateSet()
     if table is None:
@@ -112,7 +123,7 @@ def plan_model(
     problem = build_problem(graph, table, candidates, constraints, channel_groups=channel_groups, latency=latency,
                             routing_weight=routing_weight)
     prov = Provenance(estimator=table.estimator, model=problem.model)
-    plan = get_solver(solver, **dict(solver_settings or {})).solve(problem, provenance=prov)
+    plan = solve.solve(problem, provenance=prov)
     result = PlanResult(graph, table, problem, plan)
     if priced is not None and channel_groups == 1:
         overhead = timing.overhead_ms if timing else 0.0

@@ -100,3 +100,9 @@ def recount(plan: Plan) -> dict[str, float]:
     bits = [recount_bits(l) for l in plan.layers]
     params = sum(l.params for l in plan.layers)
     return {"bytes": sum(to_bytes(b) for b in bits), "avg_bits": sum(bits) / params if params else math.nan}
+
+
+# ``mpq.plan(...)`` calls :func:`mpq.api.plan` (this module stays importable as before).
+from ._entry import make_callable as _make_callable  # noqa: E402
+
+_make_callable(__name__, "plan")

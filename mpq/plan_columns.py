@@ -165,11 +165,10 @@ class PlanColumns:
 
     def save(self, path: str | Path) -> Path:
         """Write atomically as an uncompressed ``.npz``."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp.npz")
-        np.savez(tmp, header=np.array(json.dumps(self.header())), **self.arrays)
-        tmp.replace(path)
-        return path
+        from .output import write_output
+
+        header = np.array(json.dumps(self.header()))
+        return write_output(path, lambda f: np.savez(f, header=header, **self.arrays))
 
 
 def column_totals(a: dict[str, np.ndarray], pair_distortion: float = 0.0) -> Totals:

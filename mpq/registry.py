@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from importlib.metadata import entry_points
+from types import ModuleType
 from typing import Any, Callable, MutableMapping, TypeVar
 
 from .errors import MpqError
@@ -70,8 +71,9 @@ def load_entry_points(group: str, table: MutableMapping[str, T], kind: str,
                       key: Callable[[T], str] = lambda t: t.name) -> None:
     """Register every object the installed distributions publish in entry point ``group``.
 
-    The entry point's name must be the name the object registers under (a solver's ``name``), so
-    ``pip show`` and ``mpq solvers`` agree.
+    An entry point names an object (a solver class: ``mine = my_pkg.solver:MySolver``), registered
+    under its own name, which must be the entry point's name so ``pip show`` and ``mpq solvers``
+    agree; or a module (``my_pkg.commands``) whose import registers what it defines.
     """
     for ep in entry_points(group=group):
         try:
@@ -79,7 +81,9 @@ def load_entry_points(group: str, table: MutableMapping[str, T], kind: str,
         except Exception as e:  # a broken plugin names itself instead of breaking every command
             raise RegistryError(f"cannot load {kind} plugin {ep.name!r} ({ep.value}) from entry point group {group!r}: "
                                 f"{type(e).__name__}: {e}") from None
-        name = key(thing) if not isinstance(thing, type) or hasattr(thing, "name") else ep.name
+        if isinstance(thing, ModuleType):
+            continue
+        name = key(thing)
         if name != ep.name:
             raise RegistryError(f"{kind} plugin entry point {ep.name!r} ({ep.value}) registers as {name!r}; "
                                 f"name the entry point {name!r}")

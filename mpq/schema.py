@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping, Optional, TypeVar
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator,
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
                       model_validator)
 
 from .errors import DocumentError
@@ -22,7 +22,19 @@ SENSITIVITY_SCHEMA = "mpq.sensitivity/v1"
 PROBLEM_SCHEMA = "mpq.problem/v1"
 PLAN_SCHEMA = "mpq.plan/v1"
 
-NonNegInt = Annotated[int, Field(ge=0)]
+#: Sizes (bits, bytes, BitOps, params, MACs) are exact integers up to this, one value or summed over
+#: a whole problem: sums stay inside int64 and exact in float64, so no total can wrap or round.
+MAX_SIZE = 2**53
+
+
+def _no_coercion(value: Any) -> Any:
+    """Refuse what lax integer parsing would coerce: ``true``/``false`` and numbers written as strings."""
+    if isinstance(value, (bool, str, bytes)):
+        raise ValueError(f"expected an integer, got {value!r}")
+    return value
+
+
+NonNegInt = Annotated[int, BeforeValidator(_no_coercion), Field(ge=0, le=MAX_SIZE)]
 NonNegFloat = Annotated[float, Field(ge=0)]
 PosFloat = Annotated[float, Field(gt=0)]
 
@@ -324,6 +336,21 @@ class Constraints(_Doc):
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
+def check_size_sums(layers: "list[ProblemLayer]") -> None:
+    """Refuse sizes whose sum over the layers (each at its largest option) could pass ``MAX_SIZE``, naming the field."""
+    totals = {"params": 0, "macs": 0, "bits": 0, "bitops": 0}
+    for l in layers:
+        totals["params"] += l.params
+        totals["macs"] += l.macs
+        totals["bits"] += max(o.bits or 0 for o in l.options)
+        totals["bitops"] += max(o.bitops or 0 for o in l.options)
+    for field, total in totals.items():
+        if total > MAX_SIZE:
+            where = f"layers.*.{field}" if field in ("params", "macs") else f"layers.*.options.*.{field}"
+            raise ValueError(f"{where}: summed over the layers it can reach {total}, over the limit of 2**53 "
+                             f"({MAX_SIZE}) that keeps every total exact")
+
+
 class Problem(_Doc):
     schema_: Literal["mpq.problem/v1"] = Field(PROBLEM_SCHEMA, alias="schema")
     layers: list[ProblemLayer] = Field(min_length=1)
@@ -369,6 +396,10 @@ class Problem(_Doc):
                 "constraints: the problem sets no constraint; set at least one of "
                 "max_bytes, max_avg_bits, max_bitops, max_latency_ms"
             )
+        check_size_sums(self.layers)
+        if self.constraints.max_avg_bits is not None and self.total_params == 0:
+            raise ValueError("constraints.max_avg_bits: the layers have 0 params in total, so an average-bits budget "
+                             "is undefined; use max_bytes instead")
         return self
 
     def layer(self, name: str) -> ProblemLayer:
@@ -563,9 +594,11 @@ def parse_document(data: Any, model: type[D], source: str = "document") -> D:
 def load_document(path: str | Path, model: type[D]) -> D:
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
     except OSError as e:
         raise DocumentError(f"cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise DocumentError(f"invalid {path}: not UTF-8 text (byte {e.start}); a document is UTF-8 JSON") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
@@ -577,9 +610,8 @@ def dump_document(doc: BaseModel) -> str:
     return doc.model_dump_json(by_alias=True, indent=2) + "\n"
 
 
-def save_document(doc: BaseModel, path: str | Path) -> None:
-    """Write atomically: a crash mid-write never leaves a truncated document in place of a good one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(dump_document(doc))
-    tmp.replace(path)
+def save_document(doc: BaseModel, path: str | Path, what: str = "output") -> None:
+    """Write atomically to a regular file (a crash never leaves a truncated document), directly to a device or pipe."""
+    from .output import write_output
+
+    write_output(path, dump_document(doc), what=what)

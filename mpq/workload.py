@@ -87,8 +87,18 @@ def check_loss(value: Any, name: str = "") -> torch.Tensor:
     return value.reshape(())
 
 
+@dataclass(frozen=True)
+class StepInputs:
+    """A calibration batch that the user's ``forward_step(model, batch)`` runs, instead of calling the model on it."""
+
+    batch: Any
+    forward_step: Callable[[nn.Module, Any], Any]
+
+
 def call_model(model: nn.Module, inputs: Any) -> Any:
-    """Call ``model`` with a tensor, a tuple of positional arguments or a dict of keyword arguments."""
+    """Call ``model`` with a tensor, a tuple of positional arguments, a dict of keyword arguments, or through a forward step."""
+    if isinstance(inputs, StepInputs):
+        return inputs.forward_step(model, inputs.batch)
     if isinstance(inputs, dict):
         return model(**inputs)
     if isinstance(inputs, (tuple, list)):

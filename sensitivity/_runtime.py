@@ -17,7 +17,7 @@ from torch import nn
 from mpq.cost import CandidateSet
 from mpq.errors import WorkloadError
 from mpq.quant import QuantSpec, fake_quantize, set_weight_matrix, weight_matrix
-from mpq.workload import Batch, TargetSampling, Workload, call_model, check_loss
+from mpq.workload import Batch, StepInputs, TargetSampling, Workload, call_model, check_loss
 
 #: How gradient-based estimators get their targets: the workload's own (``empirical``), drawn from the
 #: model's output distribution (``sampled``), or ``auto``: sampled where the workload's loss has zero
@@ -42,6 +42,8 @@ def to_device(obj: Any, device: torch.device) -> Any:
     """Tensors anywhere inside tuples, lists and dicts moved to ``device``."""
     if isinstance(obj, torch.Tensor):
         return obj.to(device)
+    if isinstance(obj, StepInputs):
+        return StepInputs(to_device(obj.batch, device), obj.forward_step)
     if isinstance(obj, dict):
         return {k: to_device(v, device) for k, v in obj.items()}
     if isinstance(obj, (tuple, list)):
@@ -87,14 +89,6 @@ def calibration(workload: Workload, probes: Optional[int], device: torch.device)
     return [to_device(b, device) for b in batches]
 
 
-def check_probes(probes: Any) -> Optional[int]:
-    if probes is None:
-        return None
-    if isinstance(probes, bool) or not isinstance(probes, int) or probes < 1:
-        raise WorkloadError(f"probes: expected a positive number of calibration batches, got {probes!r}")
-    return probes
-
-
 def batch_loss(workload: Workload, model: nn.Module, batch: Batch) -> torch.Tensor:
     """The workload's loss on one batch, checked to be a finite scalar (naming the problem otherwise)."""
     inputs, targets = batch
@@ -135,12 +129,6 @@ def _cotangent_loss(out: Any, z: torch.Tensor) -> torch.Tensor:
 #: For workloads without their own sampling: a Gaussian cotangent on the main output, i.e. the
 #: Gauss-Newton matrix of a squared error on the outputs.
 OUTPUT_GAUSSIAN = TargetSampling(_gaussian_cotangent, _cotangent_loss)
-
-
-def check_targets(targets: Any, estimator: str) -> str:
-    if targets not in TARGET_MODES:
-        raise WorkloadError(f"estimator {estimator!r}: targets must be one of {list(TARGET_MODES)}, got {targets!r}")
-    return targets
 
 
 def uses_sampled_targets(workload: Workload, targets: str) -> bool:

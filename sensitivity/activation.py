@@ -16,12 +16,14 @@ from typing import Iterable, Mapping, Optional, Sequence
 import torch
 
 from mpq.activations import ActivationQuantizer, activation_id, make_activation_quantizer, observe_ranges
-from mpq.errors import WorkloadError
+from mpq.errors import EstimatorSettingsError, WorkloadError
 from mpq.graph import LayerGraph
 from mpq.schema import SensitivityTable
+from mpq.settings import check_settings
 from mpq.workload import Workload
 
-from ._runtime import calibration, check_device, check_probes, mean_loss, prepared, progress
+from ._runtime import calibration, check_device, mean_loss, prepared, progress
+from .base import CalibrationSettings
 
 #: Activation formats measured: per-tensor static int (what ``apply`` does), per-token dynamic int, fp8 e4m3.
 MEASURED_FORMATS = ("int", "int-token", "fp8_e4m3")
@@ -45,7 +47,8 @@ def measure_activation_sensitivity(
     for fmt in formats:
         if fmt not in MEASURED_FORMATS:
             raise WorkloadError(f"activation format {fmt!r} is unknown; expected some of {list(MEASURED_FORMATS)}")
-    probes = check_probes(probes)
+    probes = check_settings("activation sensitivity", CalibrationSettings, {"probes": probes, "device": device},
+                            EstimatorSettingsError).probes
     kinds = [(b, f) for f in formats for b in (bits if f != "fp8_e4m3" else [8])]
     out: dict[str, dict[str, float]] = {name: {} for name in graph.names}
     with prepared(workload.model, check_device(device)) as model:

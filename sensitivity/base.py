@@ -1,59 +1,123 @@
 """The estimator interface and its registry.
 
 An estimator takes a workload (model, calibration batches, loss) and the layer graph, and returns
-an ``mpq.sensitivity/v1`` table. It never sees a budget. To add one, write a module in this package::
+an ``mpq.sensitivity/v1`` table. It never sees a budget. To add one, write a module in this package
+(or publish the class in the ``mpq.estimators`` entry point group of your own distribution)::
 
     @register_estimator
     class MyEstimator(Estimator):
         name = "my-score"
 
-        def estimate(self, workload, graph, options=None):
+        class Settings(Estimator.Settings):   # declared settings: type, default, range
+            probes: Optional[Count] = None
+
+        def estimate(self, workload, graph, options=None):  # self.probes is the checked setting
             layers = {l.name: LayerSensitivity(score=..., params=l.params) for l in graph}
             return self.table(workload, layers)
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
 import time
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Mapping, Optional
+from typing import Annotated, Any, Callable, ClassVar, Mapping, Optional
 
 import torch
+from pydantic import AfterValidator, Field
 
+from mpq import registry
 from mpq.errors import EstimatorSettingsError, UnknownName, WorkloadError
 from mpq.graph import LayerGraph
 from mpq.quant import QuantSpec
 from mpq.schema import LayerSensitivity, ModelRef, SensitivityPair, SensitivityTable
+from mpq.settings import Count, NonNegInt, Settings, check_settings, describe
 from mpq.workload import Workload
-from mpq.settings import check_settings
 
 ESTIMATORS: dict[str, type["Estimator"]] = {}
 
 
-class Estimator(ABC):
-    """Base class: subclasses set ``name`` and implement :meth:`estimate`.
+def _device_name(value: str) -> str:
+    kind, _, index = value.partition(":")
+    if kind not in ("cpu", "cuda") or (index and not (kind == "cuda" and index.isdigit())):
+        raise ValueError("expected 'cpu', 'cuda' or 'cuda:N'")
+    return value
 
-    Constructor keywords are the estimator's settings; they enter the cache key, so two runs with
-    the same settings, model and data return the same table.
+
+def _device_or_auto(value: str) -> str:
+    if value == "auto":
+        return value
+    try:
+        return _device_name(value)
+    except ValueError:
+        raise ValueError("expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+
+
+#: Where an estimator runs (whether CUDA is present is checked when it runs).
+Device = Annotated[str, AfterValidator(_device_name)]
+#: The same, or ``auto``: wherever the model already is.
+DeviceOrAuto = Annotated[str, AfterValidator(_device_or_auto)]
+
+
+class EstimatorSettings(Settings):
+    """Settings every estimator takes."""
+
+    seed: NonNegInt = Field(0, description="seed of every random draw (probe vectors, batch order)")
+    device: Device = Field("cpu", description="cpu or cuda[:N]")
+    quiet: bool = Field(False, description="no progress bar")
+
+    outside_result = frozenset({"device", "quiet", "threads"})
+
+
+class CalibrationSettings(EstimatorSettings):
+    """Settings of estimators that run the model on calibration batches."""
+
+    probes: Optional[Count] = Field(None, description="calibration batches to use (default: all)")
+
+
+class SettingsFact:
+    """A fact about an estimator that may depend on its settings (does it measure per option? read data?).
+
+    ``rule(settings)`` gives it: on the class, for the default settings (what the listings show),
+    on an instance, for that instance's settings. Read-only, so no instance can change the class's fact.
+    """
+
+    def __init__(self, rule: Callable[[Any], bool]):
+        self.rule = rule
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, obj, owner):
+        return self.rule(owner.Settings() if obj is None else obj.settings)
+
+    def __set__(self, obj, value):
+        raise AttributeError(f"{self.name} follows from the estimator's settings; it cannot be set")
+
+
+class Estimator(ABC):
+    """Base class: subclasses set ``name``, declare ``Settings`` and implement :meth:`estimate`.
+
+    Constructor keywords are the settings, checked once against ``Settings`` (an unknown name or an
+    out-of-range value is an :class:`EstimatorSettingsError` naming it); each becomes an attribute.
+    Those that change the result enter the cache key, so two runs with the same settings, model and
+    data return the same table.
     """
 
     name: ClassVar[str]
-    #: True when the table carries measured distortions per option id (``layers.*.options``).
+    Settings: ClassVar[type[EstimatorSettings]] = EstimatorSettings
+    #: True when the table carries measured distortions per option id (``layers.*.options``);
+    #: a :class:`SettingsFact` when a setting decides it.
     per_option: ClassVar[bool] = False
     #: False for data-free estimators that look only at the weights.
     needs_data: ClassVar[bool] = True
 
-    def __init__(self, *, seed: int = 0, device: str = "cpu", quiet: bool = False, **settings: Any):
-        self.seed = int(seed)
-        self.device = device
-        self.quiet = quiet
-        self.settings = settings
+    def __init__(self, **settings: Any):
+        self.settings = check_settings(f"estimator {self.name!r}", self.Settings, settings, EstimatorSettingsError)
+        self.__dict__.update(dict(self.settings))
         self._started = time.perf_counter()
 
     def config(self) -> dict[str, Any]:
-        """Everything that changes the result (the cache key); ``quiet`` and ``device`` do not."""
-        return {"seed": self.seed, **self.settings}
+        """Everything that changes the result (the cache key); ``quiet``, ``device`` and threads do not."""
+        return self.settings.result_settings()
 
     @abstractmethod
     def estimate(
@@ -82,17 +146,13 @@ class Estimator(ABC):
         return torch.Generator(device="cpu").manual_seed(self.seed)
 
 
-def register_estimator(cls: type[Estimator]) -> type[Estimator]:
-    ESTIMATORS[cls.name] = cls
-    return cls
+#: Register an estimator class under its ``name`` (once).
+register_estimator = registry.registrar(ESTIMATORS, "estimator")
 
 
 def _import_all() -> None:
-    import mpq.sensitivity as pkg
-
-    for info in pkgutil.iter_modules(pkg.__path__):
-        if not info.name.startswith("_") and info.name not in ("base", "cache"):
-            importlib.import_module(f"mpq.sensitivity.{info.name}")
+    """Built-in estimators and ``mpq.estimators`` entry-point plugins, loaded once per process."""
+    registry.load("mpq.sensitivity", "mpq.estimators", ESTIMATORS, "estimator")
 
 
 def available_estimators() -> list[str]:
@@ -107,8 +167,18 @@ def get_estimator(name: str, **settings: Any) -> Estimator:
         cls = ESTIMATORS[name]
     except KeyError:
         raise UnknownName("estimator", name, list(ESTIMATORS)) from None
-    check_settings(name, cls, settings, EstimatorSettingsError)
     return cls(**settings)
+
+
+def estimator_listing() -> list[dict[str, Any]]:
+    """Every registered estimator as ``mpq estimators`` and ``GET /v1/estimators`` show it (default settings)."""
+    out = []
+    for name in available_estimators():
+        cls = ESTIMATORS[name]
+        doc = (cls.__doc__ or "").strip().splitlines()
+        out.append({"name": name, "description": doc[0] if doc else "", "per_option": cls.per_option,
+                    "needs_data": cls.needs_data, "settings": describe(cls.Settings)})
+    return out
 
 
 

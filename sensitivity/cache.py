@@ -12,7 +12,7 @@ import torch
 from mpq.graph import LayerGraph
 from mpq.quant import QuantSpec
 from mpq.schema import SensitivityTable, dump_document, parse_document
-from mpq.workload import Workload
+from mpq.workload import StepInputs, Workload
 
 from .base import Estimator, check_finite_scores
 
@@ -34,8 +34,21 @@ def _hash_obj(h: "hashlib._Hash", obj: Any) -> None:
         h.update(f"L{len(obj)}".encode())
         for x in obj:
             _hash_obj(h, x)
+    elif isinstance(obj, StepInputs):  # the batch and the code of the step that runs it
+        h.update(callable_digest(obj.forward_step).encode())
+        _hash_obj(h, obj.batch)
     else:
         h.update(repr(obj).encode())
+
+
+def callable_digest(fn: Any) -> str:
+    """A function's name and bytecode, so a changed loss or forward step does not reuse a cached table."""
+    code = getattr(fn, "__code__", None)
+    name = getattr(fn, "__module__", "") + ":" + getattr(fn, "__qualname__", type(fn).__qualname__)
+    if code is None:
+        return name
+    consts = repr([c for c in code.co_consts if not hasattr(c, "co_code")])  # nested code objects repr with addresses
+    return name + ":" + hashlib.sha256(code.co_code + consts.encode() + repr(code.co_names).encode()).hexdigest()[:16]
 
 
 def data_fingerprint(workload: Workload) -> str:
@@ -50,6 +63,7 @@ def cache_key(estimator: Estimator, workload: Workload, options: Optional[Mappin
         "config": estimator.config(),
         "model": workload.fingerprint(),
         "data": data_fingerprint(workload) if estimator.needs_data else None,
+        "loss": callable_digest(workload.loss_fn) if estimator.needs_data else None,
         "options": {k: vars(v) for k, v in sorted((options or {}).items())} if estimator.per_option else None,
         "version": 1,
     }

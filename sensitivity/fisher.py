@@ -21,10 +21,12 @@ one backward pass per sample, with the same result.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import Any, Literal, Mapping, Optional
 
 import torch
 from torch import nn
+
+from pydantic import Field
 
 from mpq.errors import WorkloadError
 from mpq.graph import LayerGraph
@@ -33,10 +35,9 @@ from mpq.schema import LayerSensitivity, SensitivityTable
 from mpq.workload import Batch, Workload
 
 from ._runtime import (
-    batch_loss, calibration, candidate_options, check_device, check_probes, check_targets, prepared, progress, sampled_workload,
-    uses_sampled_targets,
+    TARGET_MODES, batch_loss, calibration, candidate_options, check_device, prepared, progress, sampled_workload, uses_sampled_targets,
 )
-from .base import Estimator, register_estimator
+from .base import CalibrationSettings, Estimator, SettingsFact, register_estimator
 
 MODES = ("weighted", "score")
 
@@ -135,12 +136,14 @@ class FisherEstimator(Estimator):
 
     name = "fisher"
 
-    def __init__(self, *, distortion: str = "weighted", probes: Optional[int] = None, targets: str = "auto", **kw):
-        if distortion not in MODES:
-            raise WorkloadError(f"estimator {self.name!r}: distortion must be one of {list(MODES)}, got {distortion!r}")
-        super().__init__(distortion=distortion, probes=check_probes(probes), targets=check_targets(targets, self.name), **kw)
-        self.distortion, self.probes, self.targets = distortion, probes, targets
-        self.per_option = distortion == "weighted"
+    class Settings(CalibrationSettings):
+        distortion: Literal[MODES] = Field("weighted", description="weighted: Fisher-weighted error per option; "
+                                           "score: one score per layer")
+        targets: Literal[TARGET_MODES] = Field("auto", description="empirical: the workload's targets; sampled: drawn from "
+                                               "the model's outputs (Monte-Carlo Fisher); auto: sampled where the loss has "
+                                               "no gradient at full precision")
+
+    per_option = SettingsFact(lambda s: s.distortion == "weighted")
 
     def estimate(self, workload: Workload, graph: LayerGraph, options: Optional[Mapping[str, QuantSpec]] = None) -> SensitivityTable:
         specs = candidate_options(options, self.name) if self.per_option else {}

@@ -16,7 +16,9 @@ targets. ``targets="empirical"`` keeps the workload's targets; a zero gradient t
 """
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from typing import Literal, Mapping, Optional
+
+from pydantic import Field
 
 import torch
 from torch import nn
@@ -29,10 +31,10 @@ from mpq.schema import LayerSensitivity, SensitivityTable
 from mpq.workload import Workload
 
 from ._runtime import (
-    batch_loss, calibration, candidate_options, check_device, check_probes, check_targets, fit_score, prepared, progress,
-    sampled_workload, uses_sampled_targets,
+    TARGET_MODES, batch_loss, calibration, candidate_options, check_device, fit_score, prepared, progress, sampled_workload,
+    uses_sampled_targets,
 )
-from .base import Estimator, register_estimator
+from .base import CalibrationSettings, Estimator, register_estimator
 
 
 def quantized_weight(module: nn.Module, spec: QuantSpec) -> torch.Tensor:
@@ -50,9 +52,9 @@ class GradOutputEstimator(Estimator):
     name = "grad-output"
     per_option = True
 
-    def __init__(self, *, probes: Optional[int] = None, targets: str = "auto", **kw):
-        super().__init__(probes=check_probes(probes), targets=check_targets(targets, self.name), **kw)
-        self.probes, self.targets = probes, targets
+    class Settings(CalibrationSettings):
+        targets: Literal[TARGET_MODES] = Field("auto", description="empirical: the workload's targets; sampled: drawn from "
+                                               "the model's outputs; auto: sampled where the loss has no gradient at full precision")
 
     def estimate(self, workload: Workload, graph: LayerGraph, options: Optional[Mapping[str, QuantSpec]] = None) -> SensitivityTable:
         specs = candidate_options(options, self.name)

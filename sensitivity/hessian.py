@@ -105,18 +105,20 @@ import hashlib
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Annotated, Any, Mapping, Optional
 
 import torch
+from pydantic import Field, Strict, model_validator
 
-from mpq.errors import EstimatorSettingsError, WorkloadError
+from mpq.errors import WorkloadError
+from mpq.settings import Count, NonNegInt, PosReal
 from mpq.graph import LayerGraph, _batch_size
 from mpq.quant import QuantSpec
 from mpq.schema import LayerSensitivity, SensitivityTable
 from mpq.workload import Workload, call_model, check_loss
 
 from ._runtime import check_device, second_order_attention
-from .base import Estimator, check_finite_scores, register_estimator
+from .base import DeviceOrAuto, Estimator, EstimatorSettings, check_finite_scores, register_estimator
 
 #: Most elements in one stacked probe tensor (and in one layer's sketch basis).
 ELEMENT_BUDGET = 1 << 24
@@ -294,50 +296,31 @@ class HessianTraceEstimator(BlockHVP, Estimator):
 
     name = "hessian-trace"
 
-    def __init__(
-        self,
-        *,
-        tol: float = 0.02,
-        min_probes: int = 32,
-        max_probes: int = 2000,
-        batches: int = 4,
-        sketch: int = 16,
-        chunk: int = 32,
-        seed: int = 0,
-        device: Optional[str] = None,
-        quiet: bool = False,
-        threads: Optional[int] = None,
-        probes: Optional[int] = None,
-        **unknown: Any,
-    ):
-        if unknown:
-            raise EstimatorSettingsError(
-                f"hessian-trace: unknown setting(s) {sorted(unknown)}; known: tol, min_probes, max_probes, probes, "
-                "batches, sketch, chunk, seed, device, quiet, threads"
-            )
-        if probes is not None:  # the CLI's --probes: the per-layer probe budget
-            if isinstance(probes, bool) or int(probes) < 2:
-                raise EstimatorSettingsError(f"hessian-trace: probes (the per-layer probe budget) must be at least 2, got {probes!r}")
-            max_probes, min_probes = int(probes), min(int(min_probes), int(probes))
-        tol, min_probes, max_probes = float(tol), int(min_probes), int(max_probes)
-        batches, sketch, chunk = int(batches), int(sketch), int(chunk)
-        if not (math.isfinite(tol) and tol > 0):
-            raise EstimatorSettingsError(f"hessian-trace: tol must be a positive number, got {tol}")
-        if min_probes < 2:
-            raise EstimatorSettingsError(f"hessian-trace: min_probes must be at least 2 (a standard error needs two samples), got {min_probes}")
-        if max_probes < min_probes:
-            raise EstimatorSettingsError(f"hessian-trace: max_probes ({max_probes}) must be at least min_probes ({min_probes})")
-        if batches < 1:
-            raise EstimatorSettingsError(f"hessian-trace: batches must be at least 1, got {batches}")
-        if sketch < 0:
-            raise EstimatorSettingsError(f"hessian-trace: sketch must be 0 (off) or positive, got {sketch}")
-        if chunk < 1:
-            raise EstimatorSettingsError(f"hessian-trace: chunk must be at least 1, got {chunk}")
-        super().__init__(seed=seed, device=device or "auto", quiet=quiet, tol=tol, min_probes=min_probes,
-                         max_probes=max_probes, batches=batches, sketch=sketch, chunk=chunk)
-        self.tol, self.min_probes, self.max_probes = tol, min_probes, max_probes
-        self.batches, self.sketch, self.chunk = batches, sketch, chunk
-        self.threads = int(threads) if threads else None  # torch intra-op threads while estimating; not in the cache key
+    class Settings(EstimatorSettings):
+        tol: PosReal = Field(0.02, description="stop probing a layer at this relative standard error")
+        min_probes: Annotated[int, Strict(), Field(ge=2)] = Field(32, description="probes per layer before the stopping test "
+                                                                  "(a standard error needs two)")
+        max_probes: Annotated[int, Strict(), Field(ge=2)] = Field(2000, description="probe budget per layer")
+        probes: Optional[Annotated[int, Strict(), Field(ge=2)]] = Field(
+            None, description="the CLI's --probes: sets max_probes (and caps min_probes)")
+        batches: Count = Field(4, description="calibration batches per Hessian-vector product")
+        sketch: NonNegInt = Field(16, description="top eigenvectors deflated before probing (0: off)")
+        chunk: Count = Field(32, description="probe vectors per batched Hessian-vector product")
+        device: DeviceOrAuto = Field("auto", description="cpu, cuda[:N], or auto (where the model is)")
+        threads: Optional[Count] = Field(None, description="torch intra-op threads while estimating")
+
+        outside_result = EstimatorSettings.outside_result | {"probes"}
+
+        @model_validator(mode="after")
+        def _probe_budget(self):
+            if self.probes is not None:
+                self.max_probes, self.min_probes = self.probes, min(self.min_probes, self.probes)
+            if self.max_probes < self.min_probes:
+                raise ValueError(f"max_probes ({self.max_probes}) must be at least min_probes ({self.min_probes})")
+            return self
+
+    def __init__(self, **settings: Any):
+        super().__init__(**settings)
         self._batched_ok = True
 
     # ------------------------------------------------------------------------------------------

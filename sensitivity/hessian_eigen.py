@@ -73,14 +73,16 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 import torch
+from pydantic import Field, model_validator
 
 from mpq.graph import LayerGraph
 from mpq.quant import QuantSpec
 from mpq.schema import LayerSensitivity, SensitivityTable
+from mpq.settings import Count, PosReal
 from mpq.workload import Workload
 
-from .base import Estimator, check_finite_scores, register_estimator
-from .hessian import ELEMENT_BUDGET, BlockHVP, EstimatorSettingsError, _Block, _rademacher, _seed
+from .base import DeviceOrAuto, Estimator, EstimatorSettings, check_finite_scores, register_estimator
+from .hessian import ELEMENT_BUDGET, BlockHVP, _Block, _rademacher, _seed
 
 
 @dataclass(eq=False)
@@ -100,42 +102,25 @@ class HessianEigenEstimator(BlockHVP, Estimator):
 
     name = "hessian-eigen"
 
-    def __init__(
-        self,
-        *,
-        tol: float = 1e-3,
-        max_iter: int = 100,
-        block: int = 4,
-        batches: int = 4,
-        seed: int = 0,
-        device: Optional[str] = None,
-        quiet: bool = False,
-        threads: Optional[int] = None,
-        probes: Optional[int] = None,
-        **unknown: Any,
-    ):
-        if unknown:
-            raise EstimatorSettingsError(
-                f"hessian-eigen: unknown setting(s) {sorted(unknown)}; known: tol, max_iter, probes, block, batches, "
-                "seed, device, quiet, threads"
-            )
-        if probes is not None:  # the CLI's --probes: the iteration budget per layer
-            if isinstance(probes, bool) or int(probes) < 1:
-                raise EstimatorSettingsError(f"hessian-eigen: probes (the iteration budget per layer) must be at least 1, got {probes!r}")
-            max_iter = int(probes)
-        tol, max_iter, block, batches = float(tol), int(max_iter), int(block), int(batches)
-        if not (math.isfinite(tol) and tol > 0):
-            raise EstimatorSettingsError(f"hessian-eigen: tol (relative residual) must be a positive number, got {tol}")
-        if max_iter < 1:
-            raise EstimatorSettingsError(f"hessian-eigen: max_iter must be at least 1, got {max_iter}")
-        if block < 1:
-            raise EstimatorSettingsError(f"hessian-eigen: block (vectors iterated together) must be at least 1, got {block}")
-        if batches < 1:
-            raise EstimatorSettingsError(f"hessian-eigen: batches must be at least 1, got {batches}")
-        super().__init__(seed=seed, device=device or "auto", quiet=quiet, tol=tol, max_iter=max_iter, block=block,
-                         batches=batches)
-        self.tol, self.max_iter, self.block, self.batches = tol, max_iter, block, batches
-        self.threads = int(threads) if threads else None  # not in the cache key: results do not depend on it
+    class Settings(EstimatorSettings):
+        tol: PosReal = Field(1e-3, description="stop at this relative residual")
+        max_iter: Count = Field(100, description="power iterations per layer")
+        probes: Optional[Count] = Field(None, description="the CLI's --probes: sets max_iter")
+        block: Count = Field(4, description="vectors iterated together")
+        batches: Count = Field(4, description="calibration batches per Hessian-vector product")
+        device: DeviceOrAuto = Field("auto", description="cpu, cuda[:N], or auto (where the model is)")
+        threads: Optional[Count] = Field(None, description="torch intra-op threads while estimating")
+
+        outside_result = EstimatorSettings.outside_result | {"probes"}
+
+        @model_validator(mode="after")
+        def _iteration_budget(self):
+            if self.probes is not None:
+                self.max_iter = self.probes
+            return self
+
+    def __init__(self, **settings: Any):
+        super().__init__(**settings)
         self._batched_ok = True
 
     def _setup_block(self, blk: _Block) -> None:

@@ -27,10 +27,12 @@ the calibration batches (ignored by ``zd``).
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Mapping, Optional
+from typing import Any, Literal, Mapping, Optional
 
 import torch
 from torch import nn
+
+from pydantic import Field
 
 from mpq.errors import WorkloadError
 from mpq.graph import LayerGraph, is_quantizable
@@ -38,8 +40,8 @@ from mpq.quant import QuantSpec
 from mpq.schema import LayerSensitivity, SensitivityTable
 from mpq.workload import Workload, call_model
 
-from ._runtime import calibration, check_device, check_probes, prepared, progress
-from .base import Estimator, register_estimator
+from ._runtime import calibration, check_device, prepared, progress
+from .base import CalibrationSettings, Estimator, SettingsFact, register_estimator
 
 METRICS = ("lim", "zd")
 
@@ -120,12 +122,10 @@ class LayerImportanceEstimator(Estimator):
 
     name = "layer-importance"
 
-    def __init__(self, *, metric: str = "lim", probes: Optional[int] = None, **kw):
-        if metric not in METRICS:
-            raise WorkloadError(f"estimator {self.name!r}: metric must be one of {list(METRICS)}, got {metric!r}")
-        super().__init__(metric=metric, probes=check_probes(probes), **kw)
-        self.metric, self.probes = metric, probes
-        self.needs_data = metric == "lim"
+    class Settings(CalibrationSettings):
+        metric: Literal[METRICS] = Field("lim", description="lim: 1 - cos(block in, block out) on data; zd: weight z-scores")
+
+    needs_data = SettingsFact(lambda s: s.metric == "lim")
 
     def estimate(self, workload: Workload, graph: LayerGraph, options: Optional[Mapping[str, QuantSpec]] = None) -> SensitivityTable:
         blocks = find_blocks(workload.model, graph.names)

@@ -17,7 +17,10 @@ from __future__ import annotations
 from itertools import product
 from typing import Mapping, Optional
 
+from pydantic import Field
+
 from mpq.errors import WorkloadError
+from mpq.settings import Count
 from mpq.graph import LayerGraph
 from mpq.quant import QuantSpec
 from mpq.schema import PairOption, SensitivityPair, SensitivityTable
@@ -42,12 +45,8 @@ class InterlayerEstimator(MeasuredEstimator):
 
     name = "interlayer"
 
-    def __init__(self, *, max_bits: int = 4, **kw):
-        if isinstance(max_bits, bool) or not isinstance(max_bits, int) or max_bits < 1:
-            raise WorkloadError(f"estimator {self.name!r}: max_bits must be a positive integer, got {max_bits!r}")
-        super().__init__(**kw)
-        self.settings["max_bits"] = max_bits
-        self.max_bits = max_bits
+    class Settings(MeasuredEstimator.Settings):
+        max_bits: Count = Field(4, description="pairs are measured for options of at most this many bits")
 
     def estimate(self, workload: Workload, graph: LayerGraph, options: Optional[Mapping[str, QuantSpec]] = None) -> SensitivityTable:
         specs = candidate_options(options, self.name)

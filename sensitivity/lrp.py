@@ -40,11 +40,13 @@ from __future__ import annotations
 import contextlib
 import operator
 import warnings
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterator, Literal, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from pydantic import Field
 
 from mpq.errors import WorkloadError
 from mpq.extras import require
@@ -53,8 +55,8 @@ from mpq.quant import QuantSpec
 from mpq.schema import LayerSensitivity, SensitivityTable
 from mpq.workload import Batch, Workload, call_model
 
-from ._runtime import calibration, check_device, check_probes, output_tensor, prepared, progress
-from .base import Estimator, register_estimator
+from ._runtime import calibration, check_device, output_tensor, prepared, progress
+from .base import CalibrationSettings, Estimator, register_estimator
 
 BACKENDS = ("auto", "captum", "gradient")
 
@@ -299,11 +301,8 @@ class LRPEstimator(Estimator):
 
     name = "lrp"
 
-    def __init__(self, *, backend: str = "auto", probes: Optional[int] = None, **kw):
-        if backend not in BACKENDS:
-            raise WorkloadError(f"estimator {self.name!r}: backend must be one of {list(BACKENDS)}, got {backend!r}")
-        super().__init__(backend=backend, probes=check_probes(probes), **kw)
-        self.backend, self.probes = backend, probes
+    class Settings(CalibrationSettings):
+        backend: Literal[BACKENDS] = Field("auto", description="captum's LRP, gradient x input, or captum where it covers the model")
 
     def relevance(self, workload: Workload, graph: LayerGraph) -> tuple[dict[str, float], str, int]:
         """Mean per-sample ``sum |R|`` at each layer's output, the back end used and the batch count."""

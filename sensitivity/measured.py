@@ -13,10 +13,12 @@ the measurement: only weights are quantized here, as in ``mpq apply``.
 """
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence
+from typing import Literal, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+
+from pydantic import Field
 
 from mpq.errors import WorkloadError
 from mpq.graph import LayerGraph
@@ -25,10 +27,10 @@ from mpq.schema import LayerSensitivity, SensitivityTable
 from mpq.workload import Batch, Workload, call_model
 
 from ._runtime import (
-    all_quantized, calibration, candidate_options, check_device, check_probes, fit_score, mean_loss,
+    all_quantized, calibration, candidate_options, check_device, fit_score, mean_loss,
     output_tensor, prepared, progress,
 )
-from .base import Estimator, register_estimator
+from .base import CalibrationSettings, Estimator, register_estimator
 
 METRICS = ("loss", "kl")
 
@@ -75,11 +77,8 @@ class MeasuredEstimator(Estimator):
     name = "measured"
     per_option = True
 
-    def __init__(self, *, metric: str = "loss", probes: Optional[int] = None, **kw):
-        if metric not in METRICS:
-            raise WorkloadError(f"estimator {self.name!r}: metric must be one of {list(METRICS)}, got {metric!r}")
-        super().__init__(metric=metric, probes=check_probes(probes), **kw)
-        self.metric, self.probes = metric, probes
+    class Settings(CalibrationSettings):
+        metric: Literal[METRICS] = Field("loss", description="loss increase, or KL divergence of the outputs")
 
     def estimate(self, workload: Workload, graph: LayerGraph, options: Optional[Mapping[str, QuantSpec]] = None) -> SensitivityTable:
         specs = candidate_options(options, self.name)

@@ -10,12 +10,14 @@ from __future__ import annotations
 from typing import Mapping, Optional
 
 
+from pydantic import Field
+
 from mpq.graph import LayerGraph
 from mpq.quant import QuantSpec, weight_matrix
 from mpq.schema import LayerSensitivity, SensitivityTable
 from mpq.workload import Workload
 
-from .base import Estimator, register_estimator
+from .base import Estimator, EstimatorSettings, register_estimator
 
 
 @register_estimator
@@ -25,9 +27,11 @@ class WeightErrorEstimator(Estimator):
     name = "weight-error"
     needs_data = False
 
-    def __init__(self, *, normalize: bool = False, probes=None, **kw):
-        super().__init__(normalize=bool(normalize), **kw)
-        self.normalize = bool(normalize)
+    class Settings(EstimatorSettings):
+        normalize: bool = Field(False, description="divide the error by the weight's energy")
+        probes: Optional[int] = Field(None, description="ignored: the estimator reads no data")
+
+        outside_result = EstimatorSettings.outside_result | {"probes"}
 
     def estimate(self, workload: Workload, graph: LayerGraph, options: Optional[Mapping[str, QuantSpec]] = None) -> SensitivityTable:
         layers = {}

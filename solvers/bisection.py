@@ -11,11 +11,14 @@ exact: status ``feasible``.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 
-from mpq.errors import PlanInfeasible, SolverNotApplicable, SolverSettingsError
+from pydantic import Field
+
+from mpq.errors import PlanInfeasible, SolverNotApplicable
+from mpq.settings import Hook, NonNegReal, Real
 from mpq.schema import Plan, SolverInfo
 
 from .base import Solution, Solver, register_solver
@@ -28,20 +31,20 @@ class BisectionSolver(Solver):
 
     name = "bisection"
 
-    def __init__(self, *, time_limit_s=None, evaluate_plan: Optional[Callable[[Plan], float]] = None,
-                 max_drop: Optional[float] = None, baseline: Optional[float] = None,
-                 low: Optional[str] = None, high: Optional[str] = None, **settings):
-        super().__init__(time_limit_s=time_limit_s, **settings)
-        if max_drop is not None and (not np.isfinite(max_drop) or max_drop < 0):
-            raise SolverSettingsError(f"bisection max_drop must be >= 0 (the allowed metric drop), got {max_drop!r}")
-        if max_drop is not None and (evaluate_plan is None or not callable(evaluate_plan)):
+    class Settings(Solver.Settings):
+        evaluate_plan: Hook = Field(None, description="plan -> score (higher is better), for max_drop")
+        max_drop: Optional[NonNegReal] = Field(None, description="the allowed drop of the measured score")
+        baseline: Optional[Real] = Field(None, description="the unquantized score (measured when not given)")
+        low: Optional[str] = Field(None, description="option id of the lowered layers (default: each layer's smallest)")
+        high: Optional[str] = Field(None, description="option id of the kept layers (default: each layer's largest)")
+
+    def __init__(self, **settings):
+        super().__init__(**settings)
+        if self.max_drop is not None and self.evaluate_plan is None:
             raise SolverNotApplicable(
                 "bisection with max_drop measures each candidate plan: give evaluate_plan=<callable plan -> score> "
                 "(e.g. mpq.evaluate.plan_evaluator(workload)), or use `mpq plan MODEL --solver bisection --max-drop D`"
             )
-        self.evaluate_plan, self.baseline = evaluate_plan, baseline
-        self.max_drop = None if max_drop is None else float(max_drop)
-        self.low, self.high = low, high
         self.history: list[tuple[int, float]] = []  # (layers lowered, score) per evaluation
 
     def _pick(self, cp: Compiled, oid: Optional[str], largest: bool) -> np.ndarray:

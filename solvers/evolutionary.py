@@ -19,11 +19,13 @@ import time
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Annotated, Callable, Literal, Optional
 
 import numpy as np
 
-from mpq.errors import SolverSettingsError
+from pydantic import Field, Strict, model_validator
+
+from mpq.settings import Count, Hook, Int
 from mpq.schema import Plan, Problem, Provenance, SolverInfo
 
 from .base import Solution, Solver, register_solver
@@ -34,10 +36,6 @@ from .dp import pareto_dp
 MAX_SEED_GROUPS = 2000
 DEFAULT_TRIALS = 200
 OBJECTIVES = ("additive", "measured")
-
-
-class SearchSettingError(SolverSettingsError):
-    """A setting of the evolutionary search is missing or out of range; the message names it."""
 
 
 @dataclass
@@ -159,49 +157,34 @@ class EvolutionarySolver(Solver):
     name = "evolutionary"
     exact = False
 
-    def __init__(
-        self,
-        *,
-        time_limit_s: Optional[float] = None,
-        trials: Optional[int] = None,
-        seed: Optional[int] = 0,
-        population: Optional[int] = None,
-        storage: Optional[str] = None,
-        study: Optional[str] = None,
-        objective: str = "additive",
-        evaluate_plan: Optional[Callable[[Plan], float]] = None,
-        model: Optional[str] = None,
-        heartbeat_s: Optional[int] = None,
-        progress: Optional[Callable[[float, Optional[Plan]], None]] = None,
-        should_stop: Optional[Callable[[], bool]] = None,
-        **settings,
-    ):
-        super().__init__(time_limit_s=time_limit_s, **settings)
-        if settings:
-            raise SearchSettingError(
-                f"evolutionary: unknown settings {sorted(settings)}; expected trials, seed, population, storage, study, "
-                "objective, evaluate_plan, model, heartbeat_s, progress, should_stop, time_limit_s"
-            )
-        if trials is not None and (not isinstance(trials, int) or trials < 1):
-            raise SearchSettingError(f"evolutionary: trials must be a positive integer, got {trials!r}")
-        if population is not None and (not isinstance(population, int) or population < 2):
-            raise SearchSettingError(f"evolutionary: population must be an integer >= 2, got {population!r}")
-        if objective not in OBJECTIVES:
-            raise SearchSettingError(f"evolutionary: objective must be one of {list(OBJECTIVES)}, got {objective!r}")
-        if objective == "measured" and not callable(evaluate_plan):
-            raise SearchSettingError(
-                "evolutionary: objective 'measured' needs evaluate_plan, a callable plan -> float "
-                "(on the command line: --objective measured --model MODEL)"
-            )
-        if (storage is None) != (study is None):
-            raise SearchSettingError("evolutionary: storage and study go together: give both (an Optuna storage URL and a study name) or neither")
-        self.trials, self.seed, self.population = trials, seed, population
-        self.storage_url, self.study_name = storage, study
-        self.objective_kind = objective
-        self.evaluate_plan = evaluate_plan if objective == "measured" else None
-        self.model = model
-        self.heartbeat_s = heartbeat_s
-        self.progress, self.should_stop = progress, should_stop
+    class Settings(Solver.Settings):
+        trials: Optional[Count] = Field(None, description=f"trials to run (default {DEFAULT_TRIALS}, or the study's own)")
+        seed: Optional[Int] = Field(0, description="sampler seed (none: random)")
+        population: Optional[Annotated[int, Strict(), Field(ge=2)]] = Field(None, description="NSGA-II population size")
+        storage: Optional[str] = Field(None, description="Optuna storage URL of a shared study (with study)")
+        study: Optional[str] = Field(None, description="study name in storage (with storage)")
+        objective: Literal[OBJECTIVES] = Field("additive", description="the problem's additive distortion, or evaluate_plan's")
+        evaluate_plan: Hook = Field(None, description="plan -> measured distortion, for objective 'measured'")
+        model: Optional[str] = Field(None, description="the model a measured objective loads (recorded in the study)")
+        heartbeat_s: Optional[Count] = Field(None, description="seconds between a worker's heartbeats in a shared study")
+        progress: Hook = Field(None, description="called with (fraction done, best plan so far)")
+        should_stop: Hook = Field(None, description="polled between trials; true ends the search early")
+
+        @model_validator(mode="after")
+        def _combinations(self):
+            if self.objective == "measured" and self.evaluate_plan is None:
+                raise ValueError("objective 'measured' needs evaluate_plan, a callable plan -> float "
+                                 "(on the command line: --objective measured --model MODEL)")
+            if (self.storage is None) != (self.study is None):
+                raise ValueError("storage and study go together: give both (an Optuna storage URL and a study name) or neither")
+            return self
+
+    def __init__(self, **settings):
+        super().__init__(**settings)
+        self.storage_url, self.study_name = self.storage, self.study
+        self.objective_kind = self.objective
+        if self.objective != "measured":
+            self.evaluate_plan = None
         self._cache: dict[tuple, float] = {}
         self._current_trial: Optional[int] = None
         self._learned: set[int] = set()  # trial numbers whose measured values are in the cache

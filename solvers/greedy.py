@@ -10,9 +10,11 @@ with the Lagrangian (LP) bound as the bound when there is a single budget and no
 from __future__ import annotations
 
 import heapq
-from typing import Optional
+from typing import Literal, Optional
 
 import numpy as np
+
+from pydantic import Field
 
 from mpq.errors import PlanInfeasible, SolverSettingsError
 
@@ -93,11 +95,8 @@ class GreedySolver(Solver):
 
     name = "greedy"
 
-    def __init__(self, *, time_limit_s=None, direction: str = "down", **settings):
-        super().__init__(time_limit_s=time_limit_s, **settings)
-        if direction not in ("down", "up"):
-            raise SolverSettingsError(f"greedy direction must be 'down' or 'up', got {direction!r}")
-        self.direction = direction
+    class Settings(Solver.Settings):
+        direction: Literal["down", "up"] = Field("down", description="lower from the largest options, or raise from the smallest")
 
     def _solve(self, cp: Compiled) -> Solution:
         choice = greedy_choice(cp, self.direction)

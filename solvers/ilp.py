@@ -12,11 +12,14 @@ here) and the gap. A feasible heuristic solution (greedy) warm-starts the search
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence
+from typing import Literal, Mapping, Optional, Sequence
 
 import numpy as np
 
-from mpq.errors import PlanInfeasible, SolverFailed, SolverSettingsError
+from pydantic import Field
+
+from mpq.errors import PlanInfeasible, SolverFailed
+from mpq.settings import NonNegReal
 
 from .base import Solution, Solver, register_solver
 from .compiled import Compiled
@@ -101,13 +104,45 @@ class HighsResult:
     bound: Optional[float]  # proven lower bound, in the problem's units
 
 
+_banner_shown = False
+
+
+def new_highs():
+    """A silent ``highspy.Highs``. The first one a process makes prints HiGHS's banner on the C level
+    stdout before any option can silence it; it is sent to stderr, so JSON written to stdout stays valid."""
+    import highspy
+
+    global _banner_shown
+    if _banner_shown:
+        h = highspy.Highs()
+    else:
+        import os
+        import sys
+
+        sys.stdout.flush()
+        try:
+            saved = os.dup(1)
+        except OSError:  # no stdout at all: nothing to protect
+            saved = None
+        try:
+            if saved is not None:
+                os.dup2(2, 1)
+            h = highspy.Highs()
+        finally:
+            if saved is not None:
+                os.dup2(saved, 1)
+                os.close(saved)
+        _banner_shown = True
+    h.setOptionValue("output_flag", False)
+    return h
+
+
 def highs_solve(m: MILP, *, relax: bool = False, time_limit_s: Optional[float] = None, gap_rel: float = 1e-9,
                 start: Optional[np.ndarray] = None) -> HighsResult:
     """Solve ``m`` with HiGHS (or its LP relaxation with ``relax=True``)."""
     import highspy
 
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
+    h = new_highs()
     h.setOptionValue("mip_rel_gap", gap_rel)
     h.setOptionValue("mip_abs_gap", 1e-12)
     if time_limit_s is not None:
@@ -148,10 +183,8 @@ def highs_solve(m: MILP, *, relax: bool = False, time_limit_s: Optional[float] =
         # wrong value; a run without the start is slower but right.
         return highs_solve(m, relax=relax, time_limit_s=time_limit_s, gap_rel=gap_rel, start=None)
     bound = info.mip_dual_bound * m.scale if np.isfinite(info.mip_dual_bound) else None
-    if ms == S.kOptimal and has_x:
-        if bound is not None and obj - bound > 10 * gap_rel * max(abs(obj), 1e-300) + 1e-9 * m.scale:
-            return HighsResult(x, "feasible", obj, bound)  # "optimal" outside the gap asked for: say so
-        return HighsResult(x, "optimal", obj, bound)
+    if ms == S.kOptimal and has_x:  # "optimal" within gap_rel: the plan's status is computed from the bound
+        return HighsResult(x, "optimal", obj, bound if bound is not None else obj - gap_rel * abs(obj))
     return HighsResult(x, "feasible" if has_x else "failed", obj, bound)
 
 
@@ -198,11 +231,10 @@ class ILPSolver(Solver):
     name = "ilp"
     exact = True
 
-    def __init__(self, *, time_limit_s=None, backend: str = "cbc", gap_rel: float = 1e-9, warm_start: bool = True, **settings):
-        super().__init__(time_limit_s=time_limit_s, **settings)
-        if backend not in ("cbc", "highs"):
-            raise SolverSettingsError(f"ilp backend must be 'cbc' or 'highs', got {backend!r}")
-        self.backend, self.gap_rel, self.warm_start = backend, float(gap_rel), bool(warm_start)
+    class Settings(Solver.Settings):
+        backend: Literal["cbc", "highs"] = Field("cbc", description="MILP solver")
+        gap_rel: NonNegReal = Field(1e-9, description="relative optimality gap at which the MILP solver stops")
+        warm_start: bool = Field(True, description="start from the greedy solution")
 
     def _start(self, cp: Compiled) -> Optional[np.ndarray]:
         if not self.warm_start:
@@ -233,9 +265,7 @@ class ILPSolver(Solver):
                     return Solution(start, "feasible", lp_bound(cp))
                 raise SolverFailed("ILP (highs) found no solution within the time limit; raise --time-limit")
             choice = choice_from_x(m, res.x)
-            bound = res.bound if res.status == "feasible" else None
-            if res.status == "feasible" and bound is None:
-                bound = lp_bound(cp)
+            bound = res.bound if res.bound is not None else lp_bound(cp)  # HiGHS's dual bound, always reported
             return Solution(choice, res.status, bound)
         return self._solve_cbc(cp, m, start)
 
@@ -277,5 +307,11 @@ class ILPSolver(Solver):
         choice = choice_from_x(m, values)
         # CBC stopped by the time limit still says "Optimal" with an integer-feasible solution status
         if status == "Optimal" and prob.sol_status == pulp.LpSolutionOptimal:
-            return Solution(choice, "optimal", None)
+            # CBC proves the optimum within gapRel and gapAbs; PuLP does not report its dual bound, so
+            # the bound is what that proof guarantees (tightened by the LP relaxation when the gap asked is loose)
+            objective = cp.objective(choice)
+            bound = objective - self.gap_rel * abs(objective) - 1e-12 * m.scale
+            if self.gap_rel > 1e-6:
+                bound = max(bound, lp_bound(cp) or -np.inf)
+            return Solution(choice, "optimal", bound)
         return Solution(choice, "feasible", lp_bound(cp))

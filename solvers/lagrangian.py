@@ -19,7 +19,10 @@ from typing import Optional
 
 import numpy as np
 
+from pydantic import Field
+
 from mpq.errors import SolverNotApplicable
+from mpq.settings import Count
 
 from .base import Solution, Solver, register_solver
 from .compiled import Compiled
@@ -494,10 +497,11 @@ class LagrangianSolver(Solver):
     name = "lagrangian"
     exact = True
 
-    def __init__(self, *, time_limit_s=None, prove: bool = False, core_groups: int = 1024, **settings):
-        super().__init__(time_limit_s=time_limit_s, **settings)
-        self.prove, self.core_groups = bool(prove), int(core_groups)
-        self.last: Optional[MCKPResult] = None
+    class Settings(Solver.Settings):
+        prove: bool = Field(False, description="solve the undecided core exactly, so the status is always optimal")
+        core_groups: Count = Field(1024, description="groups left undecided around the multiplier that the exact core solves")
+
+    last: Optional[MCKPResult] = None  # the last solve's multiplier, bound and core (set by _solve)
 
     def _solve(self, cp: Compiled) -> Solution:
         if len(cp.caps) != 1 or cp.pairs:
@@ -510,6 +514,6 @@ class LagrangianSolver(Solver):
         res = solve_mckp(arrays.cost, arrays.resources[name], cap, arrays.n_options,
                          prove=self.prove, core_groups=self.core_groups, time_limit_s=self.time_limit_s)
         self.last = res
-        if res.optimal:  # proven: the optimality gap is zero (the LP bound stays in self.last.lp_bound)
-            return Solution(res.choice, "optimal", None)
+        if res.optimal:  # proven by the exact core: the bound is the optimum (the LP bound stays in self.last.lp_bound)
+            return Solution(res.choice, "optimal", res.objective)
         return Solution(res.choice, "feasible", res.bound)

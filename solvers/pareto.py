@@ -9,11 +9,14 @@ gap says how much distortion the rule traded for size.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional
 
 import numpy as np
 
-from mpq.errors import PlanInfeasible, SolverSettingsError
+from pydantic import Field, model_validator
+
+from mpq.errors import PlanInfeasible
+from mpq.settings import Real
 
 from .base import Solution, Solver, register_solver
 from .compiled import Compiled
@@ -30,13 +33,16 @@ class ParetoSolver(Solver):
     name = "pareto"
     exact = True
 
-    def __init__(self, *, time_limit_s=None, rule: str = "budget", max_distortion: Optional[float] = None, **settings):
-        super().__init__(time_limit_s=time_limit_s, **settings)
-        if rule not in RULES:
-            raise SolverSettingsError(f"pareto rule must be one of {', '.join(RULES)}, got {rule!r}")
-        if rule == "max_distortion" and (max_distortion is None or not np.isfinite(max_distortion)):
-            raise SolverSettingsError("pareto rule 'max_distortion' needs max_distortion=<finite number>")
-        self.rule, self.max_distortion = rule, max_distortion
+    class Settings(Solver.Settings):
+        rule: Literal[RULES] = Field("budget", description="which frontier point: least distortion within the budget, "
+                                     "the knee, or the smallest within max_distortion")
+        max_distortion: Optional[Real] = Field(None, description="the distortion cap of rule max_distortion")
+
+        @model_validator(mode="after")
+        def _cap_for_its_rule(self):
+            if self.rule == "max_distortion" and self.max_distortion is None:
+                raise ValueError("rule 'max_distortion' needs max_distortion=<finite number>")
+            return self
 
     def _solve(self, cp: Compiled) -> Solution:
         front = budget_frontier(cp, "pareto walks the frontier of")

@@ -1,33 +1,29 @@
 """Exporters: a plan -> the configuration a quantizer reads, one module per target.
 
-Targets register themselves with :func:`register_exporter`; every module in this package is
-imported on first use, so adding a target is one new file. ``export_plan(plan, "gptqmodel")``
+Targets register themselves with :func:`register_exporter`; every public module in this package
+is imported on first use, so adding a target is one new file (out of tree: a class published in the
+``mpq.exporters`` entry point group). ``export_plan(plan, "gptqmodel")``
 returns an :class:`~mpq.export.base.Export`; :func:`write_export` writes its files.
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from pathlib import Path
 from typing import Any, Iterable
 
+from .. import registry
 from ..errors import UnknownName
+from ..output import write_output
 from ..schema import Plan
 from .base import Export, ExportFile, Exporter, Support, keep_float
 
 EXPORTERS: dict[str, type[Exporter]] = {}
-_NOT_TARGETS = {"base", "cli"}
-
-
-def register_exporter(cls: type[Exporter]) -> type[Exporter]:
-    EXPORTERS[cls.name] = cls
-    return cls
+#: Register an exporter class under its ``name`` (once).
+register_exporter = registry.registrar(EXPORTERS, "exporter")
 
 
 def _discover() -> None:
-    for info in pkgutil.iter_modules(__path__):
-        if info.name not in _NOT_TARGETS and not info.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{info.name}")
+    """Built-in targets (every public module here) and ``mpq.exporters`` entry-point plugins, once per process."""
+    registry.load(__name__, "mpq.exporters", EXPORTERS, "exporter")
 
 
 def available_targets() -> list[str]:
@@ -55,16 +51,18 @@ def export_plan(plan: Plan, target: str, *, keep_float_layers: Iterable[str] = (
 
 def write_export(result: Export, output: str | Path) -> list[Path]:
     """Write every file atomically: the main one at ``output``, the others beside it (same stem, own suffix)."""
+    from ..output import is_special
+
     output = Path(output)
+    if is_special(output):  # a device or pipe takes the main file only: nothing is created beside /dev/null
+        result.notes.extend(f"{f.suffix} file not written: {output} is not a regular file" for f in result.files[1:])
+        return [write_output(output, result.files[0].content, what="-o")]
     main_suffix = result.files[0].suffix
     stem = output.name[: -len(main_suffix)] if output.name.endswith(main_suffix) else output.stem
     paths = []
     for i, f in enumerate(result.files):
         path = output if i == 0 else output.with_name(stem + f.suffix)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(f.content)
-        tmp.replace(path)
-        paths.append(path)
+        paths.append(write_output(path, f.content, what="-o"))
     return paths
 
 
@@ -77,3 +75,9 @@ __all__ = [
     "EXPORTERS", "Export", "ExportFile", "Exporter", "Support", "available_targets", "default_output",
     "export_plan", "get_exporter", "register_exporter", "write_export",
 ]
+
+
+# ``mpq.export(...)`` calls :func:`mpq.api.export` (this module stays importable as before).
+from .._entry import make_callable as _make_callable  # noqa: E402
+
+_make_callable(__name__, "export")

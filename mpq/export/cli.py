@@ -20,9 +20,11 @@ def _export_args(p) -> None:
 
 @command("export", "export a plan to a quantizer's configuration (gptqmodel, llmcompressor, autoround, hqq, llamacpp, torchao, hawq)", _export_args)
 def cmd_export(args) -> int:
+    from ..output import check_output
     from ..plan_columns import load_plan
     from . import default_output, export_plan, write_export
 
+    check_output(args.output, "-o")
     plan = load_plan(args.plan)
     options = {"merge": args.merge} if args.merge else {}
     keep = [n.strip() for n in args.keep_float.split(",") if n.strip()]
@@ -32,7 +34,9 @@ def cmd_export(args) -> int:
         for note in result.notes:
             print(f"note: {note}", file=sys.stderr)
         return 0
-    paths = write_export(result, args.output or default_output(args.plan, result))
+    output = args.output or default_output(args.plan, result)
+    check_output(output, "-o")
+    paths = write_export(result, output)
     print(f"{args.to}: wrote {', '.join(map(str, paths))}")
     for note in result.notes:
         print(f"  note: {note}")

@@ -1,15 +1,17 @@
 """Commands of the distributed search: ``mpq worker``, ``mpq search status``, and the search options of ``mpq solve``.
 
 ``mpq solve problem.json --solver evolutionary --storage URL --study NAME`` creates the study (or
-continues it) and runs trials in this process; ``mpq worker`` joins it from anywhere.
+continues it) and runs trials in this process; ``mpq worker`` joins it from anywhere. The solve
+command declares the extension point (:class:`mpq.cli.SolverOptions`); this module registers into it.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from typing import Optional
 
-from mpq.cli import COMMANDS, command, fmt_table, print_plan, write_or_print
+from mpq.cli import SolverOptions, command, fmt_table, register_solver_options
 from mpq.errors import DocumentError
 
 
@@ -20,10 +22,10 @@ def add_storage_args(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--study", required=required, metavar="NAME", help="study name in that storage")
 
 
-def add_heartbeat_arg(p: argparse.ArgumentParser) -> None:
+def add_heartbeat_arg(p: argparse.ArgumentParser, default: Optional[int] = -1) -> None:
     from .storage import DEFAULT_HEARTBEAT_S, GRACE_FACTOR
 
-    p.add_argument("--heartbeat", type=int, default=DEFAULT_HEARTBEAT_S, metavar="SECONDS",
+    p.add_argument("--heartbeat", type=int, default=DEFAULT_HEARTBEAT_S if default == -1 else default, metavar="SECONDS",
                    help=f"seconds between heartbeats of a running trial (default {DEFAULT_HEARTBEAT_S}); a trial silent "
                         f"for {GRACE_FACTOR}x this is failed and retried by another worker")
 
@@ -47,76 +49,84 @@ def print_front(plans, out=None) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# `mpq solve`: the search options, registered around the core command
+# `mpq solve --solver evolutionary`: the options the search contributes to the solve command
 
 
-_core_add, _core_run, _core_help = COMMANDS["solve"]
-
-
-def _solve_args(p: argparse.ArgumentParser) -> None:
-    _core_add(p)
-    g = p.add_argument_group("evolutionary search (--solver evolutionary)")
+def _search_args(g) -> None:
     add_storage_args(g, required=False)
     g.add_argument("--trials", type=int, help="complete trials the search (or study) should reach; default 200")
-    g.add_argument("--objective", choices=["additive", "measured"], default="additive",
-                   help="additive: the problem's distortions; measured: apply each plan to --model and use its calibration loss")
+    g.add_argument("--objective", choices=["additive", "measured"], default=None,
+                   help="additive (default): the problem's distortions; measured: apply each plan to --model and use its calibration loss")
     g.add_argument("--model", help="module.path:function of the workload for --objective measured "
                                    "(default: the model the problem names)")
     g.add_argument("--population", type=int, help="NSGA-II population (default: 2 x groups, 8..50)")
     g.add_argument("--seed", type=int, help="sampler seed (default 0; random with --storage, so workers differ)")
-    add_heartbeat_arg(g)
+    add_heartbeat_arg(g, default=None)
     g.add_argument("--quiet", action="store_true", help="no per-trial log lines")
 
 
-def _run_solve(args: argparse.Namespace) -> int:
-    if args.solver != "evolutionary":
-        if args.storage or args.study:
-            raise DocumentError("--storage and --study go with --solver evolutionary")
-        return _core_run(args)
-    return cmd_search_solve(args)
+_SEARCH_FLAGS = {"storage": "--storage", "study": "--study", "trials": "--trials", "objective": "--objective",
+                 "model": "--model", "population": "--population", "seed": "--seed", "heartbeat": "--heartbeat"}
 
 
-COMMANDS["solve"] = (_solve_args, _run_solve, _core_help)
+def _given(args: argparse.Namespace) -> list[str]:
+    return [flag for dest, flag in _SEARCH_FLAGS.items() if getattr(args, dest, None) is not None] + (
+        ["--quiet"] if getattr(args, "quiet", False) else [])
 
 
-def cmd_search_solve(args: argparse.Namespace) -> int:
-    from mpq.budget import parse_budgets
-    from mpq.schema import Constraints, Problem, load_document
-    from mpq.solvers import get_solver
-
-    problem = load_document(args.problem, Problem)
-    if args.budget:
-        problem = problem.model_copy(update={"constraints": Constraints(**parse_budgets(args.budget))})
+def _search_settings(args: argparse.Namespace, problem) -> dict:
+    """The evolutionary solver's settings from the search options (unset ones keep the solver's defaults)."""
     _positive(args.trials, "--trials")
     _positive(args.population, "--population")
-    model, evaluate_plan = None, None
-    if args.objective == "measured":
+    objective = args.objective or "additive"
+    settings: dict = {"objective": objective}
+    if objective == "measured":
         from .measured import load_measured_objective
 
-        model = args.model or (problem.model.name if problem.model is not None and ":" in problem.model.name else None)
+        named = problem.model.name if problem.model is not None else ""
+        model = args.model or (named if ":" in named else None)
         if not model:
             raise DocumentError("--objective measured needs --model module.path:function (the problem names no model)")
-        evaluate_plan = load_measured_objective(model, problem)
+        if args.server:
+            raise DocumentError("--objective measured runs the model here: leave out --server")
+        settings.update(model=model, evaluate_plan=load_measured_objective(model, _as_json(problem)))
     elif args.model:
-        model = args.model
-    _quiet_optuna(args.quiet)
-    seed = args.seed if args.seed is not None else (None if args.storage else 0)
-    solver = get_solver(
-        "evolutionary", time_limit_s=args.time_limit, trials=args.trials, seed=seed, population=args.population,
-        storage=args.storage, study=args.study, objective=args.objective, evaluate_plan=evaluate_plan, model=model,
-        heartbeat_s=args.heartbeat,
-    )
-    result = solver.search(problem)
-    if result.best is None:
-        from mpq.errors import SolverFailed
+        settings["model"] = args.model
+    if not args.server:
+        _quiet_optuna(args.quiet)
+        settings["seed"] = args.seed if args.seed is not None else (None if args.storage else 0)
+    elif args.seed is not None:
+        settings["seed"] = args.seed
+    for dest in ("trials", "population", "storage", "study"):
+        if getattr(args, dest) is not None:
+            settings[dest] = getattr(args, dest)
+    if args.heartbeat is not None:
+        settings["heartbeat_s"] = args.heartbeat
+    return settings
 
+
+def _as_json(problem):
+    from mpq.columnar import ProblemColumns
+
+    return problem.to_problem() if isinstance(problem, ProblemColumns) else problem
+
+
+def _search_solve(solver, problem, args: argparse.Namespace):
+    """Run the search, print its non-dominated front to stderr, and answer the best plan."""
+    from mpq.errors import SolverFailed
+
+    result = solver.search(_as_json(problem))
+    if result.best is None:
         raise SolverFailed(f"evolutionary: no feasible plan among {result.trials.get('COMPLETE', 0)} complete trials; give more --trials")
     print(f"{len(result.plans)} non-dominated feasible plans after {result.trials.get('COMPLETE', 0)} complete trials:", file=sys.stderr)
     print_front(result.plans, out=sys.stderr)
-    write_or_print(result.best, args.output)
-    if args.output:
-        print_plan(result.best)
-    return 0
+    return result.best
+
+
+register_solver_options(SolverOptions(
+    solver="evolutionary", title="evolutionary search", add_args=_search_args, settings=_search_settings,
+    given=_given, solve=_search_solve,
+))
 
 
 # ----------------------------------------------------------------------------------------------

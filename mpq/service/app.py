@@ -233,29 +233,18 @@ def create_app(config: Optional[ServiceConfig] = None) -> FastAPI:
     @app.get("/v1/solvers", dependencies=guarded, responses=ERRORS, summary="Registered solvers")
     async def list_solvers() -> dict:
         def solvers():
-            from mpq.solvers.base import SOLVERS, available_solvers
+            from mpq.solvers.base import solver_listing
 
-            out = []
-            for name in available_solvers():
-                cls = SOLVERS.get(name)
-                doc = (cls.__doc__ or "").strip().splitlines() if cls else ["picks the fastest exact solver for the problem"]
-                out.append({"name": name, "exact": bool(getattr(cls, "exact", True)), "description": doc[0] if doc else ""})
-            return {"solvers": out}
+            return {"solvers": solver_listing()}
 
         return await run_in_threadpool(solvers)
 
     @app.get("/v1/estimators", dependencies=guarded, responses=ERRORS, summary="Registered sensitivity estimators")
     async def list_estimators() -> dict:
         def estimators():
-            from mpq.sensitivity.base import ESTIMATORS, available_estimators
+            from mpq.sensitivity.base import estimator_listing
 
-            out = []
-            for name in available_estimators():
-                cls = ESTIMATORS[name]
-                doc = (cls.__doc__ or "").strip().splitlines()
-                out.append({"name": name, "description": doc[0] if doc else "", "per_option": cls.per_option,
-                            "needs_data": cls.needs_data})
-            return {"estimators": out}
+            return {"estimators": estimator_listing()}
 
         return await run_in_threadpool(estimators)
 

@@ -6,7 +6,6 @@ document error that names the field (``problem.layers.3.options.0.bytes: ...``).
 """
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import re
@@ -17,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from mpq.errors import (
     DocumentError, MpqError, PlanInfeasible, SolverFailed, SolverNotApplicable, UnknownLayer, UnknownName,
 )
-from mpq.schema import Problem, format_validation_error, parse_document
+from mpq.schema import PROBLEM_SCHEMA, Problem, format_validation_error, parse_document
 
 from .limits import OverLimit
 
@@ -50,11 +49,16 @@ class FrontierRequest(_Body):
 def parse_body(body: bytes, model: type[_Body]) -> _Body:
     """Validate a request body; a failure raises DocumentError naming the field."""
     try:
-        return model.model_validate_json(body)
+        req = model.model_validate_json(body)
     except ValidationError as err:
         first = err
     except RecursionError:
         raise DocumentError("body: the JSON is nested too deeply") from None
+    else:
+        problem = getattr(req, "problem", None)
+        if problem is not None and "schema_" not in problem.model_fields_set:  # required, as on the command line
+            raise DocumentError(f"invalid problem: schema: field required (expected {PROBLEM_SCHEMA!r})")
+        return req
     try:
         data = json.loads(body)
     except (ValueError, RecursionError) as e:
@@ -130,9 +134,9 @@ def make_solver(name: str, options: dict[str, Any], search_storage: Optional[str
     if name not in known:
         raise UnknownName("solver", name, known)
     cls = AutoSolver if name == "auto" else SOLVERS[name]
-    params = inspect.signature(cls.__init__).parameters
-    settings = request_settings(options, "storage" in params, search_storage)
-    extra = {k: v for k, v in hooks.items() if v is not None and k in params}
+    declared = cls.Settings.model_fields
+    settings = request_settings(options, "storage" in declared, search_storage)
+    extra = {k: v for k, v in hooks.items() if v is not None and k in declared}
     try:
         return get_solver(name, **settings, **extra)
     except (TypeError, ValueError) as e:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 
 from mpq.schema import SolverInfo
+from mpq.settings import Count, Hook, PosReal
 from mpq.solvers.base import Solution, Solver, register_solver
 from mpq.solvers.dp import DPSolver
 
@@ -19,9 +20,11 @@ class SlowSolver(Solver):
     name = "slow-test"
     exact = True
 
-    def __init__(self, *, time_limit_s=None, progress=None, should_stop=None, steps: int = 20, step_s: float = 0.1, **settings):
-        super().__init__(time_limit_s=time_limit_s, **settings)
-        self.progress, self.should_stop, self.steps, self.step_s = progress, should_stop, steps, step_s
+    class Settings(Solver.Settings):
+        progress: Hook = None
+        should_stop: Hook = None
+        steps: Count = 20
+        step_s: PosReal = 0.1
 
     def _solve(self, cp):
         sol = DPSolver()._solve(cp)

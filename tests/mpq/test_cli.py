@@ -67,10 +67,10 @@ def test_solve_reproduces_the_optimum_with_both_exact_solvers(planned, capsys):
     assert objectives[0] == pytest.approx(objectives[1], rel=1e-9)
 
 
-def test_infeasible_budget_exits_2_naming_the_smallest_budget(planned):
+def test_infeasible_budget_exits_3_naming_the_smallest_budget(planned):
     r = subprocess.run([sys.executable, "-m", "mpq.cli", "solve", str(planned / "problem.json"), "--budget", "avg_bits=1"],
                        capture_output=True, text=True)
-    assert r.returncode == 2
+    assert r.returncode == 3  # EXIT_INFEASIBLE
     assert "max_avg_bits=1 is infeasible: the smallest plan needs max_avg_bits=2.0" in r.stderr
     assert "Traceback" not in r.stderr
 
@@ -88,19 +88,19 @@ def test_apply_eval_reports_before_and_after(planned, capsys):
 
 
 @pytest.mark.parametrize(
-    "argv,needle",
+    "argv,needle,code",
     [
-        (["plan", "mpq.examples.digits:workload"], "--budget is required"),
-        (["plan", "--budget", "avg_bits=-2"], "must be a positive finite number"),
-        (["plan", "--budget", "speed=3"], "expected KEY=VALUE with KEY one of"),
-        (["plan", "--budget", "avg_bits=3", "--estimator", "nope"], "unknown estimator 'nope'; available:"),
-        (["plan", "--budget", "avg_bits=3", "--solver", "nope", "--estimator", "weight-error"], "unknown solver 'nope'"),
-        (["layers", "no_such_module:workload"], "cannot import module 'no_such_module'"),
-        (["solve", "/nonexistent/problem.json"], "cannot read"),
+        (["plan", "mpq.examples.digits:workload"], "--budget is required", 2),
+        (["plan", "--budget", "avg_bits=-2"], "must be a positive finite number", 2),
+        (["plan", "--budget", "speed=3"], "unknown key 'speed'; known keys: avg_bits, mb", 2),
+        (["plan", "--budget", "avg_bits=3", "--estimator", "nope"], "unknown estimator 'nope'; available:", 2),
+        (["plan", "--budget", "avg_bits=3", "--solver", "nope", "--estimator", "weight-error"], "unknown solver 'nope'", 2),
+        (["layers", "no_such_module:workload"], "cannot import module 'no_such_module'", 5),  # EXIT_LOAD
+        (["solve", "/nonexistent/problem.json"], "cannot read", 2),
     ],
 )
-def test_bad_cli_input_gets_one_clear_error(argv, needle, capsys):
-    assert main(argv) == 2
+def test_bad_cli_input_gets_one_clear_error(argv, needle, code, capsys):
+    assert main(argv) == code
     err = capsys.readouterr().err
     assert needle in err
 

@@ -46,7 +46,7 @@ def test_mpq_solve_works_for_every_solver_on_a_hand_written_problem(tmp_path, so
 
 def test_mpq_solve_names_the_smallest_budget_when_infeasible(tmp_path, capsys):
     (tmp_path / "p.json").write_text(json.dumps(HAND))
-    assert main(["solve", str(tmp_path / "p.json"), "--budget", "bytes=1000"]) == 2
+    assert main(["solve", str(tmp_path / "p.json"), "--budget", "bytes=1000"]) == 3  # EXIT_INFEASIBLE
     assert "max_bytes=2656" in capsys.readouterr().err
 
 

@@ -78,16 +78,19 @@ def test_make_run_installs_the_core_and_make_test_the_test_extra():
 def test_the_core_without_extras_plans_the_digits_example_from_python(tmp_path):
     code = """
 import json
+import torch
+from torch.utils.data import DataLoader, TensorDataset
 import mpq
-from mpq.pipeline import plan_model
-from mpq.workload import load_workload
+from mpq.examples.digits import load_data, load_model
 
-result = plan_model(load_workload(None), {"max_avg_bits": 4})
+data = load_data()
+plan = mpq.plan(load_model(), DataLoader(TensorDataset(*data.calib), batch_size=32), budget={"avg_bits": 4},
+                loss=torch.nn.functional.cross_entropy)
 from mpq.cli import build_parser
 commands = sorted(build_parser()._subparsers._group_actions[0].choices)
 blocked_loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
-print(json.dumps({"avg_bits": result.plan.totals.avg_bits, "status": result.plan.solver.status,
-                  "layers": len(result.plan.layers), "commands": commands, "loaded": blocked_loaded}))
+print(json.dumps({"avg_bits": plan.totals.avg_bits, "status": plan.solver.status,
+                  "layers": len(plan.layers), "commands": commands, "loaded": blocked_loaded}))
 """
     proc = run_without_extras(code, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

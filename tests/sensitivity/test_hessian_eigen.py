@@ -12,7 +12,7 @@ from mpq.cli import main
 from mpq.errors import WorkloadError
 from mpq.graph import discover
 from mpq.sensitivity.base import get_estimator
-from mpq.sensitivity.hessian import EstimatorSettingsError
+from mpq.errors import EstimatorSettingsError
 from mpq.sensitivity.hessian_eigen import HessianEigenEstimator
 from mpq.workload import Workload
 
@@ -193,7 +193,7 @@ def test_cli_writes_finite_eigenvalues_for_every_layer(tmp_path, monkeypatch):
 
 
 def test_unknown_device_is_named():
-    with pytest.raises(WorkloadError, match="device"):
+    with pytest.raises(EstimatorSettingsError, match="setting device='tpu': expected 'auto', 'cpu', 'cuda' or 'cuda:N'"):
         run(tiny_mlp(), mlp_batches((16,)), device="tpu")
 
 

@@ -9,7 +9,8 @@ from mpq.errors import WorkloadError
 from mpq.graph import discover
 from mpq.schema import SensitivityTable, dump_document, parse_document
 from mpq.sensitivity.base import get_estimator
-from mpq.sensitivity.hessian import EstimatorSettingsError, HessianTraceEstimator
+from mpq.errors import EstimatorSettingsError
+from mpq.sensitivity.hessian import HessianTraceEstimator
 from mpq.workload import Workload
 
 from tests.helpers.models import TinyCNN, cnn_batches, mlp_batches, tiny_mlp

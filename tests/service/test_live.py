@@ -85,8 +85,23 @@ def test_cli_solve_with_server_gives_the_local_plan(server, tmp_path, capsys):
     remote = json.loads(out.read_text())
     local = solve(Problem.model_validate(problem(seed=9)))
     assert [l["option"] for l in remote["layers"]] == [l.option for l in local.layers]
-    assert main(["solve", str(path), "--server", server.url, "--budget", "avg_bits=1"]) == 2
+    assert main(["solve", str(path), "--server", server.url, "--budget", "avg_bits=1"]) == 3  # EXIT_INFEASIBLE
     assert "smallest plan needs max_avg_bits=2" in capsys.readouterr().err
+
+
+def test_cli_solve_evolutionary_from_npz_takes_params_locally_and_on_the_server(server, tmp_path, capsys):
+    from mpq.cli import main
+    from mpq.columnar import save_problem
+
+    path = save_problem(Problem.model_validate(problem(seed=10)), tmp_path / "problem.npz")
+    for where in ([], ["--server", server.url]):
+        out = tmp_path / f"plan{len(where)}.json"
+        assert main(["solve", str(path), "--solver", "evolutionary", "--param", "trials=12", "--param", "population=4",
+                     "--seed", "1", *where, "-o", str(out)]) == 0, capsys.readouterr().err
+        plan = json.loads(out.read_text())
+        assert plan["solver"]["name"] == "evolutionary" and plan["totals"]["avg_bits"] <= 3.0
+    assert main(["solve", str(path), "--solver", "evolutionary", "--param", "trials=0", "--server", server.url]) == 2
+    assert "setting trials=0: expected a value >= 1" in capsys.readouterr().err
 
 
 def test_cli_frontier_with_server_matches_the_local_frontier_within_budget(server, tmp_path):

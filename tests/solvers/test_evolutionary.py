@@ -106,11 +106,11 @@ def test_progress_reports_fractions_and_should_stop_ends_the_search_early():
 
 @pytest.mark.parametrize("settings, message", [
     ({"objective": "measured"}, "needs evaluate_plan"),
-    ({"objective": "exact"}, "objective must be one of"),
-    ({"trials": 0}, "trials must be a positive integer"),
-    ({"population": 1}, "population must be an integer >= 2"),
+    ({"objective": "exact"}, "setting objective='exact': expected 'additive' or 'measured'"),
+    ({"trials": 0}, "setting trials=0: expected a value >= 1"),
+    ({"population": 1}, "setting population=1: expected a value >= 2"),
     ({"storage": "sqlite:///x.db"}, "storage and study go together"),
-    ({"generations": 3}, "['generations']"),
+    ({"generations": 3}, "unknown setting 'generations'"),
 ])
 def test_bad_settings_name_the_setting(settings, message):
     with pytest.raises(SolverSettingsError, match=message.replace("[", r"\[").replace("]", r"\]")):

@@ -121,6 +121,6 @@ def test_solver_settings_reach_the_solver_and_typos_are_refused(tmp_path, capsys
     assert main(["solve", str(path), "--solver", "ilp", "--param", "backend=highs", "-o", str(tmp_path / "plan.json")]) == 0
     assert json.loads((tmp_path / "plan.json").read_text())["solver"]["name"] == "ilp"
     assert main(["solve", str(path), "--solver", "ilp", "--param", "backend=gurobi"]) == 2
-    assert "ilp backend must be 'cbc' or 'highs'" in capsys.readouterr().err
-    with pytest.raises(SolverSettingsError, match=r"solver 'dp': unknown setting\(s\) \['beam'\]; known: .*time_limit_s"):
+    assert "solver 'ilp': setting backend='gurobi': expected 'cbc' or 'highs'" in capsys.readouterr().err
+    with pytest.raises(SolverSettingsError, match=r"solver 'dp': unknown setting 'beam'; known: .*time_limit_s"):
         get_solver("dp", beam=3)
