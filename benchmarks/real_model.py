@@ -124,6 +124,7 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps({
         "seconds": seconds, "load_seconds": load_s, "forwards": forwards[0], "hvps": hvps,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "loaded_rss_mb": rss_loaded,
+        "cpu_seconds": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]),
         "weights_fp32_mb": weights_mb, "layers": len(result.plan.layers), "avg_bits": result.plan.totals.avg_bits,
         "batches": len(w.batches),
     }))
@@ -168,7 +169,7 @@ def median_row(runs: list[dict]) -> dict:
     if not ok:
         return runs[-1]
     row = dict(ok[0])
-    for key in ("seconds", "peak_rss_mb", "forwards", "hvps"):
+    for key in ("seconds", "cpu_seconds", "peak_rss_mb", "forwards", "hvps"):
         if key in row:
             row[key] = statistics.median(r[key] for r in ok)
     row["runs"] = len(ok)
@@ -177,10 +178,10 @@ def median_row(runs: list[dict]) -> dict:
 
 def print_table(title: str, rows: dict[str, dict], default: str) -> None:
     print(f"\n{title}")
-    print(f"{'contender':<34} {'wall s':>8} {'fwd passes':>10} {'HVPs':>8} {'peak RSS MB':>11} {'growth MB':>10} {'3x fp32 w MB':>12}  note")
+    print(f"{'contender':<34} {'wall s':>8} {'CPU s':>8} {'fwd passes':>10} {'HVPs':>8} {'peak RSS MB':>11} {'growth MB':>10} {'3x fp32 w MB':>12}  note")
     for name, r in rows.items():
         if "error" in r:
-            print(f"{name:<34} {r['seconds']:>8.1f} {'':>10} {'':>8} {'':>11} {'':>10} {'':>12}  {r['error']}")
+            print(f"{name:<34} {r['seconds']:>8.1f} {'':>8} {'':>10} {'':>8} {'':>11} {'':>10} {'':>12}  {r['error']}")
             continue
         growth = r["peak_rss_mb"] - r["loaded_rss_mb"] if "loaded_rss_mb" in r else None
         fwd = r.get("forwards", r.get("batches", ""))
@@ -188,7 +189,7 @@ def print_table(title: str, rows: dict[str, dict], default: str) -> None:
         if name.startswith("modelopt"):
             note = f"load {r['load_seconds']:.1f} s + auto_quantize {r['auto_quantize_seconds']:.1f} s, {r['layers']} layers"
         three = f"{3 * r['weights_fp32_mb']:.0f}" if "weights_fp32_mb" in r else ""
-        print(f"{name:<34} {r['seconds']:>8.1f} {fwd!s:>10} {r.get('hvps', '') or '':>8} {r['peak_rss_mb']:>11.0f} "
+        print(f"{name:<34} {r['seconds']:>8.1f} {r.get('cpu_seconds', 0):>8.1f} {fwd!s:>10} {r.get('hvps', '') or '':>8} {r['peak_rss_mb']:>11.0f} "
               f"{'' if growth is None else f'{growth:.0f}':>10} {three:>12}  {note}")
 
 

@@ -89,6 +89,7 @@ def main() -> None:
     choice = {name.split(".quant_recipe")[0]: int(round(float(r.compression) * 16)) for name, r in state["best"]["recipe"].items()}
     out = {"seconds": t2 - t0, "load_seconds": t1 - t0, "auto_quantize_seconds": t2 - t1,
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "layers": len(choice),
+           "cpu_seconds": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]),
            "batches": len(data), "effective_bits": state["best"]["constraints"].get("effective_bits"), "choice": choice}
     open(sys.argv[2], "w").write(json.dumps(out, indent=1))
 
