@@ -111,3 +111,38 @@ def test_exporters_refuse_a_fused_expert_slice_by_name(tiny_hf):
     plan = plan_from_specs(discover(w), {"model.layers.0.mlp.experts.down_proj[3]": QuantSpec(4, None)})
     with pytest.raises(ExportError, match=r"down_proj\[3\].*expert 3 of the fused tensor"):
         check_support(plan, "some-target", Support(bits=frozenset({4})))
+
+
+class _OldLayoutMoE(torch.nn.Module):
+    """The older per-expert layout: a router and one nn.Linear pair per expert (``experts.3.w1``), top-1 routing."""
+
+    def __init__(self, n: int = 4, d: int = 8):
+        super().__init__()
+        self.router = torch.nn.Linear(d, n, bias=False)
+        self.experts = torch.nn.ModuleList(
+            torch.nn.ModuleDict({"w1": torch.nn.Linear(d, 2 * d), "w2": torch.nn.Linear(2 * d, d)}) for _ in range(n)
+        )
+        self.head = torch.nn.Linear(d, 3)
+
+    def forward(self, x):
+        top = self.router(x).argmax(-1)
+        out = torch.zeros_like(x)
+        for e, ex in enumerate(self.experts):
+            rows = top == e
+            if rows.any():
+                out[rows] = ex["w2"](torch.relu(ex["w1"](x[rows])))
+        return self.head(out)
+
+
+def test_per_expert_linear_layout_gets_routing_frequencies_too():
+    from mpq.experts import routing_frequency
+    from mpq.workload import Workload
+
+    torch.manual_seed(0)
+    model = _OldLayoutMoE()
+    batches = [(torch.randn(32, 8), torch.randint(0, 3, (32,))) for _ in range(2)]
+    w = Workload(model, batches, torch.nn.functional.cross_entropy)
+    graph = discover(w)
+    freq = routing_frequency(model, {n: graph.module(n) for n in graph.names}, batches)
+    assert set(freq) == {f"experts.{e}.{k}" for e in range(4) for k in ("w1", "w2")}
+    assert sum(freq[f"experts.{e}.w1"] for e in range(4)) == pytest.approx(1.0)  # top-1: every row goes to one expert
