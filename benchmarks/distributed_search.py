@@ -65,7 +65,7 @@ def build_problem():
     from mpq.errors import UnknownName
     from mpq.graph import discover
     from mpq.pipeline import sensitivities
-    from mpq.workload import load_workload
+    from mpq.model_ref import load_workload
 
     wl = load_workload(MODEL)
     graph = discover(wl)

@@ -105,7 +105,7 @@ def child(args: argparse.Namespace) -> None:
 
     from mpq.cost import CandidateSet
     from mpq.pipeline import plan_model
-    from mpq.workload import load_workload
+    from mpq.model_ref import load_workload
 
     if args.threads:
         torch.set_num_threads(args.threads)

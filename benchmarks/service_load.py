@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def make_problem(n_layers: int = 200, seed: int = 0, budget: float = 4.0) -> dict:
-    """Varied layer sizes and noisy distortions (FINDINGS: all-convex instances are too easy)."""
+    """Varied layer sizes and noisy distortions (all-convex instances are too easy for every solver)."""
     rng = np.random.default_rng(seed)
     layers = []
     for i in range(n_layers):

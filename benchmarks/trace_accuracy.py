@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/trace_accuracy.py [--seeds 5] [--batches 1] [--no-cache] [--verify-whole]
 
-Models: a 64-256-256-10 ReLU MLP (85k weights, the FINDINGS model size), trained here for a few
+Models: a 64-256-256-10 ReLU MLP (85k weights), trained here for a few
 seconds on a seeded synthetic teacher task, and the embedded digits CNN (``mpq.examples.digits:workload``,
 committed weights; its first conv has 144 weights). Each uses its first ``--batches`` calibration
 batch(es) of 64 (or 128 for the MLP); all methods see the same data and the same target, the mean loss.

@@ -17,7 +17,7 @@ _LAZY = {
     "candidate_set": "mpq.api",
     # user-side contracts
     "Workload": "mpq.workload",
-    "load_workload": "mpq.workload",
+    "load_workload": "mpq.model_ref",
     "calibration_workload": "mpq.calibration",
     "CandidateSet": "mpq.cost",
     "budget_constraints": "mpq.budget",

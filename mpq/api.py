@@ -22,7 +22,8 @@ from .calibration import DEFAULT_MAX_BATCHES, ForwardStep, LossFn, calibration_w
 from .cost import CandidateSet
 from .errors import DocumentError, WorkloadError
 from .schema import Plan
-from .workload import Workload, as_workload, load_workload
+from .model_ref import load_workload
+from .workload import Workload, as_workload
 
 ModelLike = Union[nn.Module, Workload, str]
 PlanLike = Union[Plan, str, Path]

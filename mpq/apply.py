@@ -48,14 +48,20 @@ def apply_plan(
 ) -> nn.Module:
     """Quantize (and prune) every planned layer as planned; returns the model (a copy when ``inplace=False``).
 
-    Layers with ``a_bits`` also get their inputs fake-quantized by forward pre-hooks whose ranges
+    KV-cache entries (``mpq.kv_cache``) fake-quantize their attention module's K and V projections
+    outputs. Layers with ``a_bits`` also get their inputs fake-quantized by forward pre-hooks whose ranges
     are calibrated on ``batches`` (after the weights are quantized); ``mpq.activations.
     remove_activation_quant(model)`` takes them off. Every layer is checked before any weight
     changes, so a bad plan leaves the model untouched.
     """
     if not inplace:
         model = copy.deepcopy(model)
-    targets = [(layer, _module(model, layer)) for layer in plan.layers]
+    from .kv_cache import install_kv_quant, is_kv_cache
+
+    kv_bits = {l.name: l.w_bits for l in plan.layers if is_kv_cache(l.name)}
+    if any(b < 16 for b in kv_bits.values()) and batches is None:
+        raise WorkloadError(f"plan quantizes the KV cache ({', '.join(kv_bits)}): its ranges are calibrated on data, so pass batches=")
+    targets = [(layer, _module(model, layer)) for layer in plan.layers if not is_kv_cache(layer.name)]
     a_bits: dict[str, int] = {}
     for layer, _ in targets:
         if layer.a_bits is None:
@@ -82,6 +88,10 @@ def apply_plan(
 
         remove_activation_quant(model)
         model._mpq_activation_hooks = install_activation_quant(model, a_bits, batches, observer)
+    if kv_bits:
+        for h in getattr(model, "_mpq_kv_hooks", None) or []:
+            h.remove()
+        model._mpq_kv_hooks = install_kv_quant(model, kv_bits, batches)
     return model
 
 

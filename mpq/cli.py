@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional
 from . import registry
 from .errors import EXIT_OK, EXIT_USAGE, DocumentError, MpqError
 from .schema import NUMBER_FORMATS
+from .tables import fmt_table, print_plan  # noqa: F401  (commands in other modules import them from here)
 
 #: the exit status of an unexpected exception (a bug): outside the documented codes on purpose
 EXIT_INTERNAL = 1
@@ -180,7 +181,7 @@ def parse_params(items: list[str], flag: str) -> dict:
 
 
 def load(args: argparse.Namespace):
-    from .workload import load_workload
+    from .model_ref import load_workload
 
     hf = {"max_samples": getattr(args, "samples", None), "max_length": getattr(args, "seq_len", None),
           "batch_size": getattr(args, "batch_size", None), "dtype": getattr(args, "dtype", None),
@@ -196,80 +197,7 @@ def write_or_print(doc, path: Optional[str], what: str = "-o") -> None:
         save_document(doc, path, what)
         print(f"wrote {path}")
     else:
-        sys.stdout.write(dump_document(doc))
-
-
-def fmt_table(rows: list[list], header: list[str]) -> str:
-    cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = []
-    for j, r in enumerate(cells):
-        lines.append("  ".join(c.rjust(w) if j and _numeric(c) else c.ljust(w) for c, w in zip(r, widths)).rstrip())
-        if j == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _numeric(c: str) -> bool:
-    try:
-        float(c.replace(",", ""))
-        return True
-    except ValueError:
-        return False
-
-
-#: beyond this many layers, a plan's table shows its first and last rows and a summary
-TABLE_ROWS = 300
-EDGE_ROWS = 10
-
-
-def print_plan(plan, table=None) -> None:
-    """The per-layer table, totals and solver line of a plan (``mpq.plan/v1`` or its columns)."""
-    from .plan_columns import PlanColumns
-
-    header = ["layer", "params", "option", "bits", "group", "bytes", "sensitivity", "distortion"]
-    if isinstance(plan, PlanColumns):
-        a = plan.arrays
-        n = plan.n_layers
-        options = a["option_names"]
-
-        def row(i: int) -> list:
-            gs = int(a["group_size"][i])
-            return [str(a["layer_name"][i]), f"{int(a['layer_params'][i]):,}", str(options[a["row_option"][i]]), int(a["w_bits"][i]),
-                    gs or "-", f"{int(a['bytes'][i]):,}", "", f"{float(a['distortion'][i]):.4g}"]
-
-        def counts() -> dict[str, int]:
-            import numpy as np
-
-            c = np.bincount(a["row_option"], minlength=options.size)
-            return {str(options[k]): int(c[k]) for k in np.flatnonzero(c)}
-    else:
-        n = len(plan.layers)
-
-        def row(i: int) -> list:
-            l = plan.layers[i]
-            sens = table.layers.get(l.name) if table is not None else None
-            return [l.name, f"{l.params:,}", l.option, l.w_bits, "-" if l.group_size is None else l.group_size, f"{l.bytes:,}",
-                    f"{sens.score:.4g}" if sens is not None else "", f"{l.distortion:.4g}"]
-
-        def counts() -> dict[str, int]:
-            from collections import Counter
-
-            return dict(Counter(l.option for l in plan.layers))
-    if n <= TABLE_ROWS:
-        rows = [row(i) for i in range(n)]
-    else:
-        rows = [row(i) for i in range(EDGE_ROWS)] + [["...", f"({n - 2 * EDGE_ROWS:,} more layers)"] + [""] * 6]
-        rows += [row(i) for i in range(n - EDGE_ROWS, n)]
-    print(fmt_table(rows, header))
-    if n > TABLE_ROWS:
-        parts = ", ".join(f"{k} {v:,} ({100 * v / n:.1f}%)" for k, v in sorted(counts().items(), key=lambda kv: -kv[1]))
-        print(f"\n{n:,} layers by option: {parts}")
-    t, s = plan.totals, plan.solver
-    limits = ", ".join(f"{k}={v:g}" for k, v in plan.constraints.items())
-    print(f"\ntotal {t.bytes:,} bytes, {t.avg_bits:.3f} avg bits, predicted distortion {t.distortion:.4g}  (budget: {limits})")
-    gap = "" if s.gap is None else f", gap {s.gap:.2g}"
-    print(f"solver {s.name}: {s.status}{gap}, {s.seconds:.3f} s")
+        (DOCUMENT_STREAM["stream"] or sys.stdout).write(dump_document(doc))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -296,21 +224,33 @@ def cmd_layers(args) -> int:
     return 0
 
 
-@command("estimators", "list the sensitivity estimators")
+def _json_arg(p):
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def print_listing(entries: list[dict], as_json: bool, key: str) -> None:
+    """A registry listing: ``{key: entries}`` as JSON, or one line per entry (name and description)."""
+    if as_json:
+        print(json.dumps({key: entries}, indent=2, default=str))
+        return
+    width = max(len(e["name"]) for e in entries) + 2
+    for e in entries:
+        print(f"{e['name']:{width}s}{e['description']}")
+
+
+@command("estimators", "list the sensitivity estimators", _json_arg)
 def cmd_estimators(args) -> int:
     from mpq.sensitivity.base import estimator_listing
 
-    for e in estimator_listing():
-        print(f"{e['name']:18s} {e['description']}")
+    print_listing(estimator_listing(), args.json, "estimators")
     return 0
 
 
-@command("solvers", "list the solvers")
+@command("solvers", "list the solvers", _json_arg)
 def cmd_solvers(args) -> int:
     from mpq.solvers.base import solver_listing
 
-    for s in solver_listing():
-        print(f"{s['name']:14s} {s['description']}")
+    print_listing(solver_listing(), args.json, "solvers")
     return 0
 
 
@@ -355,6 +295,8 @@ def _plan_args(p):
     add_candidate_args(p)
     p.add_argument("--no-eval", action="store_true", help="skip evaluating the plan against full precision and uniform")
     p.add_argument("--problem-out", help="also write the mpq.problem/v1 that was solved")
+    p.add_argument("--kv-bits", help="causal LMs: also plan each attention layer's KV-cache bits among these (4,8,16); needs --context-tokens")
+    p.add_argument("--context-tokens", type=int, help="tokens of context the KV cache holds; its memory counts in --budget mb=")
     p.add_argument("--latency-table", help="per-option layer latencies: mpq.latency/v1 JSON from `mpq profile`, or CSV shape,option,ms")
     p.add_argument("-o", "--output", default="plan.json", help="plan file (default plan.json)")
 
@@ -380,8 +322,8 @@ def cmd_plan(args) -> int:
             raise DocumentError("--budget is required, e.g. --budget avg_bits=4 or --budget mb=12")
         budgets = [DEMO_BUDGET]
         if args.group_sizes is None:
-            # FINDINGS: the candidate set matters more than the allocator; group-wise options let a
-            # mixed plan beat uniform precision at this low budget.
+            # measured on this example: the candidate set matters more than the allocator; group-wise
+            # options let a mixed plan beat uniform precision at this low budget.
             args.group_sizes = DEMO_GROUP_SIZES
         print(f"no model given: planning the embedded digits example at the demo budget {DEMO_BUDGET}, "
               f"group sizes {args.group_sizes}\n")
@@ -407,6 +349,7 @@ def cmd_plan(args) -> int:
         workload, constraints, estimator=args.estimator, solver=args.solver, candidates=candidates_from_args(args),
         estimator_settings=estimator_settings(args), solver_settings=solver_settings,
         table=table, use_cache=not args.no_cache, channel_groups=args.channel_groups, latency_table=latency_table,
+        kv_bits=_int_list(args.kv_bits, "kv-bits") if args.kv_bits else (), context_tokens=args.context_tokens,
     )
     print_plan(result.plan, result.table)
     if result.predicted_latency_ms is not None:
@@ -621,12 +564,35 @@ def build_parser() -> argparse.ArgumentParser:
     _load_extensions()
     parser = argparse.ArgumentParser(prog="mpq", description="Mixed-precision bit allocation for PyTorch models.")
     parser.add_argument("--version", action="version", version=f"mpq {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log lines (-vv: more still)")
+    parser.add_argument("-q", action="store_true", dest="quiet_all", help="no progress bars or info lines")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for c in COMMANDS.values():
         p = sub.add_parser(c.name, help=c.help, description=c.help, allow_abbrev=False)  # a prefix must never pick an option
         c.add_args(p)
+        add_verbosity_args(p, default=argparse.SUPPRESS)  # SUPPRESS: the subcommand keeps what `mpq -v` set
         p.set_defaults(run=c.run)
     return parser
+
+
+def add_verbosity_args(p: argparse.ArgumentParser, default) -> None:
+    """A command's ``-v`` (repeatable: debug lines of the ``mpq`` logger) and ``-q`` (warnings only, no progress bars)."""
+    p.add_argument("-v", "--verbose", action="count", default=default, help="more log lines (-vv: more still)")
+    if not any("--quiet" in a.option_strings for a in p._actions):
+        p.add_argument("-q", "--quiet", action="store_true", default=default, help="no progress bars or info lines")
+    else:  # the command's own --quiet (no progress bar) also answers to -q
+        p._option_string_actions["--quiet"].option_strings.append("-q")
+        p._option_string_actions["-q"] = p._option_string_actions["--quiet"]
+
+
+#: Where a command's document goes when it is written to stdout; human-readable text then goes to stderr.
+DOCUMENT_STREAM = {"stream": None}
+
+
+def _writes_document_to_stdout(args: argparse.Namespace) -> bool:
+    """True when the command's document is going to stdout: ``-o -``, or no ``-o`` where that means stdout."""
+    output = getattr(args, "output", "")
+    return output == "-" or (output is None and args.command in ("sensitivity", "solve", "frontier"))
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -635,8 +601,24 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not getattr(args, "run", None):
         parser.print_help()
         return EXIT_USAGE
+    from .console import configure
+
+    if getattr(args, "quiet_all", False):
+        args.quiet = True  # `mpq -q COMMAND` is `mpq COMMAND -q`
+    configure(getattr(args, "verbose", 0) - (1 if getattr(args, "quiet", False) else 0))
     try:
-        code = int(args.run(args) or 0)
+        if _writes_document_to_stdout(args):
+            # stdout carries only the document; tables and notes that print() writes go to stderr
+            import contextlib
+
+            DOCUMENT_STREAM["stream"] = sys.stdout
+            try:
+                with contextlib.redirect_stdout(sys.stderr):
+                    code = int(args.run(args) or 0)
+            finally:
+                DOCUMENT_STREAM["stream"] = None
+        else:
+            code = int(args.run(args) or 0)
         sys.stdout.flush()
         return code
     except MpqError as e:

@@ -270,11 +270,22 @@ def validate_columns(data: dict[str, np.ndarray], source: str = "columnar proble
     return cols
 
 
+#: what each column shared by problems and plans holds (``mpq schema`` prints these)
+COLUMN_MEANING = {
+    "layer_name": "layer name", "layer_params": "weights in the layer", "layer_shape": "weight shape, zero-padded (all zero: none)",
+    "layer_module": "module whose weights the layer is ('' : the layer name)", "layer_channels": "[first, end) output channels of a slice; -1: whole layer",
+    "option_names": "option ids (a table, indexed by row_option)", "row_option": "chosen option id, index into option_names",
+    "row_format": "number format, index into the schema's formats", "row_structure": "prune structure, index into the schema's structures",
+    "w_bits": "weight bits", "group_size": "quantization group size (0: per output channel)", "symmetric": "symmetric grid",
+    "prune_ratio": "pruned fraction", "a_bits": "activation bits (0: none)", "bits": "weight bits in storage, scales included",
+    "bytes": "ceil(bits / 8)", "bitops": "BitOps per sample (-1: none)", "latency_ms": "latency (NaN: none)",
+    "distortion": "predicted distortion",
+}
+
+
 def describe() -> dict:
     """The layout of ``mpq.problem-columns/v1``: its header (a JSON string) and its arrays."""
-    from .plan_columns import MEANING
-
-    meaning = {**MEANING, "layer_macs": "multiply-accumulates per sample", "row_layer": "layer of the row (rows grouped by layer, in layer order)",
+    meaning = {**COLUMN_MEANING, "layer_macs": "multiply-accumulates per sample", "row_layer": "layer of the row (rows grouped by layer, in layer order)",
                "row_option": "option id of the row, index into option_names"}
     kinds = {"U": "str", "iu": "int", "f": "float", "b": "bool"}
     return {

@@ -2,7 +2,7 @@
 
 Every error mpq raises on bad input derives from :class:`MpqError`; the CLI prints its message as
 one ``error:`` line and exits with the class's ``exit_code``, the service turns it into a 4xx answer.
-The exit codes (DESIGN, README): 0 ok, 2 usage or bad input, 3 infeasible budget, 4 time limit
+The exit codes (the table in README.md): 0 ok, 2 usage or bad input, 3 infeasible budget, 4 time limit
 without a plan, 5 model or data load failure.
 """
 from __future__ import annotations

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
+from .console import LOG
 from .cost import CandidateSet, build_problem
 from .graph import LayerGraph, discover
-from .errors import PlanInfeasible
+from .errors import DocumentError, PlanInfeasible
 from .schema import Constraints, LatencyTable, Plan, Problem, Provenance, SensitivityTable
 from .workload import Workload
 
@@ -94,13 +95,21 @@ def plan_model(
     use_cache: bool = True,
     channel_groups: int = 1,
     latency_table: Optional[LatencyTable] = None,
+    kv_bits: Sequence[int] = (),
+    context_tokens: Optional[int] = None,
     routing_weight: bool = False,
 ) -> PlanResult:
     """Plan ``workload`` under ``constraints``. With ``latency_table`` (``mpq profile``), options are priced
     in milliseconds and ``max_latency_ms`` is end to end: the layers get it less the model's profiled overhead.
+    With ``kv_bits`` (and ``context_tokens``), each attention module's KV cache is one more planned entry
+    (``mpq.kv_cache``) whose memory counts in ``max_bytes`` beside the weights.
     ``routing_weight``: weigh expert layers' distortions by their routing frequency (see ``build_problem``)."""
+    import time
+
     solve = checked_solver(solver, solver_settings, estimator if table is None else None, estimator_settings)
+    t0 = time.perf_counter()
     graph = discover(workload)
+    LOG.debug("graph: %d quantizable layers, %d weights (%s edges)", len(graph), sum(l.params for l in graph), graph.method)
     candidates = candidates or CandidateSet()
     if table is None:
         table = sensitivities(workload, estimator, graph=graph, candidates=candidates, use_cache=use_cache, **dict(estimator_settings or {}))
@@ -120,14 +129,33 @@ def plan_model(
                                      f"alone takes {timing.overhead_ms:.4g} ms; the smallest feasible budget is above that")
             constraints["max_latency_ms"] = layers_ms
     latency = {n: {o: ms for o, (ms, _) in row.items()} for n, row in priced.items()} if priced else None
+    LOG.debug("sensitivity: %s, %.2f s", table.estimator, time.perf_counter() - t0)
+    if kv_bits:
+        from .kv_cache import check_kv_request
+
+        check_kv_request(kv_bits, context_tokens)
+        if constraints.get("max_avg_bits") is not None:
+            raise DocumentError("budget avg_bits counts weights per weight; with --kv-bits budget the weights and the "
+                                "KV cache together in bytes (--budget mb= or bytes=)")
     problem = build_problem(graph, table, candidates, constraints, channel_groups=channel_groups, latency=latency,
                             routing_weight=routing_weight)
+    if kv_bits:
+        from .kv_cache import kv_problem_layers
+
+        device = dict(estimator_settings or {}).get("device", "cpu")
+        kv = kv_problem_layers(workload, kv_bits, context_tokens, device=device, latency=latency is not None)
+        problem = Problem.model_validate({**problem.model_dump(by_alias=True), "layers": [*problem.model_dump()["layers"],
+                                                                                         *(l.model_dump() for l in kv)]})
+    LOG.debug("problem: %d layers x up to %d options, constraints %s", len(problem.layers),
+              max(len(l.options) for l in problem.layers), problem.constraints.active())
     prov = Provenance(estimator=table.estimator, model=problem.model)
     plan = solve.solve(problem, provenance=prov)
+    LOG.debug("solver %s: %s in %.3f s", plan.solver.name, plan.solver.status, plan.solver.seconds)
     result = PlanResult(graph, table, problem, plan)
     if priced is not None and channel_groups == 1:
         overhead = timing.overhead_ms if timing else 0.0
         result.latency_overhead_ms = overhead if timing else None
-        result.predicted_latency_ms = sum(priced[l.name][l.option][0] for l in plan.layers) + overhead
-        result.latency_spread_ms = sum(priced[l.name][l.option][1] for l in plan.layers) + (timing.spread_ms if timing else 0.0)
+        layers = [l for l in plan.layers if l.name in priced]  # KV-cache entries take no modeled time
+        result.predicted_latency_ms = sum(priced[l.name][l.option][0] for l in layers) + overhead
+        result.latency_spread_ms = sum(priced[l.name][l.option][1] for l in layers) + (timing.spread_ms if timing else 0.0)
     return result

@@ -28,7 +28,7 @@ def build_plan(
     *,
     provenance: Optional[Provenance] = None,
 ) -> Plan:
-    """The DESIGN plan for ``choice`` (layer name -> option id), with totals in DESIGN's convention."""
+    """The ``mpq.plan/v1`` for ``choice`` (layer name -> option id), with totals as :mod:`mpq.sizes` counts them."""
     layers = []
     for l in problem.layers:
         if l.name not in choice:
@@ -86,7 +86,7 @@ def violations(totals: Totals, constraints: Mapping[str, float] | Constraints, r
 
 
 def recount_bits(layer: PlanLayer, include_scales: bool = True) -> int:
-    """Weight bits of a plan layer recomputed from its shape and option (DESIGN's convention)."""
+    """Weight bits of a plan layer recomputed from its shape and option (the size convention of :mod:`mpq.sizes`)."""
     if layer.shape is None:
         raise DocumentError(f"layer {layer.name!r}: no shape, so its size cannot be recounted")
     shape = list(layer.shape)

@@ -19,7 +19,7 @@ from typing import Optional
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
-from .columnar import check_names, check_option_columns, formats, structures
+from .columnar import COLUMN_MEANING, check_names, check_option_columns, formats, structures
 from .errors import DocumentError
 from .schema import PLAN_SCHEMA, Plan, PlanLayer, Provenance, SolverInfo, Totals, format_validation_error
 
@@ -38,17 +38,8 @@ ROW_ARRAYS = tuple(k for k in ARRAYS if k not in LAYER_ARRAYS and k != "option_n
 
 _PLAN_LAYERS = TypeAdapter(list[PlanLayer])
 
-#: what each array holds (``mpq schema plan-columns`` prints these)
-MEANING = {
-    "layer_name": "layer name", "layer_params": "weights in the layer", "layer_shape": "weight shape, zero-padded (all zero: none)",
-    "layer_module": "module whose weights the layer is ('' : the layer name)", "layer_channels": "[first, end) output channels of a slice; -1: whole layer",
-    "option_names": "option ids (a table, indexed by row_option)", "row_option": "chosen option id, index into option_names",
-    "row_format": "number format, index into the schema's formats", "row_structure": "prune structure, index into the schema's structures",
-    "w_bits": "weight bits", "group_size": "quantization group size (0: per output channel)", "symmetric": "symmetric grid",
-    "prune_ratio": "pruned fraction", "a_bits": "activation bits (0: none)", "bits": "weight bits in storage, scales included",
-    "bytes": "ceil(bits / 8)", "bitops": "BitOps per sample (-1: none)", "latency_ms": "latency (NaN: none)",
-    "distortion": "predicted distortion",
-}
+#: what each array holds (``mpq schema plan-columns`` prints these): the problem's columns, one chosen row per layer
+MEANING = {**COLUMN_MEANING, "row_option": "chosen option id, index into option_names"}
 _KIND_NAMES = {"U": "str", "iu": "int", "f": "float", "b": "bool"}
 
 
@@ -172,7 +163,7 @@ class PlanColumns:
 
 
 def column_totals(a: dict[str, np.ndarray], pair_distortion: float = 0.0) -> Totals:
-    """The plan's totals from its columns, in DESIGN's convention (a null anywhere makes the total null)."""
+    """The plan's totals from its columns, as :mod:`mpq.sizes` counts them (a null anywhere makes the total null)."""
     params = int(a["layer_params"].sum())
     bitops = None if (a["bitops"] < 0).any() else int(a["bitops"].sum())
     latency = None if np.isnan(a["latency_ms"]).any() else float(a["latency_ms"].sum())

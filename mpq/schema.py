@@ -44,7 +44,7 @@ PosFloat = Annotated[float, Field(gt=0)]
 
 @dataclass(frozen=True)
 class NumberFormat:
-    """A weight number format as the size convention (DESIGN.md, "Size accounting") counts it.
+    """A weight number format as the size convention of :mod:`mpq.sizes` counts it.
 
     ``bits`` is the element width the format fixes (``None``: ``w_bits`` chooses, as for ``int``);
     each scale costs ``scale_bits``, one per ``default_block`` inputs when an option gives no group
@@ -266,7 +266,7 @@ class Option(StorageArgs, _OptionId):
     """One candidate way to store a layer, with its predicted cost."""
 
     bits: Optional[NonNegInt] = Field(
-        default=None, description="exact weight bits (DESIGN's size convention); bytes = ceil(bits/8). Defaults to 8*bytes"
+        default=None, description="exact weight bits (kept weights x w_bits, plus scales, zero-points and prune masks, as mpq/sizes.py counts them); bytes = ceil(bits/8). Defaults to 8*bytes"
     )
     bytes: NonNegInt
     bitops: Optional[NonNegInt] = None
@@ -287,9 +287,12 @@ class Option(StorageArgs, _OptionId):
 
 
 class ProblemLayer(_Doc):
-    """A decision group: one layer, or (with ``module`` and ``channels``) a slice of a layer's output channels."""
+    """A decision group: one layer, or (with ``module`` and ``channels``) a slice of a layer's output channels,
+    or an attention module's KV cache (``<attention module>.kv_cache``, options ``kv16``/``kv8``/``kv4``,
+    ``params`` = cached numbers at the planned context length, ``shape`` = [tokens, numbers per token])."""
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, description="qualified module name; a name ending in '.kv_cache' is the KV cache "
+                      "of that attention module (its bytes are the cache's at the planned context, see mpq.kv_cache)")
     params: NonNegInt
     macs: NonNegInt = 0
     shape: Optional[list[Annotated[int, Field(ge=1)]]] = None

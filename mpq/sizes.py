@@ -1,4 +1,4 @@
-"""DESIGN's size convention, in one place: weight bits, bytes, BitOps and average bits of an option.
+"""The size convention, in one place (every size in a problem, plan or export follows it): weight bits, bytes, BitOps and average bits of an option.
 
 Pure Python (no torch), so plans can be recounted anywhere. What each number format costs (its
 scale bits, default block, zero-points) is in its :data:`mpq.schema.NUMBER_FORMATS` entry.
@@ -49,7 +49,7 @@ def weight_bits(
     prune_ratio: float = 0.0,
     include_scales: bool = True,
 ) -> int:
-    """Exact storage bits of one layer's weight under DESIGN's convention.
+    """Exact storage bits of one layer's weight under the size convention of this module.
 
     kept weights x w_bits, plus one scale per channel or group (16 bits for int, 8 for fp block
     scales), plus one w_bits zero-point per scale when asymmetric, plus a 1-bit mask per original

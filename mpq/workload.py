@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
-import os
-import sys
+
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
@@ -115,32 +113,6 @@ def model_fingerprint(model: nn.Module) -> str:
         h.update(str(t.dtype).encode())
         h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return "sha256:" + h.hexdigest()
-
-
-DEFAULT_MODEL = "mpq.examples.digits:workload"
-
-
-def load_workload(ref: str | None = None, *, calib: str | None = None, hf: dict | None = None, **kwargs) -> Workload:
-    """Resolve a model reference: ``module.path:function``, a Hugging Face model (a local directory, or a
-    hub id found in the local cache), or None for the default. ``hf`` holds the Hugging Face loading
-    options (:func:`mpq.hf.load_hf_workload`'s keywords); they do not apply to ``module:function``."""
-    ref = ref or DEFAULT_MODEL
-    if os.path.isdir(ref) or ":" not in ref:
-        from .hf import load_hf_workload
-
-        return load_hf_workload(ref, calib=calib, **(hf or {}), **kwargs)
-    module_name, func_name = ref.split(":", 1)
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise WorkloadError(f"cannot import module {module_name!r} for model {ref!r}: {e}") from e
-    fn = getattr(module, func_name, None)
-    if fn is None:
-        raise WorkloadError(f"module {module_name!r} has no attribute {func_name!r} (model {ref!r})")
-    obj = fn(**kwargs) if callable(fn) else fn
-    return as_workload(obj, name=ref)
 
 
 def as_workload(obj: Any, name: str = "") -> Workload:

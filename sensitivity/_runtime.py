@@ -14,7 +14,7 @@ from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
-from mpq.cost import CandidateSet
+from mpq.candidates import CandidateSet
 from mpq.errors import WorkloadError
 from mpq.quant import QuantSpec, fake_quantize, set_weight_matrix, weight_matrix
 from mpq.workload import Batch, StepInputs, TargetSampling, Workload, call_model, check_loss
@@ -226,7 +226,7 @@ def fit_score(distortions: Mapping[str, float], errors: Mapping[str, float]) -> 
 
 
 def progress(iterable: Iterable, *, total: Optional[int] = None, desc: str = "", quiet: bool = False):
-    """A tqdm bar on stderr (nothing when ``quiet``)."""
-    from tqdm.auto import tqdm
+    """A progress bar on stderr (see :func:`mpq.console.bar`; nothing when ``quiet``)."""
+    from mpq.console import bar
 
-    return tqdm(iterable, total=total, desc=desc, disable=quiet, leave=False, dynamic_ncols=True)
+    return bar(iterable, total=total, desc=desc, quiet=quiet)

@@ -14,7 +14,7 @@ What is estimated
 
 Probing scheme: block-restricted probes, deflated (Hutch++ within each block)
     Whole-model Rademacher probes give every layer a sample per HVP, but the cross-layer terms
-    ``v_l^T H_lm v_m`` swamp small layers (FINDINGS: ~3,000 HVPs for 5% on a 144-weight first conv).
+    ``v_l^T H_lm v_m`` swamp small layers (measured: ~3,000 HVPs for a 5% error on a 144-weight first conv).
     So every probe here is restricted to one layer: ``v`` is non-zero only on ``W_l`` and the sample is
     ``v_l^T (H v)_l``, computed by differentiating ``<grad_l, v_l>`` with respect to ``W_l`` only, which
     is also cheaper than a whole-model HVP because autograd prunes paths that do not reach ``W_l``.
@@ -329,9 +329,9 @@ class HessianTraceEstimator(BlockHVP, Estimator):
     ) -> SensitivityTable:
         self._started = time.perf_counter()
         counters = {"hvps": 0}
-        from tqdm.auto import tqdm
+        from mpq.console import bar as progress_bar
 
-        bar = tqdm(desc="hessian-trace", unit="HVP", disable=self.quiet, leave=False)
+        bar = progress_bar(desc="hessian-trace", unit="HVP", quiet=self.quiet)
         try:
             with self._session(workload, graph) as (blocks, batches, weights_b, sizes, device):
                 self._run(workload, blocks, batches, weights_b, device, bar, counters)

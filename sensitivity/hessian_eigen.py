@@ -132,9 +132,9 @@ class HessianEigenEstimator(BlockHVP, Estimator):
         self, workload: Workload, graph: LayerGraph, options: Optional[Mapping[str, QuantSpec]] = None
     ) -> SensitivityTable:
         self._started = time.perf_counter()
-        from tqdm.auto import tqdm
+        from mpq.console import bar as progress_bar
 
-        bar = tqdm(desc="hessian-eigen", unit="HVP", disable=self.quiet, leave=False)
+        bar = progress_bar(desc="hessian-eigen", unit="HVP", quiet=self.quiet)
         try:
             with self._session(workload, graph) as (blocks, batches, weights_b, sizes, device):
                 states = self._run(workload, blocks, batches, weights_b, device, bar)

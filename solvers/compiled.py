@@ -140,7 +140,7 @@ class Compiled:
             raise PlanInfeasible("; ".join(parts) + " (every layer at its smallest option)", minimum)
 
     def plan(self, choice: np.ndarray, solver: SolverInfo, provenance: Provenance | None = None, *, verify: bool = True) -> Plan:
-        """The DESIGN plan for a per-group choice; verifies every constraint exactly before returning it.
+        """The ``mpq.plan/v1`` for a per-group choice; verifies every constraint exactly before returning it.
 
         ``verify=False`` builds a candidate plan that may break the budget (for solvers that evaluate
         candidates on the model); a returned solution is always verified.
@@ -351,7 +351,7 @@ class CompiledColumns(Compiled):
         return self.columns.constraints.active()
 
     def plan(self, choice: np.ndarray, solver: SolverInfo, provenance: Provenance | None = None, *, verify: bool = True) -> Plan:
-        """The DESIGN plan (one entry per layer), built without re-validating each row."""
+        """The ``mpq.plan/v1`` (one entry per layer), built without re-validating each row."""
         from mpq.plan import now
         from mpq.schema import PlanLayer, Totals
         from mpq import __version__

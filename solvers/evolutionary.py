@@ -30,7 +30,7 @@ from mpq.schema import Plan, Problem, Provenance, SolverInfo
 
 from .base import Solution, Solver, register_solver
 from .compiled import Compiled, compile_problem
-from .dp import pareto_dp
+from ._dp import pareto_dp
 
 #: Seeding runs the exact DP frontier only up to this many groups (its cost grows with the frontier).
 MAX_SEED_GROUPS = 2000
@@ -79,7 +79,7 @@ class SearchSpace:
 
 
 def group_bytes(cp: Compiled) -> list[np.ndarray]:
-    """Weight bytes of each group's options, summed over the group's layers (DESIGN's accounting)."""
+    """Weight bytes of each group's options, summed over the group's layers (as :mod:`mpq.sizes` counts them)."""
     by_name = {l.name: l for l in cp.problem.layers}
     out = []
     for members, ids in zip(cp.groups, cp.option_ids):

@@ -16,7 +16,7 @@ from mpq.errors import SolverNotApplicable
 from mpq.schema import AXES, Constraints, Plan, Problem, SolverInfo
 
 from .compiled import Compiled, compile_problem, to_resource_units
-from .dp import pareto_dp
+from ._dp import pareto_dp
 
 
 @dataclass
@@ -34,7 +34,7 @@ class Frontier:
     points: list[FrontierPoint]  # ascending size, strictly descending distortion
 
     def plan(self, problem: Problem, index: int, solver: str = "frontier") -> Plan:
-        """The DESIGN plan of one point (totals recounted in DESIGN's convention)."""
+        """The ``mpq.plan/v1`` of one point (totals recounted as :mod:`mpq.sizes` counts them)."""
         from mpq.plan import build_plan
 
         p = self.points[index]

@@ -239,7 +239,7 @@ class ILPSolver(Solver):
     def _start(self, cp: Compiled) -> Optional[np.ndarray]:
         if not self.warm_start:
             return None
-        from .greedy import greedy_choice
+        from ._greedy import greedy_choice
 
         choice = greedy_choice(cp)
         return choice if choice is not None and cp.fits(choice) else None

@@ -26,7 +26,7 @@ from mpq.settings import Count
 
 from .base import Solution, Solver, register_solver
 from .compiled import Compiled
-from .dp import FrontierTooLarge, pareto_dp
+from ._dp import FrontierTooLarge, pareto_dp
 
 #: Above this many segments, the split multiplier is found by a bucketed selection instead of a sort.
 _SORT_LIMIT = 200_000

@@ -20,7 +20,7 @@ from mpq.settings import Real
 
 from .base import Solution, Solver, register_solver
 from .compiled import Compiled
-from .dp import budget_frontier, pareto_dp
+from ._dp import budget_frontier, pareto_dp
 from .frontier import knee
 
 RULES = ("budget", "knee", "max_distortion")

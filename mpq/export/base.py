@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Iterable, Optional
 
 from ..errors import ExportError
 from ..experts import parse_slice_name
+from ..kv_cache import is_kv_cache
 from ..schema import Plan, PlanLayer
 
 
@@ -51,6 +52,8 @@ class Support:
     groups_divide_inputs: bool = False
     #: whether the target can give one expert's slice of a fused 3-D expert tensor its own setting
     expert_slices: bool = False
+    #: whether the target can carry planned KV-cache bits (``<attention>.kv_cache`` entries, see mpq.kv_cache)
+    kv_cache: bool = False
 
 
 _EMBEDDING_WORDS = ("embed", "wte", "wpe")
@@ -102,6 +105,10 @@ def check_support(plan: Plan, target: str, support: Support) -> None:
         problems.setdefault(kind, []).append(f"{layer.name} ({detail})")
 
     for l in plan.layers:
+        if is_kv_cache(l.name):  # planned KV-cache bits: the target carries them or refuses them by name
+            if not support.kv_cache and l.w_bits < 16:
+                add("kv_cache", l, l.option)
+            continue
         if l.channels is not None:
             add("channels", l, f"output channels {list(l.channels)} of {l.target}")
             continue
@@ -146,13 +153,14 @@ def check_support(plan: Plan, target: str, support: Support) -> None:
         "asym": f"{target} is symmetric only; re-plan with --symmetric sym",
         "sym": f"{target} always stores a zero point; re-plan with --symmetric asym",
         "divide": "re-plan with group sizes that divide every layer's input features",
+        "kv_cache": f"{target} has no KV-cache scheme; re-plan without --kv-bits (or with --kv-bits 16), or export to llmcompressor",
     }
     titles = {
         "channels": "channel-group entries", "expert": "slices of fused expert tensors",
         "format": "unsupported number formats", "prune": "pruned layers",
         "a_bits": "activation bits", "embedding": "quantized embeddings", "bits": "unsupported bit-widths",
         "group": "unsupported group sizes", "asym": "asymmetric layers", "sym": "symmetric layers",
-        "divide": "group sizes that do not divide the inputs",
+        "divide": "group sizes that do not divide the inputs", "kv_cache": "KV-cache bits",
     }
     lines = [f"cannot export this plan to {target}:"]
     for kind, items in problems.items():
@@ -205,6 +213,8 @@ class Exporter(ABC):
 
     def export(self, plan: Plan) -> Export:
         check_support(plan, self.name, self.support)
+        if not self.support.kv_cache:  # only float (kv16) cache entries got past the check: nothing to carry
+            plan = plan.model_copy(update={"layers": [l for l in plan.layers if not is_kv_cache(l.name)]})
         self.check(plan)
         return self.build(plan)
 

@@ -11,7 +11,8 @@ import json
 import sys
 from typing import Optional
 
-from mpq.cli import SolverOptions, command, fmt_table, register_solver_options
+from mpq.cli import SolverOptions, command, register_solver_options
+from mpq.tables import fmt_table
 from mpq.errors import DocumentError
 
 
@@ -30,10 +31,11 @@ def add_heartbeat_arg(p: argparse.ArgumentParser, default: Optional[int] = -1) -
                         f"for {GRACE_FACTOR}x this is failed and retried by another worker")
 
 
-def _quiet_optuna(quiet: bool) -> None:
+def _quiet_optuna() -> None:
+    """Optuna's per-trial log lines give way to mpq's progress bar; its warnings still show."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING if quiet else optuna.logging.INFO)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def _positive(value, flag: str):
@@ -62,7 +64,7 @@ def _search_args(g) -> None:
     g.add_argument("--population", type=int, help="NSGA-II population (default: 2 x groups, 8..50)")
     g.add_argument("--seed", type=int, help="sampler seed (default 0; random with --storage, so workers differ)")
     add_heartbeat_arg(g, default=None)
-    g.add_argument("--quiet", action="store_true", help="no per-trial log lines")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 _SEARCH_FLAGS = {"storage": "--storage", "study": "--study", "trials": "--trials", "objective": "--objective",
@@ -93,7 +95,7 @@ def _search_settings(args: argparse.Namespace, problem) -> dict:
     elif args.model:
         settings["model"] = args.model
     if not args.server:
-        _quiet_optuna(args.quiet)
+        _quiet_optuna()
         settings["seed"] = args.seed if args.seed is not None else (None if args.storage else 0)
     elif args.seed is not None:
         settings["seed"] = args.seed
@@ -113,9 +115,17 @@ def _as_json(problem):
 
 def _search_solve(solver, problem, args: argparse.Namespace):
     """Run the search, print its non-dominated front to stderr, and answer the best plan."""
+    from mpq.console import SearchBar
     from mpq.errors import SolverFailed
+    from mpq.solvers.evolutionary import DEFAULT_TRIALS
 
-    result = solver.search(_as_json(problem))
+    bar = SearchBar(solver.trials or DEFAULT_TRIALS, desc="evolutionary", quiet=bool(getattr(args, "quiet", False)))
+    if solver.progress is None:
+        solver.progress = bar
+    try:
+        result = solver.search(_as_json(problem))
+    finally:
+        bar.close()
     if result.best is None:
         raise SolverFailed(f"evolutionary: no feasible plan among {result.trials.get('COMPLETE', 0)} complete trials; give more --trials")
     print(f"{len(result.plans)} non-dominated feasible plans after {result.trials.get('COMPLETE', 0)} complete trials:", file=sys.stderr)
@@ -138,7 +148,7 @@ def _worker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trials", type=int, help="run at most this many trials here (default: until the study has its target)")
     p.add_argument("--seed", type=int, help="sampler seed of this worker (default: random)")
     add_heartbeat_arg(p)
-    p.add_argument("--quiet", action="store_true", help="no per-trial log lines")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 @command("worker", "join an existing search study and run its trials (from any machine that reaches the storage)", _worker_args)
@@ -146,8 +156,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from .worker import run_worker
 
     _positive(args.trials, "--trials")
-    _quiet_optuna(args.quiet)
-    ran, result = run_worker(args.storage, args.study, trials=args.trials, seed=args.seed, heartbeat_s=args.heartbeat)
+    from mpq.console import SearchBar
+
+    _quiet_optuna()
+    bar = SearchBar(100, desc=f"worker on {args.study}", quiet=args.quiet, unit="%")  # progress of the whole study
+    try:
+        ran, result = run_worker(args.storage, args.study, trials=args.trials, seed=args.seed, heartbeat_s=args.heartbeat,
+                                 progress=bar)
+    finally:
+        bar.close()
     print(f"ran {ran} trials; study {args.study!r}: "
           + ", ".join(f"{k.lower()} {v}" for k, v in sorted(result.trials.items()))
           + f"; {len(result.plans)} non-dominated feasible plans")

@@ -13,7 +13,8 @@ import torch
 from mpq.apply import apply_plan
 from mpq.errors import WorkloadError
 from mpq.schema import Plan, Problem
-from mpq.workload import Workload, load_workload
+from mpq.model_ref import load_workload
+from mpq.workload import Workload
 
 
 def measured_objective(workload: Workload) -> Callable[[Plan], float]:

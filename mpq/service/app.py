@@ -1,7 +1,7 @@
 """The HTTP API (v1): plans, frontiers and background searches over mpq's solvers.
 
 ``create_app(config)`` builds the FastAPI app. Each route is one call into the Python API; the
-payloads are DESIGN's documents. Heavy work (validating a problem, solving it) runs in worker
+payloads are mpq's versioned documents (mpq/schema.py). Heavy work (validating a problem, solving it) runs in worker
 processes, so the event loop only moves bytes; results are stored before they are answered.
 """
 from __future__ import annotations

@@ -12,7 +12,8 @@ from torch import nn
 
 import mpq.examples.digits as digits
 from mpq.examples.digits.train import split_digest
-from mpq.workload import Workload, load_workload
+from mpq.model_ref import load_workload
+from mpq.workload import Workload
 
 PKG = Path(digits.__file__).resolve().parent
 META = json.loads((PKG / "weights.json").read_text())

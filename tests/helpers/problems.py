@@ -1,4 +1,4 @@
-"""Random small problems in the DESIGN format, for the solver tests."""
+"""Random small problems in the mpq.problem/v1 format, for the solver tests."""
 from __future__ import annotations
 
 import itertools

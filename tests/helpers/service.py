@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]  # on PYTHONPATH so the server can im
 
 
 def problem(n_layers: int = 6, budget: float = 3.0, seed: int = 0, bits=(2, 3, 4, 8)) -> dict:
-    """A problem written by hand in DESIGN's format: noisy distortions, varied layer sizes."""
+    """A problem written by hand in the mpq.problem/v1 format: noisy distortions, varied layer sizes."""
     rng = np.random.default_rng(seed)
     layers = []
     for i in range(n_layers):

@@ -13,7 +13,7 @@ ESTIMATOR = ["--estimator", "hessian-trace", "--quiet"]
 
 
 def independent_bits(layer):
-    """DESIGN's size convention, written out again here on purpose (not via mpq.sizes)."""
+    """The size convention (mpq/sizes.py), written out again here on purpose (not via mpq.sizes)."""
     shape = layer["shape"]
     params = math.prod(shape)
     if layer["format"] == "float":
@@ -48,7 +48,7 @@ def test_plan_is_within_budget_optimal_and_recounts_exactly(planned):
 
 def test_mixed_plan_beats_uniform_of_same_or_larger_size(planned):
     from mpq.evaluate import evaluate_plans, uniform_baselines
-    from mpq.workload import load_workload
+    from mpq.model_ref import load_workload
 
     plan = load_document(planned / "plan.json", Plan)
     problem = load_document(planned / "problem.json", Problem)
@@ -156,7 +156,7 @@ def test_default_hessian_trace_on_an_unseen_mlp_is_within_5_percent_and_4_stderr
     monkeypatch.syspath_prepend(str(tmp_path))
     assert main(["sensitivity", "unseen_mlp:workload", "--estimator", "hessian-trace", "--quiet", "-o", "s.json"]) == 0
     table = json.loads((tmp_path / "s.json").read_text())
-    from mpq.workload import load_workload
+    from mpq.model_ref import load_workload
 
     exact = exact_block_traces(load_workload("unseen_mlp:workload"))
     assert set(table["layers"]) == set(exact)

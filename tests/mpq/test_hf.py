@@ -11,7 +11,7 @@ from mpq.graph import discover
 from mpq.hf import read_calibration_text
 from mpq.quant import QuantSpec, weight_matrix
 from mpq.schema import save_document
-from mpq.workload import load_workload
+from mpq.model_ref import load_workload
 
 from tests.helpers.hf_tiny import tiny_hf  # noqa: F401  (session fixture)
 from tests.helpers.plans import plan_from_specs

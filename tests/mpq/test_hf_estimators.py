@@ -63,7 +63,7 @@ def test_plan_with_no_other_option_writes_a_plan(tiny_hf, tmp_path, arch, one_th
 def test_hessian_estimators_restore_the_attention_implementation_exactly(tiny_hf):
     from mpq.graph import discover
     from mpq.sensitivity.base import get_estimator
-    from mpq.workload import load_workload
+    from mpq.model_ref import load_workload
 
     w = load_workload(str(tiny_hf["bert"]), calib=str(tiny_hf["calib"]))
     configs = [m.config for m in w.model.modules() if getattr(m, "config", None) is not None]
@@ -82,7 +82,7 @@ def test_hessian_estimators_restore_the_attention_implementation_exactly(tiny_hf
 def test_gradient_estimators_sample_targets_where_the_encoder_loss_has_no_gradient(tiny_hf, estimator):
     from mpq.graph import discover
     from mpq.sensitivity.base import get_estimator
-    from mpq.workload import load_workload
+    from mpq.model_ref import load_workload
 
     w = load_workload(str(tiny_hf["bert"]), calib=str(tiny_hf["calib"]))
     graph = discover(w)

@@ -77,7 +77,7 @@ def test_three_workers_one_killed_mid_trial_complete_the_study_with_every_trial_
     from mpq.pipeline import sensitivities
     from mpq.search.measured import measured_objective
     from mpq.solvers import get_solver
-    from mpq.workload import load_workload
+    from mpq.model_ref import load_workload
 
     (tmp_path / "slowwl.py").write_text(SLOW_WORKLOAD)
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -167,7 +167,7 @@ def tiny_problem(tmp_path, monkeypatch):
     from mpq.cost import CandidateSet, build_problem
     from mpq.graph import discover
     from mpq.pipeline import sensitivities
-    from mpq.workload import load_workload
+    from mpq.model_ref import load_workload
 
     (tmp_path / "tinywl.py").write_text(TINY_WORKLOAD)
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mpq.solvers.dp import pareto_dp
+from mpq.solvers._dp import pareto_dp
 from mpq.solvers.lagrangian import SuffixLP, pair_groups, solve_mckp
 
 
