@@ -72,6 +72,19 @@ register_solver_options = registry.registrar(SOLVER_OPTIONS, "solve options", ke
 # shared argument groups
 
 
+def seconds(text: str) -> float:
+    """``--time-limit``: a positive, finite number of seconds (argparse refuses anything else with exit code 2)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive, finite number of seconds, got {text!r}")
+    return value
+
+
 def _int_list(text: str, what: str) -> list[int]:
     try:
         values = [int(x) for x in text.split(",") if x.strip()]
@@ -180,6 +193,22 @@ def parse_params(items: list[str], flag: str) -> dict:
     return out
 
 
+def check_registered(estimator: Optional[str] = None, solver: Optional[str] = None) -> None:
+    """Refuse an unknown estimator or solver name before the model is loaded or anything is computed."""
+    from .errors import UnknownName
+
+    if estimator is not None:
+        from mpq.sensitivity.base import available_estimators
+
+        if estimator not in available_estimators():
+            raise UnknownName("estimator", estimator, available_estimators())
+    if solver is not None:
+        from mpq.solvers.base import available_solvers
+
+        if solver not in available_solvers():
+            raise UnknownName("solver", solver, available_solvers())
+
+
 def load(args: argparse.Namespace):
     from .model_ref import load_workload
 
@@ -267,6 +296,7 @@ def cmd_sensitivity(args) -> int:
     from .pipeline import sensitivities
 
     check_output(args.output, "-o")
+    check_registered(estimator=args.estimator)
     workload = load(args)
     table = sensitivities(workload, args.estimator, candidates=candidates_from_args(args),
                           use_cache=not args.no_cache, **estimator_settings(args))
@@ -288,7 +318,7 @@ def _plan_args(p):
     p.add_argument("--sensitivity", help="use this mpq.sensitivity/v1 table instead of estimating")
     p.add_argument("--solver", default="auto")
     p.add_argument("--solver-param", action="append", default=[], metavar="KEY=VALUE", help="a solver setting, e.g. backend=highs")
-    p.add_argument("--time-limit", type=float, help="solver time limit in seconds")
+    p.add_argument("--time-limit", type=seconds, help="solver time limit in seconds")
     p.add_argument("--max-drop", type=float, help="bisection: the largest allowed drop of --metric against full precision")
     p.add_argument("--metric", help="bisection: the workload metric to hold (default accuracy, else the first one)")
     p.add_argument("--channel-groups", type=int, default=1, help="split each layer into N output-channel groups, each with its own option")
@@ -311,6 +341,7 @@ def cmd_plan(args) -> int:
 
     check_output(args.output, "-o")
     check_output(args.problem_out, "--problem-out")
+    check_registered(estimator=None if args.sensitivity else args.estimator, solver=args.solver)
     budgets = args.budget
     if not budgets and args.max_drop is not None:
         budgets = ["avg_bits=64"]  # only the measured drop limits the plan
@@ -380,7 +411,7 @@ def _solve_args(p):
     p.add_argument("problem", help="problem file: JSON (mpq.problem/v1) or its columnar .npz form")
     p.add_argument("--solver", default="auto")
     p.add_argument("--budget", action="append", default=[], help="override the problem's constraints")
-    p.add_argument("--time-limit", type=float)
+    p.add_argument("--time-limit", type=seconds, help="solver time limit in seconds")
     p.add_argument("--server", metavar="URL", help="solve on a running `mpq serve` at URL (token from $MPQ_TOKEN)")
     p.add_argument("--problem-out", help="also write the problem solved, as .json or columnar .npz")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
@@ -417,6 +448,7 @@ def cmd_solve(args) -> int:
 
     check_output(args.output, "-o")
     check_output(args.problem_out, "--problem-out")
+    check_registered(solver=None if args.server else args.solver)
     with step(f"loading {args.problem}"):
         problem = load_problem(args.problem)
     if args.budget:
@@ -539,7 +571,7 @@ def cmd_schema(args) -> int:
 
 
 #: Modules that register more commands (and ``mpq solve`` options) with :func:`command` when imported.
-EXTENSIONS = ("mpq.frontier_cli", "mpq.export.cli", "mpq.service.cli", "mpq.search.cli")
+EXTENSIONS = ("mpq.frontier_cli", "mpq.report_cli", "mpq.export.cli", "mpq.service.cli", "mpq.search.cli")
 
 
 def _load_extensions() -> None:

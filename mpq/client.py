@@ -11,7 +11,7 @@ the smallest feasible budgets, anything else ``ServiceError`` with the status an
 from __future__ import annotations
 
 import time
-from typing import Any, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 from mpq.extras import require
 
@@ -19,7 +19,7 @@ httpx = require("httpx", "the mpq HTTP client (mpq.client)")
 
 from mpq.errors import MpqError, PlanInfeasible
 from mpq.schema import Plan, Problem
-from mpq.service.answers import FrontierAnswer, FrontierPoint, PlanAnswer, PlanPage, SearchState
+from mpq.service.answers import FrontierAnswer, FrontierPoint, PlanAnswer, PlanPage, PlanSummary, SearchPage, SearchState, SearchSummary
 
 ProblemLike = Union[Problem, dict]
 
@@ -38,12 +38,26 @@ def _problem_json(problem: ProblemLike) -> dict:
     return problem
 
 
-class Client:
-    """Talks to one service at ``url``; ``token`` is sent as ``Authorization: Bearer``."""
+#: Methods that may be sent again after a connection failure or a 502/503/504: they change nothing twice.
+IDEMPOTENT = ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")
+RETRY_STATUS = (502, 503, 504)
 
-    def __init__(self, url: str, token: Optional[str] = None, timeout: float = 120.0):
+
+class Client:
+    """Talks to one service at ``url``; ``token`` (default ``$MPQ_TOKEN``) is sent as ``Authorization: Bearer``.
+
+    Idempotent calls (GET, DELETE) are retried up to ``retries`` times on a connection failure or a
+    502/503/504 answer, waiting ``backoff_s`` x 2^attempt (or the server's ``Retry-After``); a POST is
+    sent once, since a lost answer may still have created a plan or a search.
+    """
+
+    def __init__(self, url: str, token: Optional[str] = None, timeout: float = 120.0, retries: int = 3, backoff_s: float = 0.2):
+        import os
+
         self.url = url.rstrip("/")
+        token = token if token is not None else os.environ.get("MPQ_TOKEN") or None
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.retries, self.backoff_s = max(0, int(retries)), float(backoff_s)
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
     def close(self) -> None:
@@ -55,11 +69,28 @@ class Client:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def _send(self, method: str, path: str, **kwargs) -> "httpx.Response":
+        attempts = 1 + (self.retries if method in IDEMPOTENT else 0)
+        for attempt in range(attempts):
+            last = attempt == attempts - 1
+            try:
+                r = self._http.request(method, path, **kwargs)
+            except httpx.TransportError as e:
+                if last:
+                    raise ServiceError(f"cannot reach the mpq service at {self.url}: {e}") from None
+                time.sleep(self.backoff_s * 2**attempt)
+                continue
+            except httpx.HTTPError as e:
+                raise ServiceError(f"cannot reach the mpq service at {self.url}: {e}") from None
+            if r.status_code in RETRY_STATUS and not last:
+                wait = r.headers.get("retry-after", "")
+                time.sleep(min(float(wait), 30.0) if wait.replace(".", "", 1).isdigit() else self.backoff_s * 2**attempt)
+                continue
+            return r
+        raise AssertionError("unreachable")
+
     def _call(self, method: str, path: str, **kwargs) -> Any:
-        try:
-            r = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as e:
-            raise ServiceError(f"cannot reach the mpq service at {self.url}: {e}") from None
+        r = self._send(method, path, **kwargs)
         if r.status_code < 400:
             return r.json()
         try:
@@ -88,6 +119,16 @@ class Client:
         params = {"limit": limit, "offset": offset, **({"fingerprint": fingerprint} if fingerprint else {})}
         return PlanPage.model_validate(self._call("GET", "/v1/plans", params=params))
 
+    def iter_plans(self, fingerprint: Optional[str] = None, page_size: int = 100) -> Iterator[PlanSummary]:
+        """Every stored plan (summaries, newest first), fetched a page at a time."""
+        offset = 0
+        while True:
+            page = self.list_plans(fingerprint, limit=page_size, offset=offset)
+            yield from page.items
+            offset += len(page.items)
+            if not page.items or offset >= page.total:
+                return
+
     def frontier(self, problem: ProblemLike, max_points: Optional[int] = None) -> list[FrontierPoint]:
         """``POST /v1/frontiers``: Pareto points, smallest first; each ``plan_id`` is a stored plan (``get_plan``)."""
         body: dict[str, Any] = {"problem": _problem_json(problem)}
@@ -103,6 +144,21 @@ class Client:
 
     def search(self, search_id: str) -> SearchState:
         return SearchState.model_validate(self._call("GET", f"/v1/searches/{search_id}"))
+
+    def list_searches(self, status: Optional[str] = None, limit: int = 50, offset: int = 0) -> SearchPage:
+        """``GET /v1/searches``: one page of searches, newest first (``status`` filters: queued, running, done, ...)."""
+        params = {"limit": limit, "offset": offset, **({"status": status} if status else {})}
+        return SearchPage.model_validate(self._call("GET", "/v1/searches", params=params))
+
+    def iter_searches(self, status: Optional[str] = None, page_size: int = 100) -> Iterator[SearchSummary]:
+        """Every search (newest first), fetched a page at a time."""
+        offset = 0
+        while True:
+            page = self.list_searches(status, limit=page_size, offset=offset)
+            yield from page.items
+            offset += len(page.items)
+            if not page.items or offset >= page.total:
+                return
 
     def cancel_search(self, search_id: str) -> SearchState:
         return SearchState.model_validate(self._call("DELETE", f"/v1/searches/{search_id}"))

@@ -186,6 +186,8 @@ def validate_columns(data: dict[str, np.ndarray], source: str = "columnar proble
         header = json.loads(str(data["header"]))
     except json.JSONDecodeError as e:
         raise fail(f"header: not JSON ({e.msg})") from None
+    except RecursionError:
+        raise fail("header: the JSON is nested too deeply") from None
     if not isinstance(header, dict) or header.get("schema") != COLUMNS_SCHEMA:
         got = header.get("schema") if isinstance(header, dict) else None
         hint = " (that is the JSON problem's schema: save it with `mpq solve` or ProblemColumns.from_problem)" if got == PROBLEM_SCHEMA else ""

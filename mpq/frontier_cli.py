@@ -9,18 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from .cli import command
 from .errors import DocumentError
 from .schema import AXES
+from mpq.solvers.frontier import FrontierPoint, frontier
 
 FRONTIER_SCHEMA = "mpq.frontier/v1"
-
-
-class FrontierPointDoc(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    bytes: int
-    avg_bits: float
-    distortion: float
-    within_budget: bool
-    choice: dict[str, str] = Field(description="layer name -> option id")
 
 
 class UniformPointDoc(BaseModel):
@@ -40,18 +31,15 @@ class FrontierDoc(BaseModel):
     schema_: str = Field(FRONTIER_SCHEMA, alias="schema")
     axis: str
     constraints: dict[str, float]
-    points: list[FrontierPointDoc]
+    points: list[FrontierPoint]
     uniform: list[UniformPointDoc]
 
 
 def frontier_document(problem, axis: str = "bytes", *, within_budget: bool = False, max_points: Optional[int] = None) -> FrontierDoc:
-    from mpq.solvers.frontier import frontier
-
     front = frontier(problem, axis, within_budget=within_budget, max_points=max_points)
     return FrontierDoc(
         axis=axis, constraints=problem.constraints.active(),
-        points=[FrontierPointDoc(bytes=p.bytes, avg_bits=p.avg_bits, distortion=p.distortion, within_budget=p.within_budget, choice=p.choice)
-                for p in front.points],
+        points=front.points,
         uniform=uniform_points(problem),
     )
 
@@ -83,7 +71,7 @@ def remote_frontier_document(problem, url: str, max_points: Optional[int]) -> Fr
     axis = next((a for a, c in AXES.items() if c in problem.constraints.active()), "bytes")
     return FrontierDoc(
         axis=axis, constraints=problem.constraints.active(),
-        points=[FrontierPointDoc(bytes=pl.totals.bytes, avg_bits=pl.totals.avg_bits, distortion=pl.totals.distortion,
+        points=[FrontierPoint(bytes=pl.totals.bytes, avg_bits=pl.totals.avg_bits, distortion=pl.totals.distortion,
                                  within_budget=True, choice={l.name: l.option for l in pl.layers}) for pl in plans],
         uniform=uniform_points(problem),
     )

@@ -192,6 +192,8 @@ def validate_plan_columns(data: dict[str, np.ndarray], source: str = "columnar p
         header = json.loads(str(data["header"]))
     except json.JSONDecodeError as e:
         raise fail(f"header: not JSON ({e.msg})") from None
+    except RecursionError:
+        raise fail("header: the JSON is nested too deeply") from None
     got = header.get("schema") if isinstance(header, dict) else None
     if got != PLAN_COLUMNS_SCHEMA:
         hint = " (that is the JSON plan's schema)" if got == PLAN_SCHEMA else ""

@@ -585,6 +585,8 @@ def parse_document(data: Any, model: type[D], source: str = "document") -> D:
     got = data.get("schema")
     if got is None:
         raise DocumentError(f"invalid {source}: schema: field required (expected {expected!r})")
+    if not isinstance(got, str):
+        raise DocumentError(f"invalid {source}: schema: expected the string {expected!r}, got {json.dumps(got)[:60]}")
     if got != expected:
         hint = f" (that is a {_BY_SCHEMA[got].__name__} document)" if got in _BY_SCHEMA else ""
         raise DocumentError(f"invalid {source}: schema: unsupported version {got!r}{hint}; expected {expected!r}")
@@ -604,6 +606,8 @@ def load_document(path: str | Path, model: type[D]) -> D:
         raise DocumentError(f"invalid {path}: not UTF-8 text (byte {e.start}); a document is UTF-8 JSON") from None
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise DocumentError(f"invalid {path}: the JSON is nested too deeply") from None
     except json.JSONDecodeError as e:
         raise DocumentError(f"invalid {path}: not JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
     return parse_document(data, model, source=str(path))

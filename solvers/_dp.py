@@ -113,7 +113,7 @@ def pareto_dp(
     return Frontier(W, C, parents)
 
 
-def budget_frontier(cp: Compiled, what: str) -> Frontier:
+def budget_frontier(cp: Compiled, what: str, deadline: float | None = None) -> Frontier:
     """The exact frontier under the problem's one size-like budget; ``what`` starts the refusal for other problems."""
     if len(cp.caps) != 1 or cp.pairs or "max_latency_ms" in cp.caps:
         raise SolverNotApplicable(
@@ -121,4 +121,4 @@ def budget_frontier(cp: Compiled, what: str) -> Frontier:
             f"this problem has constraints {sorted(cp.caps)} and {len(cp.pairs)} pair terms: use --solver ilp"
         )
     (name, cap), = cp.caps.items()
-    return pareto_dp(cp.cost, [np.asarray(r, dtype=np.int64) for r in cp.resources[name]], cap)
+    return pareto_dp(cp.cost, [np.asarray(r, dtype=np.int64) for r in cp.resources[name]], cap, deadline=deadline)

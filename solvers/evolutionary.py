@@ -30,7 +30,7 @@ from mpq.schema import Plan, Problem, Provenance, SolverInfo
 
 from .base import Solution, Solver, register_solver
 from .compiled import Compiled, compile_problem
-from ._dp import pareto_dp
+from ._dp import FrontierTooLarge, pareto_dp
 
 #: Seeding runs the exact DP frontier only up to this many groups (its cost grows with the frontier).
 MAX_SEED_GROUPS = 2000
@@ -97,7 +97,8 @@ def violation(cp: Compiled, choice: np.ndarray) -> list[float]:
     return out
 
 
-def exact_seeds(cp: Compiled, sizes: list[np.ndarray], count: int) -> tuple[list[np.ndarray], Optional[float]]:
+def exact_seeds(cp: Compiled, sizes: list[np.ndarray], count: int,
+                deadline: Optional[float] = None) -> tuple[list[np.ndarray], Optional[float]]:
     """Up to ``count`` feasible points of the exact DP frontier (the additive optimum first) and its bound.
 
     The frontier is taken over the first integer size constraint (bytes, bits, BitOps), else over
@@ -111,7 +112,10 @@ def exact_seeds(cp: Compiled, sizes: list[np.ndarray], count: int) -> tuple[list
         None,
     )
     weights, cap = (cp.resources[name], cp.caps[name]) if name else (sizes, np.inf)
-    front = pareto_dp(cp.cost, [np.asarray(w, dtype=np.int64) for w in weights], cap)
+    try:
+        front = pareto_dp(cp.cost, [np.asarray(w, dtype=np.int64) for w in weights], cap, deadline=deadline)
+    except FrontierTooLarge:  # out of the search's time for seeding: start from random plans
+        return [], None
     if not len(front.cost):
         return [], None
     bound = float(front.cost[-1]) if name and len(cp.caps) == 1 and not cp.pairs else None
@@ -199,7 +203,8 @@ class EvolutionarySolver(Solver):
         cp.check_feasible()
         space = SearchSpace(cp)
         population = self.population or default_population(cp)
-        seeds, bound = exact_seeds(cp, space.sizes, population)
+        deadline = None if self.time_limit_s is None else t0 + self.time_limit_s / 2  # seeding takes at most half
+        seeds, bound = exact_seeds(cp, space.sizes, population, deadline)
         if self.objective_kind == "measured":
             bound = None
         sampler = self.sampler(population, cp)

@@ -1,6 +1,7 @@
 """The exact Pareto frontier of size against distortion, in one DP pass (HAWQ-V2, ZeroQ).
 
-``frontier(problem)`` is the one function the CLI (``mpq frontier``) and the HTTP service call.
+``frontier(problem)`` is the one function the CLI (``mpq frontier``) and the HTTP service
+(:func:`frontier_plans`, ``POST /v1/frontiers``) call, and :class:`FrontierPoint` their one point type.
 Every point is a plan: the least distortion reachable at its size, and each point is strictly
 smaller in distortion than every smaller point (monotone). Sizes are exact integers (bytes, bits
 or BitOps), so there is no binning and no point that a finer grid would beat.
@@ -12,6 +13,8 @@ from typing import Optional
 
 import numpy as np
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from mpq.errors import SolverNotApplicable
 from mpq.schema import AXES, Constraints, Plan, Problem, SolverInfo
 
@@ -19,13 +22,16 @@ from .compiled import Compiled, compile_problem, to_resource_units
 from ._dp import pareto_dp
 
 
-@dataclass
-class FrontierPoint:
+class FrontierPoint(BaseModel):
+    """One frontier point: its size, its least distortion, the choice reaching it; the CLI's and the service's point."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
     bytes: int
     avg_bits: float
     distortion: float
-    choice: dict[str, str]  # layer name -> option id
-    within_budget: bool  # meets every constraint of the problem
+    within_budget: bool = Field(description="meets every constraint of the problem")
+    choice: dict[str, str] = Field(description="layer name -> option id")
 
 
 @dataclass
@@ -84,7 +90,8 @@ def frontier(problem: Problem, axis: str = "bytes", *, within_budget: bool = Fal
         ok = all(totals.get(n, None) is None or totals[n] <= v * (1 + 1e-12) for n, v in limits.items() if n in totals)
         if any(n not in totals for n in limits):
             ok = ok and _meets_others(problem, by_layer, limits)
-        points.append(FrontierPoint(byt, totals["max_avg_bits"], float(front.cost[i]), by_layer, ok))
+        points.append(FrontierPoint(bytes=byt, avg_bits=totals["max_avg_bits"], distortion=float(front.cost[i]),
+                                    within_budget=ok, choice=by_layer))
     return Frontier(axis, points)
 
 
@@ -103,3 +110,21 @@ def knee(sizes: np.ndarray, distortions: np.ndarray) -> int:
     y = (distortions - distortions[-1]) / max(distortions[0] - distortions[-1], 1e-300)
     # chord from (0, 1) to (1, 0): distance below it is proportional to 1 - x - y
     return int(np.argmax(1 - x - y))
+
+
+def frontier_plans(problem: Problem, max_points: int) -> list[Plan]:
+    """Up to ``max_points`` Pareto-optimal plans within the problem's single size-like budget, smallest first.
+
+    With several budgets the frontier along one of them is not the optimum under all, so such
+    problems are refused rather than answered with points that another plan would beat.
+    """
+    active = problem.constraints.active()
+    axes = [a for a, c in AXES.items() if c in active]
+    if len(active) != 1 or not axes:
+        raise SolverNotApplicable(
+            "a frontier needs exactly one size-like budget (max_bytes, max_avg_bits or max_bitops); "
+            f"this problem has {sorted(active)}: solve each budget with POST /v1/plans instead"
+        )
+    compile_problem(problem).check_feasible()  # an infeasible budget names the smallest feasible one
+    front = frontier(problem, axes[0], within_budget=True, max_points=max_points)
+    return [front.plan(problem, i, solver="dp") for i, p in enumerate(front.points) if p.within_budget]

@@ -45,7 +45,18 @@ class ParetoSolver(Solver):
             return self
 
     def _solve(self, cp: Compiled) -> Solution:
-        front = budget_frontier(cp, "pareto walks the frontier of")
+        import time
+
+        from mpq.errors import TimeLimitReached
+
+        from ._dp import FrontierTooLarge
+
+        deadline = None if self.time_limit_s is None else time.perf_counter() + self.time_limit_s
+        try:
+            front = budget_frontier(cp, "pareto walks the frontier of", deadline=deadline)
+        except FrontierTooLarge as e:
+            raise TimeLimitReached(f"pareto: the exact frontier did not finish within time_limit_s={self.time_limit_s:g} ({e}); "
+                                   "raise the time limit, or use --solver dp or lagrangian for the budget alone") from None
         if self.rule == "budget":
             i = int(np.argmin(front.cost))
             return Solution(front.choice(i), "optimal", float(front.cost[i]))

@@ -48,6 +48,25 @@ class SearchAccepted(BaseModel):
     status: str
 
 
+class SearchSummary(BaseModel):
+    id: str
+    status: str
+    progress: float
+    solver: str
+    plan_id: Optional[str] = None
+    error: Optional[str] = None
+    restarts: int
+    created: str
+    updated: str
+
+
+class SearchPage(BaseModel):
+    items: list[SearchSummary]
+    total: int
+    limit: int
+    offset: int
+
+
 class SearchState(BaseModel):
     id: str
     status: str = Field(description="queued, running, done, failed or cancelled")

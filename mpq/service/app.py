@@ -6,8 +6,10 @@ processes, so the event loop only moves bytes; results are stored before they ar
 """
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
+from http import HTTPStatus
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -25,7 +27,7 @@ from starlette.exceptions import HTTPException
 from mpq import __version__
 from mpq.errors import MpqError
 
-from .answers import ErrorAnswer, FrontierAnswer, PlanAnswer, PlanPage, SearchAccepted, SearchState
+from .answers import ErrorAnswer, FrontierAnswer, PlanAnswer, PlanPage, SearchAccepted, SearchPage, SearchState
 from .guard import RequestGuard, is_loopback
 from .jobs import SearchRunner
 from .limits import Limits, OverLimit, ServiceConfig
@@ -39,6 +41,8 @@ ERRORS = {
     401: {"model": ErrorAnswer, "description": "a bearer token is required"},
     413: {"model": ErrorAnswer, "description": "the request is over the service's limits"},
     415: {"model": ErrorAnswer, "description": "the body is not declared application/json"},
+    408: {"model": ErrorAnswer, "description": "the body did not arrive within the service's time limit"},
+    503: {"model": ErrorAnswer, "description": "too many requests in progress; retry after the Retry-After seconds"},
     422: {"model": ErrorAnswer, "description": "the request is invalid; the detail names the field or the reason"},
 }
 
@@ -63,17 +67,71 @@ def _server_timing(timing: dict[str, float]) -> str:
 
 
 async def read_body(request: Request, limits: Limits) -> bytes:
-    """The request body, refused with 413 as soon as it is over ``limits.max_body_bytes``."""
+    """The request body, refused with 413 as soon as it is over ``limits.max_body_bytes``, and with 408 when it
+    does not arrive within ``limits.body_timeout_s`` (a slow or never-ending chunked body)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
         raise OverLimit(f"body: {int(declared)} bytes is over this service's limit of {limits.max_body_bytes} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limits.max_body_bytes:
-            raise OverLimit(f"body: over this service's limit of {limits.max_body_bytes} bytes")
-        chunks.append(chunk)
+
+    async def read() -> None:
+        nonlocal size
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limits.max_body_bytes:
+                raise OverLimit(f"body: over this service's limit of {limits.max_body_bytes} bytes")
+            chunks.append(chunk)
+
+    try:
+        await asyncio.wait_for(read(), limits.body_timeout_s)
+    except asyncio.TimeoutError:
+        raise OverLimit(f"body: not received within this service's limit of {limits.body_timeout_s:g} s", 408) from None
     return b"".join(chunks)
+
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class ProblemDetails:
+    """Every error answer as RFC 9457 problem JSON: ``type``, ``title``, ``status`` beside the ``detail``
+    (and any other fields, such as ``minimum``) that the handlers wrote, served as ``application/problem+json``."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        held: dict = {}
+
+        async def send_problem(message):
+            if message["type"] == "http.response.start":
+                headers = dict(message.get("headers") or [])
+                if message["status"] >= 400 and headers.get(b"content-type", b"").startswith(b"application/json"):
+                    held["start"], held["body"] = message, b""
+                    return
+                return await send(message)
+            if message["type"] == "http.response.body" and "start" in held:
+                held["body"] += message.get("body", b"")
+                if message.get("more_body"):
+                    return
+                start = held.pop("start")
+                status = start["status"]
+                try:
+                    doc = json.loads(held["body"] or b"{}")
+                except ValueError:
+                    doc = {"detail": held["body"].decode("utf-8", "replace")}
+                if not isinstance(doc, dict):
+                    doc = {"detail": doc}
+                phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+                body = json.dumps({"type": "about:blank", "title": phrase, "status": status, **doc}).encode()
+                headers = [(k, v) for k, v in start.get("headers", []) if k not in (b"content-type", b"content-length")]
+                headers += [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]
+                await send({**start, "headers": headers})
+                return await send({"type": "http.response.body", "body": body})
+            return await send(message)
+
+        await self.app(scope, receive, send_problem)
 
 
 def create_app(config: Optional[ServiceConfig] = None) -> FastAPI:
@@ -110,14 +168,25 @@ def create_app(config: Optional[ServiceConfig] = None) -> FastAPI:
         description="Mixed-precision plans, frontiers and long searches over mpq's solvers. Payloads are mpq's "
                     "versioned documents (mpq.problem/v1, mpq.plan/v1).",
     )
+    busy = asyncio.Semaphore(limits.max_concurrent)
+
+    async def one_at_a_slot():
+        """At most ``limits.max_concurrent`` POSTs read or solve at once; one more is told to retry, not buffered."""
+        if busy.locked():
+            raise OverLimit(f"the service is busy: {limits.max_concurrent} requests are in progress; retry shortly", 503)
+        async with busy:
+            yield
+
     guarded = [Depends(require_token)] if config.token is not None else []
+    posting = [*guarded, Depends(one_at_a_slot)]
     app.add_middleware(RequestGuard, loopback=is_loopback(config.host), port=config.port)
+    app.add_middleware(ProblemDetails)
 
     # errors -----------------------------------------------------------------------------------
     @app.exception_handler(MpqError)
     async def _mpq_error(request: Request, exc: MpqError):
         status, body = error_answer(exc)
-        return JSONResponse(body, status_code=status)
+        return JSONResponse(body, status_code=status, headers={"Retry-After": "1"} if status == 503 else None)
 
     @app.exception_handler(Refusal)
     async def _refused(request: Request, exc: Refusal):
@@ -148,11 +217,12 @@ def create_app(config: Optional[ServiceConfig] = None) -> FastAPI:
         ids = await run_in_threadpool(state.store.add_plans, result["records"], source)
         return ids, result["records"], {**result["timing"], "store": time.perf_counter() - t0}
 
-    @app.post("/v1/plans", status_code=201, response_model=PlanAnswer, dependencies=guarded, openapi_extra=_body_spec(PlanRequest),
+    @app.post("/v1/plans", status_code=201, response_model=PlanAnswer, dependencies=posting, openapi_extra=_body_spec(PlanRequest),
               responses=ERRORS, summary="Solve a problem now, under a time limit, and store the plan")
     async def post_plan(request: Request):
         (plan_id,), (record,), timing = await _solved(request, solve_plan, "plans")
-        return _raw_json(201, f'{{"id":"{plan_id}","plan":{record.body}}}', {"Server-Timing": _server_timing(timing)})
+        return _raw_json(201, f'{{"id":"{plan_id}","plan":{record.body}}}',
+                         {"Server-Timing": _server_timing(timing), "Location": f"/v1/plans/{plan_id}"})
 
     @app.get("/v1/plans/{plan_id}", response_model=PlanAnswer, dependencies=guarded, responses={404: {"model": ErrorAnswer}, **ERRORS},
              summary="A stored plan")
@@ -172,7 +242,7 @@ def create_app(config: Optional[ServiceConfig] = None) -> FastAPI:
         total, items = await run_in_threadpool(request.app.state.store.list_plans, fingerprint, limit, offset)
         return {"items": items, "total": total, "limit": limit, "offset": offset}
 
-    @app.post("/v1/frontiers", response_model=FrontierAnswer, dependencies=guarded, openapi_extra=_body_spec(FrontierRequest),
+    @app.post("/v1/frontiers", response_model=FrontierAnswer, dependencies=posting, openapi_extra=_body_spec(FrontierRequest),
               responses=ERRORS, summary="The size/distortion frontier under the problem's budget; each point is a stored plan")
     async def post_frontier(request: Request):
         ids, records, timing = await _solved(request, solve_frontier, "frontier")
@@ -189,15 +259,30 @@ def create_app(config: Optional[ServiceConfig] = None) -> FastAPI:
         make_solver(req.solver, options, config.search_storage)  # an unknown solver or refused setting is answered now, not in the queue
         return req.problem.model_dump_json(by_alias=True, exclude_unset=True), req.solver, options
 
-    @app.post("/v1/searches", status_code=202, response_model=SearchAccepted, dependencies=guarded,
+    @app.post("/v1/searches", status_code=202, response_model=SearchAccepted, dependencies=posting,
               openapi_extra=_body_spec(SearchRequest), responses=ERRORS, summary="Start a long search in the background")
     async def post_search(request: Request):
         body = await read_body(request, limits)
-        problem, solver, options = await run_in_threadpool(_accept_search, body)
+        try:
+            problem, solver, options = await run_in_threadpool(_accept_search, body)
+        except (MpqError, HTTPException):
+            raise
+        except Exception as e:  # answered like a plan request's failure: a 422 naming it, never a 500
+            raise Refusal(*error_answer(e)) from None
         state = request.app.state
         sid = await run_in_threadpool(state.store.add_search, problem, solver, options)
         state.runner.wake()
-        return JSONResponse({"id": sid, "status": "queued"}, status_code=202)
+        return JSONResponse({"id": sid, "status": "queued"}, status_code=202, headers={"Location": f"/v1/searches/{sid}"})
+
+    @app.get("/v1/searches", response_model=SearchPage, dependencies=guarded, responses=ERRORS, summary="Searches, newest first")
+    async def list_searches(
+        request: Request,
+        status: Optional[str] = Query(None, pattern="^(queued|running|done|failed|cancelled)$", description="only searches in this state"),
+        limit: int = Query(50, ge=1, le=limits.max_page),
+        offset: int = Query(0, ge=0, le=2**62),
+    ):
+        total, items = await run_in_threadpool(request.app.state.store.list_searches, status, limit, offset)
+        return {"items": items, "total": total, "limit": limit, "offset": offset}
 
     def _search_state(store: Store, search_id: str) -> dict:
         row = store.search(search_id)

@@ -35,6 +35,10 @@ class Limits:
     max_frontier_points: int = 100
     default_frontier_points: int = 20
     max_page: int = 500
+    #: POST requests read or solved at once; one more is answered 503 with Retry-After, not buffered
+    max_concurrent: int = 16
+    #: a request body must arrive within this many seconds (a slow or endless chunked body gets 408)
+    body_timeout_s: float = 30.0
 
     def check_problem(self, problem) -> None:
         n_layers = len(problem.layers)

@@ -11,8 +11,10 @@ import asyncio
 import importlib
 import multiprocessing
 import os
+import signal
 import threading
 import time
+from contextlib import contextmanager
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Optional
@@ -47,6 +49,30 @@ def _ready() -> bool:
     return True
 
 
+@contextmanager
+def deadline(seconds: float, grace: float):
+    """Stop the work in this worker process ``grace`` seconds after its own time limit (a solver that ignores
+    ``time_limit_s`` then answers 422 naming it), so no request holds a worker longer than it asked for.
+    Only in a worker's main thread (``workers=0`` solves in threads, where the server's cap applies)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise OverLimit(
+            f"options.time_limit_s: the solver ran past its limit of {seconds:g} s (and {grace:g} s of grace) and was "
+            "stopped; raise time_limit_s, or run it as a background search: POST /v1/searches", 422,
+        )
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, seconds + grace)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def solve_plan(body: bytes, limits: Limits, search_storage: Optional[str] = None) -> dict[str, Any]:
     """``POST /v1/plans`` in a worker: {"records": [PlanRecord], "timing": {...}} or {"error": (status, body)}."""
     t0 = time.perf_counter()
@@ -56,7 +82,9 @@ def solve_plan(body: bytes, limits: Limits, search_storage: Optional[str] = None
         limits.check_options(req.options)
         seconds = limits.time_limit(req.options, limits.max_plan_seconds, limits.default_plan_seconds)
         t1 = time.perf_counter()
-        plan = make_solver(req.solver, {**req.options, "time_limit_s": seconds}, search_storage).solve(req.problem)
+        solver = make_solver(req.solver, {**req.options, "time_limit_s": seconds}, search_storage)
+        with deadline(seconds, limits.plan_grace_s):
+            plan = solver.solve(req.problem)
         t2 = time.perf_counter()
         record = PlanRecord.of(plan)
     except Exception as e:  # every failure is answered, never raised into the server
@@ -66,7 +94,7 @@ def solve_plan(body: bytes, limits: Limits, search_storage: Optional[str] = None
 
 
 def solve_frontier(body: bytes, limits: Limits, search_storage: Optional[str] = None) -> dict[str, Any]:
-    from .frontier import frontier_plans
+    from mpq.solvers.frontier import frontier_plans
 
     t0 = time.perf_counter()
     try:
@@ -76,7 +104,8 @@ def solve_frontier(body: bytes, limits: Limits, search_storage: Optional[str] = 
         if points > limits.max_frontier_points:
             raise OverLimit(f"max_points: {points} is over this service's limit of {limits.max_frontier_points}", 422)
         t1 = time.perf_counter()
-        plans = frontier_plans(req.problem, points)
+        with deadline(limits.max_plan_seconds, limits.plan_grace_s):
+            plans = frontier_plans(req.problem, points)
         t2 = time.perf_counter()
         records = [PlanRecord.of(p) for p in plans]
     except Exception as e:

@@ -164,6 +164,18 @@ class Store:
             ))
         return sid
 
+    def list_searches(self, status: Optional[str], limit: int, offset: int) -> tuple[int, list[dict]]:
+        """Searches newest first (without their problems or best plans), and how many there are in all."""
+        cols = [searches.c.id, searches.c.created, searches.c.updated, searches.c.status, searches.c.progress,
+                searches.c.solver, searches.c.plan_id, searches.c.error, searches.c.restarts]
+        where = [] if status is None else [searches.c.status == status]
+        with self.engine.connect() as conn:
+            total = conn.execute(select(func.count()).select_from(searches).where(*where)).scalar_one()
+            rows = conn.execute(
+                select(*cols).where(*where).order_by(searches.c.created.desc(), searches.c.id).limit(limit).offset(offset)
+            ).mappings().all()
+        return total, [dict(r) | {"created": iso(r["created"]), "updated": iso(r["updated"])} for r in rows]
+
     def search(self, search_id: str, with_problem: bool = False) -> Optional[dict[str, Any]]:
         cols = [c for c in searches.c if with_problem or c.name != "problem"]
         with self.engine.connect() as conn:
