@@ -91,7 +91,7 @@ def build_report(plan: Plan, workload: Optional[Workload] = None, problem: Optio
     plans: dict[str, Plan] = {"this plan": plan}
     if problem is not None:
         from .evaluate import uniform_baselines
-        from .frontier_cli import frontier_document
+        from .frontier import frontier_document
 
         for key, label in (("same_or_smaller", "uniform, no larger"), ("same_or_larger", "uniform, no smaller")):
             base = uniform_baselines(problem, plan)[key]

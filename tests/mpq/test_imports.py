@@ -78,6 +78,6 @@ def test_the_layering_rules_hold():
 
 def test_solvers_schema_and_the_frontier_cli_load_without_torch():
     code = ("import sys; from mpq.solvers.base import available_solvers; available_solvers(); "
-            "import mpq.frontier_cli, mpq.schema, mpq.columnar, mpq.plan; print('torch' in sys.modules)")
+            "import mpq.frontier, mpq.frontier_cli, mpq.schema, mpq.columnar, mpq.plan; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "False"

@@ -1,0 +1,48 @@
+"""Routes of stored plans: ``POST /v1/plans`` (solve now and store), ``GET /v1/plans/{id}``, ``GET /v1/plans``."""
+from __future__ import annotations
+
+import json
+from typing import Any, Optional, Sequence
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from .answers import ErrorAnswer, PlanAnswer, PlanPage
+from .limits import ServiceConfig
+from .payloads import PlanRequest
+from .routing import ERRORS, body_spec, raw_json, server_timing, solved
+from .solving import solve_plan
+
+
+def router(config: ServiceConfig, posting: Sequence[Any] = ()) -> APIRouter:
+    """The plan routes under ``config``'s limits; ``posting``: dependencies of the POST."""
+    limits = config.limits
+    router = APIRouter()
+
+    @router.post("/v1/plans", status_code=201, response_model=PlanAnswer, dependencies=list(posting), openapi_extra=body_spec(PlanRequest),
+                 responses=ERRORS, summary="Solve a problem now, under a time limit, and store the plan")
+    async def post_plan(request: Request):
+        (plan_id,), (record,), timing = await solved(request, config, solve_plan, "plans")
+        return raw_json(201, f'{{"id":"{plan_id}","plan":{record.body}}}',
+                        {"Server-Timing": server_timing(timing), "Location": f"/v1/plans/{plan_id}"})
+
+    @router.get("/v1/plans/{plan_id}", response_model=PlanAnswer, responses={404: {"model": ErrorAnswer}, **ERRORS},
+                summary="A stored plan")
+    async def get_plan(plan_id: str, request: Request):
+        body = await run_in_threadpool(request.app.state.store.plan_body, plan_id)
+        if body is None:
+            raise HTTPException(404, f"no plan with id {plan_id!r}")
+        return raw_json(200, json.dumps({"id": plan_id})[:-1] + f',"plan":{body}}}')
+
+    @router.get("/v1/plans", response_model=PlanPage, responses=ERRORS, summary="Stored plans, newest first")
+    async def list_plans(
+        request: Request,
+        fingerprint: Optional[str] = Query(None, max_length=256, description="only plans for this model fingerprint"),
+        limit: int = Query(50, ge=1, le=limits.max_page),
+        offset: int = Query(0, ge=0, le=2**62),
+    ):
+        total, items = await run_in_threadpool(request.app.state.store.list_plans, fingerprint, limit, offset)
+        return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+    return router
