@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from sqlalchemy import (
-    BigInteger, Column, Float, Integer, MetaData, String, Table, Text, create_engine, event, func, select, update,
+    BigInteger, Column, Float, Index, Integer, MetaData, String, Table, Text, create_engine, event, func, select, update,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import StaticPool
@@ -55,6 +55,7 @@ searches = Table(
     Column("restarts", Integer, nullable=False, default=0),
     Column("owner", String(64)),  # the server instance running it
     Column("heartbeat", Float),
+    Index("ix_mpq_searches_status_created", "status", "created"),  # migration 0002
 )
 
 ACTIVE = ("queued", "running")
@@ -119,7 +120,9 @@ class Store:
     def __init__(self, url: str):
         self.url = url
         self.engine = make_engine(url)
-        metadata.create_all(self.engine)
+        from .migrate import upgrade
+
+        self.revision = upgrade(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
