@@ -129,16 +129,32 @@ def candidates_from_args(args: argparse.Namespace):
     a_bits: list[Optional[int]] = [None]
     if args.a_bits:
         a_bits = [None if a >= 16 else a for a in _int_list(args.a_bits, "a-bits")]
-    sym = {"sym": [True], "asym": [False], "both": [True, False]}[args.symmetric]
+    sym = {"sym": [True], "asym": [False], "both": [True, False]}[args.symmetric or "sym"]
     return CandidateSet(bits=bits, group_sizes=groups, formats=formats, symmetric=sym, prune=prune, a_bits=a_bits)
+
+
+#: Candidate flags and the CandidateSet field each one sets.
+CANDIDATE_FLAGS = {"bits": "bits", "group_sizes": "group_sizes", "formats": "formats", "symmetric": "symmetric",
+                   "prune": "prune", "a_bits": "a_bits"}
+
+
+def plan_candidates(args: argparse.Namespace):
+    """The candidate grid of ``mpq plan``: with ``--target``, its preset with the flags given on top."""
+    if not getattr(args, "target", None):
+        return candidates_from_args(args)
+    from . import targets
+
+    parsed = candidates_from_args(args)
+    given = {field: getattr(parsed, field) for flag, field in CANDIDATE_FLAGS.items() if getattr(args, flag) is not None}
+    return targets.candidates(args.target, args.preset, **given)
 
 
 def add_candidate_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("candidate options")
     g.add_argument("--bits", help="weight bit-widths to consider, e.g. 2,3,4,6,8 (16 = keep in float); default 2,3,4,5,6,8,16")
     g.add_argument("--group-sizes", help="'none' (per output channel) and/or group sizes, e.g. none,128")
-    g.add_argument("--formats", help="int, fp (fp8 e4m3 / fp4 e2m1) or explicit fp8_e4m3, fp8_e5m2, fp4_e2m1; default int")
-    g.add_argument("--symmetric", choices=["sym", "asym", "both"], default="sym", help="integer grid; default sym")
+    g.add_argument("--formats", help="int, fp (fp8 e4m3 / fp4 e2m1) or explicit fp8_e4m3, fp8_e5m2, fp4_e2m1, nvfp4; default int")
+    g.add_argument("--symmetric", choices=["sym", "asym", "both"], help="integer grid; default sym")
     g.add_argument("--prune", help="pruning ratios and/or 2:4, e.g. 0,0.25,0.5,2:4; default 0")
     g.add_argument("--a-bits", help="activation bit-widths for BitOps and fake-quantization, e.g. 8,16")
 
@@ -323,6 +339,10 @@ def _plan_args(p):
     p.add_argument("--metric", help="bisection: the workload metric to hold (default accuracy, else the first one)")
     p.add_argument("--channel-groups", type=int, default=1, help="split each layer into N output-channel groups, each with its own option")
     add_candidate_args(p)
+    g = p.add_argument_group("target quantizer")
+    g.add_argument("--target", help="plan for this quantizer: its formats, fused layers and size accounting (see `mpq targets`)")
+    g.add_argument("--preset", help="the target's candidate grid by name, e.g. --target vllm --preset w4a16; "
+                   "--bits/--group-sizes/--formats/--symmetric/--a-bits given too replace those fields")
     p.add_argument("--no-eval", action="store_true", help="skip evaluating the plan against full precision and uniform")
     p.add_argument("--problem-out", help="also write the mpq.problem/v1 that was solved")
     p.add_argument("--kv-bits", help="causal LMs: also plan each attention layer's KV-cache bits among these (4,8,16); needs --context-tokens")
@@ -359,6 +379,9 @@ def cmd_plan(args) -> int:
         print(f"no model given: planning the embedded digits example at the demo budget {DEMO_BUDGET}, "
               f"group sizes {args.group_sizes}\n")
     constraints = parse_budgets(budgets)
+    if args.preset and not args.target:
+        raise DocumentError("--preset names a target's candidate grid: give --target too (see `mpq targets`)")
+    candidates = plan_candidates(args)  # an unknown target or preset fails before the model loads
     workload = load(args)
     table = load_document(args.sensitivity, SensitivityTable) if args.sensitivity else None
     solver_settings = {"time_limit_s": args.time_limit, **parse_params(args.solver_param, "--solver-param")}
@@ -377,12 +400,15 @@ def cmd_plan(args) -> int:
 
         latency_table = load_latency_table(args.latency_table)
     result = plan_model(
-        workload, constraints, estimator=args.estimator, solver=args.solver, candidates=candidates_from_args(args),
+        workload, constraints, estimator=args.estimator, solver=args.solver, candidates=candidates,
         estimator_settings=estimator_settings(args), solver_settings=solver_settings,
         table=table, use_cache=not args.no_cache, channel_groups=args.channel_groups, latency_table=latency_table,
+        target=args.target,
         kv_bits=_int_list(args.kv_bits, "kv-bits") if args.kv_bits else (), context_tokens=args.context_tokens,
     )
     print_plan(result.plan, result.table)
+    if args.target:
+        print(f"planned for {args.target}: sizes in its own accounting; export with `mpq export {args.output}`")
     if result.predicted_latency_ms is not None:
         rest = "" if result.latency_overhead_ms is None else f" + {result.latency_overhead_ms:.4g} ms rest of the model (profiled)"
         print(f"predicted latency {result.predicted_latency_ms:.4g} ms ± {result.latency_spread_ms:.2g} end to end: "

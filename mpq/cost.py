@@ -17,10 +17,13 @@ from .quant import QuantSpec, quantization_error, weight_matrix
 from .schema import Constraints, ModelRef, Option, Problem, ProblemLayer, ProblemPair, SensitivityTable
 from .sizes import bitops, to_bytes, weight_bits
 from .candidates import DEFAULT_BITS, CandidateSet, fp_formats_for, option_id  # noqa: F401 (the grid lives there)
+from . import targets
 
 def option_for(layer_shape: Sequence[int], macs: int, spec: QuantSpec, distortion: float, oid: str,
-               latency_ms: Optional[float] = None) -> Option:
-    bits = weight_bits(layer_shape, spec.w_bits, spec.group_size, spec.format, spec.symmetric, spec.prune_ratio)
+               latency_ms: Optional[float] = None, bits: Optional[int] = None) -> Option:
+    """One problem option; ``bits`` overrides DESIGN's size convention (a target's own accounting)."""
+    if bits is None:
+        bits = weight_bits(layer_shape, spec.w_bits, spec.group_size, spec.format, spec.symmetric, spec.prune_ratio)
     return Option(
         id=oid, w_bits=spec.w_bits, group_size=spec.group_size, format=spec.format, symmetric=spec.symmetric,
         prune_ratio=spec.prune_ratio, prune_structure=spec.prune_structure, a_bits=spec.a_bits,
@@ -38,6 +41,7 @@ def build_problem(
     ties: Iterable[Sequence[str]] = (),
     layers: Optional[Sequence[str]] = None,
     channel_groups: int = 1,
+    target: Optional[str] = None,
     latency: Optional[Mapping[str, Mapping[str, float]]] = None,
     routing_weight: bool = False,
 ) -> Problem:
@@ -82,7 +86,8 @@ def build_problem(
                                                     latency.get(name) if latency else None))
             continue
         options = []
-        for oid, spec in specs.items():
+        layer_specs = specs if target is None else targets.layer_specs(target, name, info.shape, specs, info.kind)
+        for oid, spec in layer_specs.items():
             if spec.format == "float":
                 d = 0.0
             elif sens.options is None:
@@ -97,9 +102,13 @@ def build_problem(
             d += activation_distortion(name, sens, spec, table.estimator)
             if routing_weight:
                 d *= float((sens.model_extra or {}).get("routing_frequency", 1.0))
-            options.append(option_for(info.shape, info.macs, spec, d, oid, latency[name][oid] if latency else None))
+            bits = None if target is None else targets.option_bits(target, name, info.shape, spec)
+            options.append(option_for(info.shape, info.macs, spec, d, oid, latency[name][oid] if latency else None, bits))
         out_layers.append(ProblemLayer(name=name, params=info.params, macs=info.macs, shape=list(info.shape), options=options))
     ties = [list(t) for t in ties]
+    if target is not None:
+        ties = _merge_ties(ties + targets.ties(target, names))
+        out_layers = _common_options(out_layers, ties)
     if channel_groups > 1 and (ties or any(p.options for p in table.pairs)):
         raise DocumentError("ties and pairwise terms name whole layers; they cannot be combined with channel_groups > 1")
     pairs = []
@@ -111,6 +120,30 @@ def build_problem(
         layers=out_layers, ties=ties, pairs=pairs, constraints=constraints,
         model=ModelRef(name=table.model.name, fingerprint=table.model.fingerprint), estimator=table.estimator,
     )
+
+
+def _merge_ties(ties: list[list[str]]) -> list[list[str]]:
+    """Ties sharing a layer merged into one (the problem refuses a layer in two ties)."""
+    merged: list[set[str]] = []
+    for t in ties:
+        group = set(t)
+        for other in [m for m in merged if m & group]:
+            group |= other
+            merged.remove(other)
+        merged.append(group)
+    order = {n: i for i, n in enumerate(n for t in ties for n in t)}
+    return [sorted(g, key=order.__getitem__) for g in merged if len(g) > 1]
+
+
+def _common_options(layers: list[ProblemLayer], ties: list[list[str]]) -> list[ProblemLayer]:
+    """Tied layers keep only the option ids all of them have (float always stays)."""
+    by_name = {l.name: l for l in layers}
+    for tie in ties:
+        common = set.intersection(*({o.id for o in by_name[n].options} for n in tie))
+        for n in tie:
+            l = by_name[n]
+            by_name[n] = l.model_copy(update={"options": [o for o in l.options if o.id in common]})
+    return [by_name[l.name] for l in layers]
 
 
 def activation_distortion(name: str, sens, spec: QuantSpec, estimator: str) -> float:

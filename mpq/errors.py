@@ -90,5 +90,9 @@ class TimeLimitReached(SolverFailed):
     exit_code = EXIT_TIME_LIMIT
 
 
+class TargetError(MpqError, ValueError):
+    """A plan cannot be made for a target (``mpq plan --target``): the message says what the target supports."""
+
+
 class ExportError(MpqError):
     """A plan cannot be expressed in the target quantizer's format; the message suggests what to change."""

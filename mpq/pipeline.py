@@ -4,8 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
+from . import targets
 from .console import LOG
 from .cost import CandidateSet, build_problem
+from .errors import TargetError
 from .graph import LayerGraph, discover
 from .errors import DocumentError, PlanInfeasible
 from .schema import Constraints, LatencyTable, Plan, Problem, Provenance, SensitivityTable
@@ -31,6 +33,7 @@ def sensitivities(
     graph: Optional[LayerGraph] = None,
     candidates: CandidateSet | None = None,
     use_cache: bool = True,
+    target: Optional[str] = None,
     **settings: Any,
 ) -> SensitivityTable:
     from mpq.sensitivity.base import get_estimator
@@ -39,7 +42,11 @@ def sensitivities(
     graph = graph or discover(workload)
     est = get_estimator(estimator, **settings)
     candidates = candidates or CandidateSet()
-    options = candidates.specs() if est.per_option else None
+    options = None
+    if est.per_option:
+        options = candidates.specs()
+        if target is not None:  # measure the options as the target stores them (its blocks, its channels)
+            options = {oid: spec for l in graph for oid, spec in targets.layer_specs(target, l.name, l.shape, options, l.kind).items()}
     table = estimate(est, workload, graph, options, use_cache=use_cache)
     return with_activations(with_routing(table, workload, graph), workload, graph, candidates, settings)
 
@@ -97,13 +104,27 @@ def plan_model(
     latency_table: Optional[LatencyTable] = None,
     kv_bits: Sequence[int] = (),
     context_tokens: Optional[int] = None,
+    target: Optional[str] = None,
+    preset: Optional[str] = None,
     routing_weight: bool = False,
 ) -> PlanResult:
     """Plan ``workload`` under ``constraints``. With ``latency_table`` (``mpq profile``), options are priced
     in milliseconds and ``max_latency_ms`` is end to end: the layers get it less the model's profiled overhead.
     With ``kv_bits`` (and ``context_tokens``), each attention module's KV cache is one more planned entry
     (``mpq.kv_cache``) whose memory counts in ``max_bytes`` beside the weights.
-    ``routing_weight``: weigh expert layers' distortions by their routing frequency (see ``build_problem``)."""
+    ``routing_weight``: weigh expert layers' distortions by their routing frequency (see ``build_problem``).
+
+    With ``target`` (an export target, see ``mpq targets``) the plan is made for that quantizer:
+    candidates from its ``preset`` (or its default preset) unless ``candidates`` are given (then
+    restricted to what it stores), its fused layers tied, sizes in its accounting, and the plan
+    exports to it."""
+    if preset is not None and target is None:
+        raise TargetError(f"preset {preset!r} needs a target (presets belong to a target; see mpq targets)")
+    if target is not None:
+        if candidates is not None and preset is not None:
+            raise TargetError("give either candidates or a preset, not both")
+        targets.support_of(target)  # an unknown target fails before any work
+        candidates = candidates or targets.candidates(target, preset)
     import time
 
     solve = checked_solver(solver, solver_settings, estimator if table is None else None, estimator_settings)
@@ -111,8 +132,12 @@ def plan_model(
     graph = discover(workload)
     LOG.debug("graph: %d quantizable layers, %d weights (%s edges)", len(graph), sum(l.params for l in graph), graph.method)
     candidates = candidates or CandidateSet()
+    if target is not None:  # every layer must have an option the target stores before any estimation runs
+        for l in graph:
+            targets.layer_specs(target, l.name, l.shape, candidates.specs(), l.kind)
     if table is None:
-        table = sensitivities(workload, estimator, graph=graph, candidates=candidates, use_cache=use_cache, **dict(estimator_settings or {}))
+        table = sensitivities(workload, estimator, graph=graph, candidates=candidates, use_cache=use_cache, target=target,
+                              **dict(estimator_settings or {}))
     else:
         table = with_activations(with_routing(table, workload, graph), workload, graph, candidates, dict(estimator_settings or {}))
     constraints = dict(constraints.active() if isinstance(constraints, Constraints) else constraints)
@@ -137,7 +162,7 @@ def plan_model(
         if constraints.get("max_avg_bits") is not None:
             raise DocumentError("budget avg_bits counts weights per weight; with --kv-bits budget the weights and the "
                                 "KV cache together in bytes (--budget mb= or bytes=)")
-    problem = build_problem(graph, table, candidates, constraints, channel_groups=channel_groups, latency=latency,
+    problem = build_problem(graph, table, candidates, constraints, channel_groups=channel_groups, latency=latency, target=target,
                             routing_weight=routing_weight)
     if kv_bits:
         from .kv_cache import kv_problem_layers
@@ -146,9 +171,11 @@ def plan_model(
         kv = kv_problem_layers(workload, kv_bits, context_tokens, device=device, latency=latency is not None)
         problem = Problem.model_validate({**problem.model_dump(by_alias=True), "layers": [*problem.model_dump()["layers"],
                                                                                          *(l.model_dump() for l in kv)]})
+    if target is not None:
+        targets.check_budget(target, problem)
     LOG.debug("problem: %d layers x up to %d options, constraints %s", len(problem.layers),
               max(len(l.options) for l in problem.layers), problem.constraints.active())
-    prov = Provenance(estimator=table.estimator, model=problem.model)
+    prov = Provenance(estimator=table.estimator, model=problem.model, target=target)
     plan = solve.solve(problem, provenance=prov)
     LOG.debug("solver %s: %s in %.3f s", plan.solver.name, plan.solver.status, plan.solver.seconds)
     result = PlanResult(graph, table, problem, plan)

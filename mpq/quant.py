@@ -161,6 +161,11 @@ class FloatGrid:
     min_exponent: int
     max_value: float
 
+    @property
+    def max_exponent(self) -> int:
+        """``emax``: the exponent of the largest normal value (OCP MX scales subtract it)."""
+        return int(math.floor(math.log2(self.max_value)))
+
     def round(self, x: torch.Tensor) -> torch.Tensor:
         """Round to the nearest representable value (ties to even), saturating at ``max_value``."""
         mag = x.abs().clamp(max=self.max_value)
@@ -189,13 +194,15 @@ FLOAT_GRIDS = {
 
 
 def fp_block_scales(blocks: torch.Tensor, grid: FloatGrid) -> torch.Tensor:
-    """One power-of-two (E8M0) scale per row: the smallest ``2^k`` with ``amax / 2^k <= max_value``.
+    """One power-of-two (E8M0) scale per row, as the OCP MX spec sets it: ``2^(floor(log2 amax) - emax)``.
 
-    MX picks ``2^(floor(log2 amax) - emax)`` and saturates the top of the block; rounding the
-    exponent up instead never clips, at the cost of at most one binade of resolution.
+    ``emax`` is the element format's largest exponent (2 for fp4 e2m1, 8 for fp8 e4m3), so the block's
+    largest value lands in the top binade and saturates at ``max_value`` when it is above it; this
+    is the scale llm-compressor and torchao's MX ``FLOOR`` mode write, so exported MX scales equal
+    the ones mpq measured.
     """
     amax = blocks.abs().amax(dim=1, keepdim=True)
-    k = torch.ceil(torch.log2(amax / grid.max_value))
+    k = torch.floor(torch.log2(amax.clamp(min=torch.finfo(amax.dtype).tiny))) - grid.max_exponent
     return torch.where(amax > 0, torch.exp2(k), torch.ones_like(amax))
 
 
@@ -215,6 +222,30 @@ def _register_float(name: str, grid: FloatGrid) -> None:
 
 for _name, _grid in FLOAT_GRIDS.items():
     _register_float(_name, _grid)
+
+
+#: NVFP4's two-level scale: the fp32 tensor scale maps the tensor's amax to fp4 max x fp8 e4m3 max.
+NVFP4_TENSOR_RANGE = FLOAT_GRIDS["fp4_e2m1"].max_value * FLOAT_GRIDS["fp8_e4m3"].max_value
+
+
+@register_quantizer("nvfp4")
+def quantize_nvfp4(w: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
+    """NVFP4: fp4 e2m1 elements, an fp8 e4m3 scale per 16 elements and one fp32 scale per tensor.
+
+    As compressed-tensors computes it: the global scale is ``6 * 448 / amax``; each block's scale is
+    ``amax_block / 6`` times the global scale, rounded to fp8 e4m3, and divided by it again.
+    """
+    fp4, fp8 = FLOAT_GRIDS["fp4_e2m1"], FLOAT_GRIDS["fp8_e4m3"]
+    w32 = w.detach().float()
+    amax = w32.abs().max()
+    global_scale = NVFP4_TENSOR_RANGE / amax if amax > 0 else torch.ones((), dtype=w32.dtype)  # 1 / the tensor scale
+
+    def rows(x: torch.Tensor) -> torch.Tensor:
+        block = fp8.round(x.abs().amax(dim=1, keepdim=True) / fp4.max_value * global_scale)
+        block = torch.where(block > 0, block, torch.ones_like(block)) / global_scale
+        return fp4.round(x / block) * block
+
+    return _grouped(w32, fp_block(spec), rows).to(w.dtype)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -57,6 +57,7 @@ class NumberFormat:
     scale_bits: int
     default_block: Optional[int] = None
     zero_point: bool = False
+    tensor_scale_bits: int = 0  #: a second-level scale per tensor (NVFP4's fp32 global scale)
 
 
 #: Weight formats by name, in a fixed order (the columnar form stores a format as its index here).
@@ -76,6 +77,7 @@ for _fmt in (
     NumberFormat("fp8_e4m3", 8, 8, 32),  # OCP MX: 8-bit E8M0 block scales over 32 elements
     NumberFormat("fp8_e5m2", 8, 8, 32),
     NumberFormat("fp4_e2m1", 4, 8, 32),
+    NumberFormat("nvfp4", 4, 8, 16, tensor_scale_bits=32),  # NVIDIA: fp8 e4m3 scale per 16 elements + fp32 per tensor
 ):
     register_number_format(_fmt)
 
@@ -467,6 +469,7 @@ class SolverInfo(_Doc):
 
 class Provenance(_Doc):
     estimator: Optional[str] = None
+    target: Optional[str] = Field(default=None, description="the export target the plan was made for (mpq plan --target)")
     mpq_version: str = ""
     model: Optional[ModelRef] = None
     created: str = ""
@@ -604,6 +607,12 @@ def load_document(path: str | Path, model: type[D]) -> D:
         raise DocumentError(f"cannot read {path}: {e.strerror}") from None
     except UnicodeDecodeError as e:
         raise DocumentError(f"invalid {path}: not UTF-8 text (byte {e.start}); a document is UTF-8 JSON") from None
+    try:  # pydantic's own JSON parser is the fast path; a failure is re-read below for the error that names the field
+        doc = model.model_validate_json(text)
+        if "schema_" in doc.model_fields_set:  # the version must be written, not defaulted
+            return doc
+    except (ValidationError, RecursionError):
+        pass
     try:
         data = json.loads(text)
     except RecursionError:

@@ -187,6 +187,8 @@ class AutoSolver(Solver):
     def choose(self, problem) -> tuple[str, dict]:
         from mpq.columnar import ProblemColumns
 
+        if isinstance(problem, Compiled):
+            problem = problem.problem if problem.problem is not None else problem.columns
         n_layers = problem.n_layers if isinstance(problem, ProblemColumns) else len(problem.layers)
         n_groups = n_layers - sum(len(t) - 1 for t in problem.ties)
         active = problem.constraints.active()

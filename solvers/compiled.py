@@ -416,6 +416,8 @@ def _uniform(row_layer: np.ndarray, k: int) -> bool:
 def compile_any(problem) -> Compiled:
     """A JSON problem or a columnar one (columns with ties or pairs go through the JSON model)."""
 
+    if isinstance(problem, Compiled):  # compiled already (the service keeps compiled problems)
+        return problem
     if isinstance(problem, ProblemColumns):
         if problem.ties or problem.pairs:
             return compile_problem(problem.to_problem())

@@ -31,13 +31,16 @@ def available_targets() -> list[str]:
     return sorted(EXPORTERS)
 
 
-def get_exporter(target: str, **options: Any) -> Exporter:
+def get_exporter_class(target: str) -> type[Exporter]:
     _discover()
     try:
-        cls = EXPORTERS[target]
+        return EXPORTERS[target]
     except KeyError:
         raise UnknownName("export target", target, list(EXPORTERS)) from None
-    return cls(**options)
+
+
+def get_exporter(target: str, **options: Any) -> Exporter:
+    return get_exporter_class(target)(**options)
 
 
 def export_plan(plan: Plan, target: str, *, keep_float_layers: Iterable[str] = (), **options: Any) -> Export:
@@ -73,7 +76,7 @@ def default_output(plan_path: str | Path, result: Export) -> Path:
 
 __all__ = [
     "EXPORTERS", "Export", "ExportFile", "Exporter", "Support", "available_targets", "default_output",
-    "export_plan", "get_exporter", "register_exporter", "write_export",
+    "export_plan", "get_exporter", "get_exporter_class", "register_exporter", "write_export",
 ]
 
 

@@ -4,15 +4,14 @@ AutoRound takes a ``layer_config`` key that is a supported module's exact name a
 key becomes a regex (dots escaped for you) matched with ``re.search``, and an entry naming a module
 it cannot quantize (an embedding) is dropped with a warning, so quantized embeddings are refused
 here. AutoRound also keeps in 16 bits every integer layer whose weight has a dimension that is
-not a multiple of 32, whatever ``layer_config`` says; such layers are refused too. Every planned
+not a multiple of 32, whatever ``layer_config`` says; such layers are refused too (``dims_multiple``). Every planned
 layer gets its own exact entry; layers kept in float get ``bits: 16``.
 """
 from __future__ import annotations
 
 from ..schema import Plan, PlanLayer
 from . import register_exporter
-from ..errors import ExportError
-from .base import Export, ExportFile, Exporter, Support, in_features, is_embedding, is_float, most_common, to_json
+from .base import Export, ExportFile, Exporter, Support, is_embedding, is_float, most_common, to_json
 
 
 def layer_entry(layer: PlanLayer) -> dict:
@@ -30,15 +29,12 @@ class AutoRoundExporter(Exporter):
     """AutoRound keyword arguments: the default scheme plus an exact ``layer_config`` for every layer."""
 
     name = "autoround"
-    support = Support(bits=frozenset(range(2, 9)), a_bits=frozenset({4, 8}))
-
-    def check(self, plan: Plan) -> None:
-        odd = [f"{l.name} {l.shape}" for l in plan.layers
-               if not is_float(l) and l.shape is not None and (l.shape[0] % 32 or (in_features(l) or 0) % 32)]
-        if odd:
-            raise ExportError("cannot export this plan to autoround: AutoRound keeps integer layers whose weight dimensions are not "
-                              f"multiples of 32 in 16 bits: {', '.join(odd)}\n    -> pass --keep-float with those layers (the plan's "
-                              "size no longer holds), or export to torchao or llmcompressor")
+    support = Support(
+        bits=frozenset(range(2, 9)), a_bits=frozenset({4, 8}), dims_multiple=32, sizes="autoround",
+        presets={"mixed": {"bits": [2, 3, 4, 8, 16], "group_sizes": [128]},
+                 "w4a16": {"bits": [4, 8, 16], "group_sizes": [128]}},
+        default_preset="mixed",
+    )
 
     def build(self, plan: Plan) -> Export:
         # a float embedding needs no entry: AutoRound never quantizes embeddings (and warns about such entries)

@@ -27,7 +27,13 @@ class GPTQModelExporter(Exporter):
     """GPTQModel ``QuantizeConfig(bits, group_size, sym, dynamic=...)`` as JSON keyword arguments."""
 
     name = "gptqmodel"
-    support = Support(bits=GPTQ_BITS, group_sizes=GPTQ_GROUPS, groups_divide_inputs=True)
+    support = Support(
+        bits=GPTQ_BITS, group_sizes=GPTQ_GROUPS, groups_divide_inputs=True, sizes="gptq",
+        presets={"mixed": {"bits": [2, 3, 4, 8, 16], "group_sizes": [128]},
+                 "w4a16": {"bits": [4, 8, 16], "group_sizes": [128]},
+                 "w4a16-g32": {"bits": [4, 8, 16], "group_sizes": [32]}},
+        default_preset="mixed",
+    )
 
     def build(self, plan: Plan) -> Export:
         quantized = [l for l in plan.layers if not is_float(l)]

@@ -20,7 +20,9 @@ class HAWQExporter(Exporter):
 
     name = "hawq"
     support = Support(bits=frozenset(range(2, 9)), group_sizes=frozenset({None}), asymmetric=False,
-                      a_bits=frozenset(range(2, 17)), embeddings=True)
+                      a_bits=frozenset(range(2, 17)), embeddings=True, sizes="mpq",
+                      presets={"mixed": {"bits": [2, 3, 4, 5, 6, 8, 16]}, "w4a8": {"bits": [4, 8, 16], "a_bits": [8]}},
+                      default_preset="mixed")
 
     def build(self, plan: Plan) -> Export:
         bits: dict[str, int] = {}

@@ -14,16 +14,11 @@ from __future__ import annotations
 from ..errors import ExportError
 from ..schema import Plan, PlanLayer
 from . import register_exporter
-from .base import Export, ExportFile, Exporter, Support, is_float, to_json
+from .base import Export, ExportFile, Exporter, Support, is_float, linear_tag, to_json
 
 HQQ_BITS = frozenset({1, 2, 3, 4, 5, 6, 8})
 MERGES = ("max",)
 _CONV1D = ("c_attn", "c_fc", "c_proj")
-
-
-def linear_tag(name: str) -> str:
-    """transformers' ``name_to_linear_tag``: drop ``model``, ``layers`` and numeric parts."""
-    return ".".join(n for n in name.split(".") if n not in ("model", "layers") and not n.isnumeric())
 
 
 def _setting(layer: PlanLayer) -> tuple:
@@ -48,17 +43,18 @@ class HQQExporter(Exporter):
     """transformers ``HqqConfig`` keyword arguments (``dynamic_config`` per linear tag)."""
 
     name = "hqq"
-    support = Support(bits=HQQ_BITS, groups_divide_inputs=True)
+    support = Support(
+        bits=HQQ_BITS, groups_divide_inputs=True, group_multiple=8, per_tag=True, sizes="hqq",
+        presets={"mixed": {"bits": [2, 3, 4, 8, 16], "group_sizes": [64], "symmetric": [False]},
+                 "4bit": {"bits": [4, 8, 16], "group_sizes": [64], "symmetric": [False]}},
+        default_preset="mixed",
+    )
 
     def check(self, plan: Plan) -> None:
         merge = self.options.get("merge")
         if merge is not None and merge not in MERGES:
             raise ExportError(f"hqq: unknown merge {merge!r}; expected one of {list(MERGES)}")
-        bad = [f"{l.name} (group size {l.group_size})" for l in plan.layers if not is_float(l) and l.group_size is not None and l.group_size % 8]
         conv1d = [l.name for l in plan.layers if not is_float(l) and l.name.rsplit(".", 1)[-1] in _CONV1D]
-        if bad:
-            raise ExportError(f"cannot export this plan to hqq: HQQ group sizes are multiples of 8: {', '.join(bad)}\n"
-                              "    -> re-plan with --group-sizes none,32,64,128")
         if conv1d:
             raise ExportError(f"cannot export this plan to hqq: HQQ quantizes nn.Linear only, and {', '.join(conv1d)} look like "
                               "transformers' Conv1D (GPT-2)\n    -> export to torchao or llmcompressor instead")

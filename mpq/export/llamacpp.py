@@ -9,7 +9,8 @@ Hugging Face names map to GGUF names for Llama-family models (Llama, Mistral, Qw
 Each layer takes the ggml type that stores its planned bits: the k-quant when the row length is a
 multiple of 256 (``q4_K``...), else the 32-element legacy type (``q4_0``/``q4_1``, ``q5_0``/``q5_1``,
 ``q8_0``); fp4 e2m1 with 32-blocks is ``mxfp4``; float layers are ``f16``. ggml types fix their own
-block structure, so the plan's group size is recorded beside the type, not reproduced. A sidecar
+block structure, so the plan's group size is recorded beside the type, not reproduced (a plan made
+with ``--target llamacpp`` carries each type's block as its group size and its true size). A sidecar
 ``.json`` records, per tensor, the Hugging Face name, the type and its true bits per weight.
 """
 from __future__ import annotations
@@ -19,17 +20,12 @@ from typing import Optional
 
 from ..errors import ExportError
 from ..schema import Plan, PlanLayer
+from ..sizes import GGML_TYPES as GGML_BLOCKS
+from ..sizes import ggml_bits_per_weight, ggml_type_for
 from . import register_exporter
 from .base import Export, ExportFile, Exporter, Support, anchored, in_features, is_float, to_json
 
-#: ggml type -> (bits per weight, block size in elements).
-GGML_TYPES = {
-    "q2_K": (2.625, 256), "q3_K": (3.4375, 256), "q4_K": (4.5, 256), "q5_K": (5.5, 256), "q6_K": (6.5625, 256),
-    "q4_0": (4.5, 32), "q4_1": (5.0, 32), "q5_0": (5.5, 32), "q5_1": (6.0, 32), "q8_0": (8.5, 32),
-    "mxfp4": (4.25, 32), "f16": (16.0, 1),
-}
-K_QUANT = {2: "q2_K", 3: "q3_K", 4: "q4_K", 5: "q5_K", 6: "q6_K", 8: "q8_0"}
-LEGACY = {(4, True): "q4_0", (4, False): "q4_1", (5, True): "q5_0", (5, False): "q5_1", (8, True): "q8_0", (8, False): "q8_0"}
+GGML_TYPES = {t: (ggml_bits_per_weight(t), block) for t, (block, _) in GGML_BLOCKS.items()}  #: type -> (bits per weight, block)
 
 _BLOCK = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
 _IN_BLOCK = {
@@ -51,18 +47,7 @@ def gguf_name(hf_name: str) -> Optional[str]:
 
 def ggml_type(layer: PlanLayer) -> Optional[str]:
     """The ggml type that stores the layer's planned precision, or None when none does."""
-    if is_float(layer):
-        return "f16"
-    k = in_features(layer) or 0
-    if layer.format == "fp4_e2m1":
-        return "mxfp4" if (layer.group_size in (None, 32) and k % 32 == 0) else None
-    if layer.format != "int":
-        return None
-    if k % 256 == 0 and layer.w_bits in K_QUANT:
-        return K_QUANT[layer.w_bits]
-    if k % 32 == 0:
-        return LEGACY.get((layer.w_bits, layer.symmetric))
-    return None
+    return ggml_type_for(in_features(layer) or 0, layer.w_bits, layer.format, layer.symmetric)
 
 
 @register_exporter
@@ -70,7 +55,26 @@ class LlamaCppExporter(Exporter):
     """A ``--tensor-type-file`` for llama-quantize plus a JSON record of each tensor's type and bits per weight."""
 
     name = "llamacpp"
-    support = Support(bits=frozenset({2, 3, 4, 5, 6, 8}), formats=frozenset({"int", "float", "fp4_e2m1"}), embeddings=True)
+    support = Support(
+        bits=frozenset({2, 3, 4, 5, 6, 8}), formats=frozenset({"int", "float", "fp4_e2m1"}), embeddings=True, sizes="ggml",
+        presets={"mixed": {"bits": [2, 3, 4, 5, 6, 8, 16]}, "k-quants": {"bits": [2, 3, 4, 5, 6, 16]},
+                 "q4-q8": {"bits": [4, 8, 16]}},
+        default_preset="mixed",
+    )
+
+    @classmethod
+    def plan_spec(cls, name, shape, spec):
+        """The ggml type's own block becomes the option's group size (256 for k-quants, 32 otherwise);
+        layers without a GGUF tensor name, or rows no ggml type stores, have no option."""
+        if gguf_name(name) is None:
+            return None
+        k = 1
+        for s in shape[1:]:
+            k *= s
+        t = ggml_type_for(k, spec.w_bits, spec.format, spec.symmetric)
+        if t is None:
+            return None
+        return spec.model_copy(update={"group_size": GGML_BLOCKS[t][0]})
 
     def check(self, plan: Plan) -> None:
         unmapped = [l.name for l in plan.layers if gguf_name(l.name) is None]

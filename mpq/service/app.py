@@ -35,6 +35,7 @@ from .payloads import FrontierRequest, PlanRequest, SearchRequest, error_answer
 from .routing import ERRORS, Refusal, read_body  # noqa: F401 (read_body: imported from here by callers)
 from .solving import SolvePool, import_plugins
 from .store import Store
+from .writer import PlanWriter
 
 log = logging.getLogger("mpq.service")
 
@@ -95,6 +96,7 @@ def create_app(config: Optional[ServiceConfig] = None) -> FastAPI:
         pool = SolvePool(config.solve_workers, config.plugins)
         runner = SearchRunner(store, config)
         app.state.store, app.state.pool, app.state.runner = store, pool, runner
+        app.state.writer = PlanWriter(store)
         try:
             await pool.warm()
             runner.start()

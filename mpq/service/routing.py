@@ -6,7 +6,6 @@ import time
 from typing import Optional
 
 from fastapi import Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel
 
@@ -75,5 +74,5 @@ async def solved(request: Request, config: ServiceConfig, fn, source: str):
     if "error" in result:
         raise Refusal(*result["error"])
     t0 = time.perf_counter()
-    ids = await run_in_threadpool(state.store.add_plans, result["records"], source)
+    ids = await state.writer.add(result["records"], source)  # group commit (mpq.service.writer)
     return ids, result["records"], {**result["timing"], "store": time.perf_counter() - t0}

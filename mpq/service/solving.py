@@ -20,6 +20,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Optional
 
 from .limits import Limits, OverLimit
+from .cache import ProblemCache
 from .payloads import FrontierRequest, PlanRequest, error_answer, make_solver, parse_body
 from .store import PlanRecord
 
@@ -73,20 +74,35 @@ def deadline(seconds: float, grace: float):
         signal.signal(signal.SIGALRM, previous)
 
 
+#: validated, compiled problems of this process, by request body without its constraints
+CACHE = ProblemCache()
+
+
 def solve_plan(body: bytes, limits: Limits, search_storage: Optional[str] = None) -> dict[str, Any]:
-    """``POST /v1/plans`` in a worker: {"records": [PlanRecord], "timing": {...}} or {"error": (status, body)}."""
+    """``POST /v1/plans`` in a worker: {"records": [PlanRecord], "timing": {...}} or {"error": (status, body)}.
+
+    A body that differs from one validated before only in its constraints reuses that validation and
+    compiled problem (:mod:`mpq.service.cache`).
+    """
     t0 = time.perf_counter()
+    context = repr((limits, search_storage))  # validated under other limits is not validated under these
     try:
-        req = parse_body(body, PlanRequest)
-        limits.check_problem(req.problem)
-        limits.check_options(req.options)
-        seconds = limits.time_limit(req.options, limits.max_plan_seconds, limits.default_plan_seconds)
+        hit = CACHE.lookup(body, context)
+        if hit is None:
+            req = parse_body(body, PlanRequest)
+            limits.check_problem(req.problem)
+            limits.check_options(req.options)
+            seconds = limits.time_limit(req.options, limits.max_plan_seconds, limits.default_plan_seconds)
+            solver = make_solver(req.solver, {**req.options, "time_limit_s": seconds}, search_storage)
+            entry, problem = CACHE.add(body, req, seconds, context), req.problem
+        else:
+            (entry, problem), seconds = hit, hit[0].seconds
+            solver = make_solver(entry.request.solver, {**entry.request.options, "time_limit_s": seconds}, search_storage)
         t1 = time.perf_counter()
-        solver = make_solver(req.solver, {**req.options, "time_limit_s": seconds}, search_storage)
         with deadline(seconds, limits.plan_grace_s):
-            plan = solver.solve(req.problem)
+            cp, choice, info = solver.run(entry.compile(problem))
         t2 = time.perf_counter()
-        record = PlanRecord.of(plan)
+        record = entry.record(cp, choice, info)
     except Exception as e:  # every failure is answered, never raised into the server
         return {"error": error_answer(e)}
     t3 = time.perf_counter()

@@ -129,14 +129,16 @@ class Store:
 
     # plans -------------------------------------------------------------------------------------
     def add_plans(self, records: list[PlanRecord], source: str = "plans") -> list[str]:
+        return self.add_plan_groups([(records, source)])[0]
+
+    def add_plan_groups(self, groups: list[tuple[list[PlanRecord], str]]) -> list[list[str]]:
+        """Several requests' plans in one transaction (group commit): the ids of each group's plans."""
         now = time.time()
-        rows = [
-            {"id": new_id(), "created": now, "source": source, **record.__dict__}
-            for record in records
-        ]
+        rows = [[{"id": new_id(), "created": now, "source": source, **record.__dict__} for record in records]
+                for records, source in groups]
         with self.engine.begin() as conn:
-            conn.execute(plans.insert(), rows)
-        return [r["id"] for r in rows]
+            conn.execute(plans.insert(), [r for group in rows for r in group])
+        return [[r["id"] for r in group] for group in rows]
 
     def add_plan(self, record: PlanRecord, source: str = "plans") -> str:
         return self.add_plans([record], source)[0]

@@ -18,7 +18,7 @@ from tests.helpers import gptq_dynamic
 from tests.helpers.hf_tiny import tiny_hf  # noqa: F401  (session fixture)
 from tests.helpers.plans import llama_mixed_specs, plan_from_specs
 
-TARGETS = ["autoround", "gptqmodel", "hawq", "hqq", "llamacpp", "llmcompressor", "torchao"]
+TARGETS = ["autoround", "gptqmodel", "hawq", "hqq", "llamacpp", "llmcompressor", "modelopt", "nncf", "torchao", "vllm"]
 
 
 @pytest.fixture(scope="module")
@@ -171,20 +171,29 @@ def test_hqq_refuses_per_index_differences_unless_merged_and_then_says_what_it_m
 def test_torchao_config_from_dict_quantizes_each_fqn_as_planned(mixed, llama_config):
     pytest.importorskip("torchao")
     from torchao.core.config import config_from_dict
-    from torchao.quantization import FqnToConfig, quantize_
+    from torchao.quantization import FqnToConfig, Int4WeightOnlyConfig, quantize_
     from transformers import LlamaForCausalLM
 
-    config = config_from_dict(json.loads(export_plan(mixed, "torchao").files[0].content))
+    data = json.loads(export_plan(mixed, "torchao").files[0].content)
+    config = config_from_dict(data)
     assert isinstance(config, FqnToConfig)
+    # 4-bit groups pack with Int4WeightOnlyConfig (CUDA's tinygemm layout); the rest quantize on CPU
+    int4 = {n for n, c in config.fqn_to_config.items() if isinstance(c, Int4WeightOnlyConfig)}
+    assert int4 == {l.name for l in mixed.layers if l.format == "int" and l.w_bits == 4 and l.group_size in (32, 64, 128, 256)}
+    assert all(config.fqn_to_config[n].group_size == mixed.layer(n).group_size for n in int4)
+    on_cpu = {**data, "_data": {"fqn_to_config": {n: (None if n in int4 else c) for n, c in data["_data"]["fqn_to_config"].items()}}}
     torch.manual_seed(0)
-    model = LlamaForCausalLM(llama_config)
-    quantize_(model, config, filter_fn=None)
+    model = LlamaForCausalLM(llama_config).to(torch.bfloat16)
+    quantize_(model, config_from_dict(on_cpu), filter_fn=None)
     for l in mixed.layers:
         w = model.get_submodule(l.name).weight
-        if l.format == "float":
+        if l.format == "float" or l.name in int4:
             assert type(w) is torch.nn.Parameter, l.name
             continue
         k = l.shape[1]
+        if type(w).__name__ == "Int8Tensor":  # Int8WeightOnlyConfig: 8 bits, per row or group
+            assert l.w_bits == 8 and w.qdata.dtype == torch.int8 and w.scale.shape == (l.shape[0], k // (l.group_size or k)), l.name
+            continue
         assert w.target_dtype == getattr(torch, f"int{l.w_bits}") and w.block_size == (1, l.group_size or k), l.name
 
 
