@@ -117,7 +117,7 @@ def run_service(n: int) -> dict:
         handler = Tracebacks()
         logging.getLogger().addHandler(handler)
         statuses: list[int] = []
-        unexpected = []
+        unexpected, internal = [], []
         try:
             config = ServiceConfig(db_url=f"sqlite:///{db}", solve_workers=0, port=8000)
             before = sorted(p.name for p in tmp.iterdir())
@@ -125,6 +125,8 @@ def run_service(n: int) -> dict:
                 for route, kwargs, expect in service_cases(rng, n, victim, tmp):
                     r = c.post(route, **kwargs)
                     statuses.append(r.status_code)
+                    if "the solver failed on this problem" in r.text or "Traceback" in r.text:
+                        internal.append((route, r.status_code, r.text[:200]))
                     if r.status_code >= 500 or ("status" in expect and r.status_code != expect["status"]):
                         unexpected.append((route, r.status_code, r.text[:200]))
         finally:
@@ -135,7 +137,7 @@ def run_service(n: int) -> dict:
         svc_files = sorted(p.name for p in (tmp / "svc").iterdir() if not p.name.startswith("mpq.db"))
         lost += len(svc_files)
     return {"inputs": len(statuses), "5xx": sum(s >= 500 for s in statuses), "tracebacks": handler.count, "lost": lost,
-            "unexpected": unexpected, "logged": handler.seen, "by_status": {s: statuses.count(s) for s in sorted(set(statuses))}}
+            "unexpected": unexpected, "internal": internal, "logged": handler.seen, "by_status": {s: statuses.count(s) for s in sorted(set(statuses))}}
 
 
 def run_cli() -> dict:
@@ -164,6 +166,9 @@ def main() -> None:
     cli = run_cli()
     print(f"service: {svc['inputs']} inputs, {svc['5xx']} 5xx, {svc['tracebacks']} tracebacks logged, {svc['lost']} files created "
           f"or changed outside the server's database; statuses {svc['by_status']}")
+    print(f"  answers carrying internal exception text instead of a field: {len(svc['internal'])}")
+    for u in svc["internal"][:5]:
+        print(f"    {u}")
     for u in svc["unexpected"]:
         print(f"  unexpected status: {u}")
     for t in svc["logged"]:
