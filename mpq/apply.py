@@ -9,16 +9,27 @@ from typing import Optional, Sequence
 from torch import nn
 
 from .errors import UnknownLayer, WorkloadError
+from .experts import expert_layer, parse_slice_name
 from .workload import Batch
 from .quant import QuantSpec, fake_quantize, set_weight_matrix, weight_matrix, weight_shape
 from .schema import Plan, PlanLayer, dump_document
 
 
 def _module(model: nn.Module, layer: PlanLayer) -> nn.Module:
+    """The module a plan layer targets; ``prefix.param[e]`` is expert e's slice of a fused 3-D expert tensor."""
+    if parse_slice_name(layer.target):
+        module = expert_layer(model, layer.target)
+        if module is None:
+            raise UnknownLayer(f"plan layer {layer.name!r}: the model has no fused expert tensor slice {layer.target!r}")
+        return _checked(module, layer)
     try:
         module = model.get_submodule(layer.target)
     except AttributeError:
         raise UnknownLayer(f"plan layer {layer.name!r}: the model has no module {layer.target!r}") from None
+    return _checked(module, layer)
+
+
+def _checked(module: nn.Module, layer: PlanLayer) -> nn.Module:
     if getattr(module, "weight", None) is None:
         raise UnknownLayer(f"plan layer {layer.name!r}: module {layer.target!r} ({type(module).__name__}) has no weight")
     shape = weight_shape(module)

@@ -163,7 +163,15 @@ def add_model_args(p: argparse.ArgumentParser, optional: bool = False) -> None:
     p.add_argument("model", nargs="?" if optional else None, default=None,
                    help="module.path:function returning an mpq.Workload, or a local Hugging Face directory"
                    + ("; default: the embedded digits example" if optional else ""))
-    p.add_argument("--calib", help="calibration text for Hugging Face models (.txt one sample a line, or .jsonl with 'text')")
+    p.add_argument("--calib", help="calibration text for Hugging Face models: .txt (one sample a line), .jsonl or .json "
+                   "(a text field), .parquet, or a datasets.save_to_disk directory")
+    g = p.add_argument_group("Hugging Face models")
+    g.add_argument("--calib-field", default="text", help="the text field / column of --calib (default text)")
+    g.add_argument("--samples", type=int, help="calibration samples to use (default 64)")
+    g.add_argument("--seq-len", type=int, help="tokens per sample (default 128, or the model's positions if fewer)")
+    g.add_argument("--batch-size", type=int, help="samples per calibration batch (default 4)")
+    g.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="weight dtype to load the model in (default float32)")
+    g.add_argument("--trust-remote-code", action="store_true", help="run the model directory's own modeling code")
 
 
 def add_estimator_args(p: argparse.ArgumentParser, default: Optional[str] = None) -> None:
@@ -223,7 +231,11 @@ def check_registered(estimator: Optional[str] = None, solver: Optional[str] = No
 def load(args: argparse.Namespace):
     from .model_ref import load_workload
 
-    return load_workload(args.model, calib=getattr(args, "calib", None))
+    hf = {"max_samples": getattr(args, "samples", None), "max_length": getattr(args, "seq_len", None),
+          "batch_size": getattr(args, "batch_size", None), "dtype": getattr(args, "dtype", None),
+          "device": getattr(args, "device", None), "calib_field": getattr(args, "calib_field", None),
+          "trust_remote_code": getattr(args, "trust_remote_code", False) or None}
+    return load_workload(args.model, calib=getattr(args, "calib", None), hf={k: v for k, v in hf.items() if v is not None})
 
 
 def write_or_print(doc, path: Optional[str], what: str = "-o") -> None:
@@ -312,6 +324,9 @@ def cmd_sensitivity(args) -> int:
 
 
 DEMO_BUDGET = "avg_bits=3"
+#: The budget of ``mpq plan HF_MODEL`` without --budget: 4 bits a weight on average, the common target
+#: for LLM weights (a ``module:function`` workload still needs --budget).
+MODEL_BUDGET = "avg_bits=4"
 DEMO_GROUP_SIZES = "none,32"
 
 
@@ -362,6 +377,9 @@ def cmd_plan(args) -> int:
     budgets = args.budget
     if not budgets and args.max_drop is not None:
         budgets = ["avg_bits=64"]  # only the measured drop limits the plan
+    if not budgets and args.model is not None and ":" not in args.model:  # a Hugging Face model
+        budgets = [MODEL_BUDGET]
+        print(f"no --budget: planning at {MODEL_BUDGET} (give --budget, e.g. avg_bits=5 or mb=12, to choose)\n")
     if not budgets:
         if args.model is not None:
             raise DocumentError("--budget is required, e.g. --budget avg_bits=4 or --budget mb=12")

@@ -43,8 +43,13 @@ def build_problem(
     channel_groups: int = 1,
     target: Optional[str] = None,
     latency: Optional[Mapping[str, Mapping[str, float]]] = None,
+    routing_weight: bool = False,
 ) -> Problem:
     """One problem layer per graph layer, one option per candidate, distortions from the table.
+
+    ``routing_weight``: an expert layer's distortions are multiplied by its routing frequency
+    (``layers.*.routing_frequency``, MC-MoE's activation-frequency weighting), for tables whose
+    estimator did not see the calibration data (data-free scores treat every expert alike).
 
     ``latency`` gives each layer's milliseconds per option id (``mpq.latency.option_latencies``);
     a ``max_latency_ms`` budget needs it.
@@ -95,6 +100,8 @@ def build_problem(
                     "rerun the estimator with the same candidate options"
                 )
             d += activation_distortion(name, sens, spec, table.estimator)
+            if routing_weight:
+                d *= float((sens.model_extra or {}).get("routing_frequency", 1.0))
             bits = None if target is None else targets.option_bits(target, name, info.shape, spec)
             options.append(option_for(info.shape, info.macs, spec, d, oid, latency[name][oid] if latency else None, bits))
         out_layers.append(ProblemLayer(name=name, params=info.params, macs=info.macs, shape=list(info.shape), options=options))

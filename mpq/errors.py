@@ -34,6 +34,12 @@ class OutputError(MpqError, OSError):
     """An output file cannot be written (missing directory, a directory, no permission); the message names it."""
 
 
+class LoadOptionError(WorkloadError):
+    """A model-loading option is out of range (e.g. --seq-len beyond the model's positions): a usage error."""
+
+    exit_code = EXIT_USAGE
+
+
 class EstimatorSettingsError(MpqError, ValueError):
     """An estimator setting is unknown or out of range; the message names it."""
 

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .errors import UnknownLayer, WorkloadError
+from .experts import ExpertProjection, expert_layers
 from .quant import weight_shape
 from .workload import StepInputs, Workload, call_model
 
@@ -94,6 +95,8 @@ def _macs(module: nn.Module, output: Any) -> int:
         return output.numel() * taps
     if type(module).__name__ == "Conv1D":
         return output.numel() * int(module.weight.shape[0])
+    if isinstance(module, ExpertProjection):
+        return output.numel() * int(module.weight.shape[1])
     return 0
 
 
@@ -101,7 +104,9 @@ def discover(workload: Workload | nn.Module, example_inputs: Any = None) -> Laye
     """Find every quantizable layer, measure its MACs in one forward pass, and link layers by data flow.
 
     Edges come from torch.fx when the model traces; otherwise layers are chained in the order
-    their forward hooks fire. MACs are per sample of the first calibration batch.
+    their forward hooks fire. MACs are per sample of the first calibration batch. Each expert's slice
+    of a fused 3-D expert tensor is a layer of its own (:mod:`mpq.experts`), e.g.
+    ``model.layers.0.mlp.experts.gate_up_proj[3]``.
     """
     if isinstance(workload, Workload):
         model = workload.model
@@ -115,6 +120,7 @@ def discover(workload: Workload | nn.Module, example_inputs: Any = None) -> Laye
         if name and is_quantizable(m) and id(m.weight) not in owners:
             owners.add(id(m.weight))
             modules[name] = m
+    modules.update(expert_layers(model))
     if not modules:
         raise WorkloadError(
             f"model {type(model).__name__} has no quantizable layer "

@@ -1,4 +1,4 @@
-"""Model references: ``module.path:function``, a local Hugging Face directory, or the default example.
+"""Model references: ``module.path:function``, a Hugging Face model (directory or cached hub id), or the default example.
 
 Resolving one is the only place the generic workload and the Hugging Face loader meet, so
 :mod:`mpq.workload` (the type) and :mod:`mpq.hf` (which builds one) never import each other.
@@ -16,16 +16,13 @@ from .workload import Workload, as_workload
 DEFAULT_MODEL = "mpq.examples.digits:workload"
 
 
-def load_workload(ref: str | None = None, *, calib: str | None = None, **kwargs) -> Workload:
-    """Resolve a model reference: ``module.path:function``, a local Hugging Face directory, or None for the default."""
+def load_workload(ref: str | None = None, *, calib: str | None = None, hf: dict | None = None, **kwargs) -> Workload:
+    """Resolve a model reference: ``module.path:function``, a Hugging Face model (a local directory, or a
+    hub id found in the local cache), or None for the default. ``hf`` holds the Hugging Face loading
+    options (:func:`mpq.hf.load_hf_workload`'s keywords); they do not apply to ``module:function``."""
     ref = ref or DEFAULT_MODEL
-    if os.path.isdir(ref):
-        return load_hf_workload(ref, calib=calib, **kwargs)
-    if ":" not in ref:
-        raise WorkloadError(
-            f"cannot load model {ref!r}: give 'module.path:function' returning an mpq.Workload, "
-            "or the path of a local Hugging Face model directory"
-        )
+    if os.path.isdir(ref) or ":" not in ref:
+        return load_hf_workload(ref, calib=calib, **(hf or {}), **kwargs)
     module_name, func_name = ref.split(":", 1)
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())

@@ -60,7 +60,22 @@ def sensitivities(
         if target is not None:  # measure the options as the target stores them (its blocks, its channels)
             options = {oid: spec for l in graph for oid, spec in targets.layer_specs(target, l.name, l.shape, options, l.kind).items()}
     table = estimate(est, workload, graph, options, use_cache=use_cache)
-    return with_activations(table, workload, graph, candidates, settings)
+    return with_activations(with_routing(table, workload, graph), workload, graph, candidates, settings)
+
+
+def with_routing(table: SensitivityTable, workload: Workload, graph: LayerGraph) -> SensitivityTable:
+    """The table with each expert layer's routing frequency on the calibration data (``layers.*.routing_frequency``:
+    the share of token positions routed to it); unchanged for models without experts or when already there."""
+    from .experts import routing_frequency
+
+    if any("routing_frequency" in (l.model_extra or {}) for l in table.layers.values()):
+        return table
+    freq = routing_frequency(workload.model, {n: graph.module(n) for n in graph.names}, workload.batches)
+    if not freq:
+        return table
+    layers = {n: l.model_copy(update={"routing_frequency": freq[n]}) if n in freq else l for n, l in table.layers.items()}
+    meta = {**table.meta, "routing_frequency": "share of calibration token positions routed to each expert layer"}
+    return table.model_copy(update={"layers": layers, "meta": meta})
 
 
 def with_activations(table: SensitivityTable, workload: Workload, graph: LayerGraph, candidates: CandidateSet,
@@ -103,6 +118,7 @@ def plan_model(
     context_tokens: Optional[int] = None,
     target: Optional[str] = None,
     preset: Optional[str] = None,
+    routing_weight: bool = False,
     refine: int = DEFAULT_REFINE_EVALS,
     seed: int = 0,
     layers: Optional[Sequence[str]] = None,
@@ -111,6 +127,7 @@ def plan_model(
     in milliseconds and ``max_latency_ms`` is end to end: the layers get it less the model's profiled overhead.
     With ``kv_bits`` (and ``context_tokens``), each attention module's KV cache is one more planned entry
     (``mpq.kv_cache``) whose memory counts in ``max_bytes`` beside the weights.
+    ``routing_weight``: weigh expert layers' distortions by their routing frequency (see ``build_problem``).
 
     With ``target`` (an export target, see ``mpq targets``) the plan is made for that quantizer:
     candidates from its ``preset`` (or its default preset) unless ``candidates`` are given (then
@@ -143,7 +160,7 @@ def plan_model(
         table = sensitivities(workload, estimator, graph=graph, candidates=candidates, use_cache=use_cache, target=target,
                               **dict(estimator_settings or {}))
     else:
-        table = with_activations(table, workload, graph, candidates, dict(estimator_settings or {}))
+        table = with_activations(with_routing(table, workload, graph), workload, graph, candidates, dict(estimator_settings or {}))
     constraints = dict(constraints.active() if isinstance(constraints, Constraints) else constraints)
     priced, timing = None, None
     if latency_table is not None:
@@ -167,7 +184,7 @@ def plan_model(
             raise DocumentError("budget avg_bits counts weights per weight; with --kv-bits budget the weights and the "
                                 "KV cache together in bytes (--budget mb= or bytes=)")
     problem = build_problem(graph, table, candidates, constraints, channel_groups=channel_groups, latency=latency, target=target,
-                            layers=graph.names)
+                            routing_weight=routing_weight, layers=graph.names)
     if kv_bits:
         from .kv_cache import kv_problem_layers
 

@@ -14,6 +14,20 @@ from .errors import WorkloadError
 Batch = tuple[Any, Any]
 
 
+@dataclass(frozen=True)
+class TargetSampling:
+    """Targets drawn from the model's own output distribution, for gradient-based estimators.
+
+    ``sample(outputs, targets, generator)`` returns new targets for ``loss_fn(outputs, new_targets)``
+    such that, over the draws, the outer product of that loss's gradient has the Fisher (or
+    Gauss-Newton) matrix of the workload's loss as its expectation. It is what makes a gradient
+    score meaningful where the workload's own loss has zero gradient at full precision.
+    """
+
+    sample: Callable[[Any, Any, torch.Generator], Any]
+    loss_fn: Callable[[Any, Any], torch.Tensor]
+
+
 @dataclass
 class Workload:
     """What every estimator and evaluator needs.
@@ -21,6 +35,7 @@ class Workload:
     ``batches`` are ``(inputs, targets)`` pairs; ``inputs`` may be a tensor, a tuple of positional
     arguments or a dict of keyword arguments. ``loss_fn(outputs, targets)`` returns a scalar tensor.
     ``evaluate(model)`` returns metrics (e.g. ``{"accuracy": 0.97}``) used to report before and after.
+    ``sampling`` (optional) draws targets from the model's own outputs (see :class:`TargetSampling`).
     """
 
     model: nn.Module
@@ -29,6 +44,7 @@ class Workload:
     evaluate: Callable[[nn.Module], dict] | None = None
     name: str = ""
     meta: dict = field(default_factory=dict)
+    sampling: TargetSampling | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, nn.Module):

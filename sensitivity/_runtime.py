@@ -8,6 +8,7 @@ table's ``meta``; ``probes`` is the number of calibration batches they use (all 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 
 import torch
@@ -16,7 +17,12 @@ from torch import nn
 from mpq.candidates import CandidateSet
 from mpq.errors import WorkloadError
 from mpq.quant import QuantSpec, fake_quantize, set_weight_matrix, weight_matrix
-from mpq.workload import Batch, StepInputs, Workload, call_model, check_loss
+from mpq.workload import Batch, StepInputs, TargetSampling, Workload, call_model, check_loss
+
+#: How gradient-based estimators get their targets: the workload's own (``empirical``), drawn from the
+#: model's output distribution (``sampled``), or ``auto``: sampled where the workload's loss has zero
+#: gradient at full precision (``workload.meta["zero_gradient_at_full_precision"]``), else its own.
+TARGET_MODES = ("auto", "empirical", "sampled")
 
 
 def check_device(device: str) -> torch.device:
@@ -103,9 +109,77 @@ def output_tensor(out: Any) -> torch.Tensor:
         return logits
     if isinstance(out, Mapping) and isinstance(out.get("logits"), torch.Tensor):
         return out["logits"]
+    hidden = getattr(out, "last_hidden_state", None)  # encoders (transformers' BaseModelOutput)
+    if isinstance(hidden, torch.Tensor):
+        return hidden
     if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
         return out[0]
-    raise WorkloadError(f"the model returned {type(out).__name__}; expected a tensor, or an object with .logits")
+    raise WorkloadError(f"the model returned {type(out).__name__}; expected a tensor, or an object with .logits or .last_hidden_state")
+
+
+def _gaussian_cotangent(out: Any, targets: Any, generator: torch.Generator) -> torch.Tensor:
+    y = output_tensor(out)
+    return torch.randn(y.shape, generator=generator, dtype=torch.float32).to(y.device)
+
+
+def _cotangent_loss(out: Any, z: torch.Tensor) -> torch.Tensor:
+    return (output_tensor(out).float() * z).sum()
+
+
+#: For workloads without their own sampling: a Gaussian cotangent on the main output, i.e. the
+#: Gauss-Newton matrix of a squared error on the outputs.
+OUTPUT_GAUSSIAN = TargetSampling(_gaussian_cotangent, _cotangent_loss)
+
+
+def uses_sampled_targets(workload: Workload, targets: str) -> bool:
+    return targets == "sampled" or (targets == "auto" and bool(workload.meta.get("zero_gradient_at_full_precision")))
+
+
+def sampled_workload(workload: Workload, model: nn.Module, batches: Sequence[Batch], generator: torch.Generator) -> Workload:
+    """The workload with targets drawn from the model's own outputs (one draw per sample) and the matching loss."""
+    sampling = workload.sampling or OUTPUT_GAUSSIAN
+    drawn = []
+    with torch.no_grad():
+        for inputs, targets in batches:
+            drawn.append((inputs, sampling.sample(call_model(model, inputs), targets, generator)))
+    return dataclasses.replace(workload, batches=drawn, loss_fn=sampling.loss_fn)
+
+
+@contextlib.contextmanager
+def second_order_attention(model: nn.Module) -> Iterator[None]:
+    """Attention that has second derivatives (double backward) inside the block, the model exactly as before after it.
+
+    PyTorch's fused attention kernels (flash, memory-efficient, CPU flash) have no double backward;
+    the math kernel has. Hugging Face models also get ``attn_implementation="eager"`` (their own
+    matmul-softmax attention) for the block, and their attention setting back afterwards.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    config = getattr(model, "config", None)
+    before = getattr(config, "_attn_implementation", None)
+    switch = callable(getattr(model, "set_attn_implementation", None)) and before not in (None, "eager")
+    saved = _attention_settings(model) if switch else []
+    try:
+        if switch:
+            model.set_attn_implementation("eager")
+        with sdpa_kernel(SDPBackend.MATH):
+            yield
+    finally:
+        if switch:
+            model.set_attn_implementation(before)
+            for cfg, value in saved:  # sub-configs exactly as they were
+                cfg._attn_implementation_internal = value
+
+
+def _attention_settings(model: nn.Module) -> list[tuple[Any, Any]]:
+    """Every (sub-)config's attention setting; configs are keyed by identity (they are not hashable)."""
+    out, seen = [], set()
+    for m in model.modules():
+        cfg = getattr(m, "config", None)
+        if cfg is not None and id(cfg) not in seen and hasattr(cfg, "_attn_implementation_internal"):
+            seen.add(id(cfg))
+            out.append((cfg, cfg._attn_implementation_internal))
+    return out
 
 
 @contextlib.contextmanager

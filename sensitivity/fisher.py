@@ -9,7 +9,13 @@ SqueezeLLM weighs each weight's error by its own Fisher entry, ``sum(F ⊙ (Q(W)
 default here (``distortion="weighted"``): the table then carries that value per candidate option
 (``layers.*.options``), and the cost model uses it instead of ``score × ||Q(W) - W||²``. With
 ``distortion="score"`` only the per-layer score is written. ``probes`` caps the number of
-calibration batches. Per-sample gradients use ``torch.func`` (vmap over the samples of a batch);
+calibration batches.
+
+Targets (``targets``): ``empirical`` uses the workload's own targets (SqueezeLLM's empirical
+Fisher); ``sampled`` draws them from the model's own output distribution (``workload.sampling``,
+one draw and one backward pass per sample), which gives a Monte-Carlo estimate of the true Fisher
+(or Gauss-Newton) diagonal; ``auto`` (default) samples where the workload's loss has zero gradient
+at full precision (an encoder's self-distillation), where the empirical Fisher would be zero. Per-sample gradients use ``torch.func`` (vmap over the samples of a batch);
 a model that vmap cannot run (data-dependent control flow, in-place ops on inputs) falls back to
 one backward pass per sample, with the same result.
 """
@@ -28,7 +34,9 @@ from mpq.quant import QuantSpec, fake_quantize, weight_matrix
 from mpq.schema import LayerSensitivity, SensitivityTable
 from mpq.workload import Batch, Workload
 
-from ._runtime import batch_loss, calibration, candidate_options, check_device, prepared, progress
+from ._runtime import (
+    TARGET_MODES, batch_loss, calibration, candidate_options, check_device, prepared, progress, sampled_workload, uses_sampled_targets,
+)
 from .base import CalibrationSettings, Estimator, SettingsFact, register_estimator
 
 MODES = ("weighted", "score")
@@ -131,6 +139,9 @@ class FisherEstimator(Estimator):
     class Settings(CalibrationSettings):
         distortion: Literal[MODES] = Field("weighted", description="weighted: Fisher-weighted error per option; "
                                            "score: one score per layer")
+        targets: Literal[TARGET_MODES] = Field("auto", description="empirical: the workload's targets; sampled: drawn from "
+                                               "the model's outputs (Monte-Carlo Fisher); auto: sampled where the loss has "
+                                               "no gradient at full precision")
 
     per_option = SettingsFact(lambda s: s.distortion == "weighted")
 
@@ -144,13 +155,18 @@ class FisherEstimator(Estimator):
             weights = {name: m.weight for name, m in modules.items()}
             for w in weights.values():
                 w.requires_grad_(True)
-            key = {name: _param_name(model, w) for name, w in weights.items()}
+            key = {name: _param_name(model, w) or f"<{name}>" for name, w in weights.items()}
             unique = {key[name]: w for name, w in weights.items()}
             batches = calibration(workload, self.probes, device)
             for b in batches:  # the checks (scalar, finite) on whole batches, before the per-sample passes
                 with torch.no_grad():
                     batch_loss(workload, model, b)
-            grads = PerSampleGrads(workload, model, unique)
+            sampled = uses_sampled_targets(workload, self.targets)
+            source = sampled_workload(workload, model, batches, self.generator()) if sampled else workload
+            batches = source.batches if sampled else batches
+            grads = PerSampleGrads(source, model, unique)
+            # vmap substitutes parameters by name; views of fused expert slices are not the model's parameters
+            grads.use_vmap = all(not k.startswith("<") for k in unique)
             total = {k: torch.zeros_like(w, dtype=torch.float64) for k, w in unique.items()}
             samples = 0
             for b in progress(batches, desc=self.name, quiet=self.quiet):
@@ -173,14 +189,21 @@ class FisherEstimator(Estimator):
                         oid: float((f2 * (fake_quantize(w, spec).double() - w.double()) ** 2).sum()) for oid, spec in specs.items()
                     }
                 layers[info.name] = LayerSensitivity(score=fisher / max(info.params, 1), params=info.params, fisher=fisher, **row)
-        return self.table(workload, layers, batches=len(batches), samples=samples, distortion=self.distortion)
+        if all(l.fisher == 0.0 for l in layers.values()):
+            raise WorkloadError(
+                f"estimator {self.name!r}: every gradient is zero on the calibration data (a loss with zero gradient at full "
+                "precision, e.g. an MSE to the model's own output), so every score would be zero; use --param targets=sampled"
+            )
+        return self.table(workload, layers, batches=len(batches), samples=samples, distortion=self.distortion,
+                          targets="sampled" if sampled else "empirical")
 
 
-def _param_name(model: nn.Module, weight: nn.Parameter) -> str:
+def _param_name(model: nn.Module, weight: nn.Parameter) -> Optional[str]:
+    """The parameter's name in ``model``; None for a view that is not one (a fused expert slice)."""
     for name, p in model.named_parameters():
         if p is weight:
             return name
-    raise WorkloadError("a quantizable layer's weight is not a parameter of the model")
+    return None
 
 
 def _as_matrix(module: nn.Module, t: torch.Tensor) -> torch.Tensor:

@@ -7,12 +7,18 @@ calibration batches (one forward and backward pass per batch records every layer
 it per option in ``layers.*.options``; ``score`` is the least-squares slope over the options as in
 ``measured``. ``probes`` caps the number of calibration batches.
 
-It needs a loss with a non-zero gradient at full precision: an MSE to the model's own
-full-precision output has none, so every distortion would be zero; that case is an error.
+It needs a loss with a non-zero gradient at full precision. An MSE to the model's own full-precision
+output has none, so with ``targets="auto"`` (default) such a workload (``workload.meta
+["zero_gradient_at_full_precision"]``) gets targets drawn from the model's own output distribution
+(``workload.sampling``; one draw and one backward pass per sample), whose gradients weigh the output
+error by the Gauss-Newton (Fisher) matrix in expectation, as ModelOpt is run on encoders with sampled
+targets. ``targets="empirical"`` keeps the workload's targets; a zero gradient then is an error.
 """
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from typing import Literal, Mapping, Optional
+
+from pydantic import Field
 
 import torch
 from torch import nn
@@ -25,7 +31,8 @@ from mpq.schema import LayerSensitivity, SensitivityTable
 from mpq.workload import Workload
 
 from ._runtime import (
-    batch_loss, calibration, candidate_options, check_device, fit_score, prepared, progress,
+    TARGET_MODES, batch_loss, calibration, candidate_options, check_device, fit_score, prepared, progress, sampled_workload,
+    uses_sampled_targets,
 )
 from .base import CalibrationSettings, Estimator, register_estimator
 
@@ -45,7 +52,9 @@ class GradOutputEstimator(Estimator):
     name = "grad-output"
     per_option = True
 
-    Settings = CalibrationSettings
+    class Settings(CalibrationSettings):
+        targets: Literal[TARGET_MODES] = Field("auto", description="empirical: the workload's targets; sampled: drawn from "
+                                               "the model's outputs; auto: sampled where the loss has no gradient at full precision")
 
     def estimate(self, workload: Workload, graph: LayerGraph, options: Optional[Mapping[str, QuantSpec]] = None) -> SensitivityTable:
         specs = candidate_options(options, self.name)
@@ -59,6 +68,9 @@ class GradOutputEstimator(Estimator):
             for m in modules.values():  # only so that every layer output carries a gradient
                 m.weight.requires_grad_(True)
             batches = calibration(workload, self.probes, device)
+            sampled = uses_sampled_targets(workload, self.targets)
+            source = sampled_workload(workload, model, batches, self.generator()) if sampled else workload
+            batches = source.batches if sampled else batches
             qweights = {name: {oid: quantized_weight(m, s) for oid, s in specs.items()} for name, m in modules.items()}
             for batch in progress(batches, desc=self.name, quiet=self.quiet):
                 calls: list[tuple[str, tuple, torch.Tensor]] = []
@@ -72,7 +84,7 @@ class GradOutputEstimator(Estimator):
                 handles = [m.register_forward_hook(hook(name)) for name, m in modules.items()]
                 try:
                     with torch.enable_grad():
-                        loss = batch_loss(workload, model, batch)
+                        loss = batch_loss(source, model, batch)
                         grads = torch.autograd.grad(loss, [y for _, _, y in calls], allow_unused=True) if calls else []
                 finally:
                     for h in handles:
@@ -91,7 +103,7 @@ class GradOutputEstimator(Estimator):
             raise WorkloadError(
                 f"estimator {self.name!r}: the loss has zero gradient at every layer output at full precision "
                 "(e.g. an MSE to the model's own full-precision output), so every score would be zero; "
-                "use a task loss, or the 'measured' or 'fisher' estimator"
+                "use a task loss, --param targets=sampled, or the 'measured' estimator"
             )
         layers = {}
         for info in graph:
@@ -99,5 +111,5 @@ class GradOutputEstimator(Estimator):
             errors = {oid: quantization_error(w, spec) for oid, spec in specs.items()}
             d = totals[info.name]
             layers[info.name] = LayerSensitivity(score=fit_score(d, errors), params=info.params, options=d)
-        return self.table(workload, layers, batches=len(batches))
+        return self.table(workload, layers, batches=len(batches), targets="sampled" if sampled else "empirical")
 

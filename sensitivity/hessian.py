@@ -90,6 +90,10 @@ shared 2-core box, so a range)
     slower (10-21 s against 1.3-2.6 s with one thread; other processes were using the cores).
     ``threads=1`` sets torch's thread count for the run only (restored after; results are identical).
 
+Attention: fused attention kernels have no double backward, so the model runs with attention that has
+one while the estimator runs (:func:`second_order_attention`: PyTorch's math kernel, and eager attention
+for Hugging Face models), restored exactly afterwards.
+
 Memory: the double-backward graph of one batch is alive at a time (rebuilt per batch and round, a few
 ms); probe stacks are capped at ``2**24`` elements per call, and a block is deflated only when its
 sketch fits in ``2**24`` elements.
@@ -113,7 +117,7 @@ from mpq.quant import QuantSpec
 from mpq.schema import LayerSensitivity, SensitivityTable
 from mpq.workload import Workload, call_model, check_loss
 
-from ._runtime import check_device
+from ._runtime import check_device, second_order_attention
 from .base import DeviceOrAuto, Estimator, EstimatorSettings, check_finite_scores, register_estimator
 
 #: Most elements in one stacked probe tensor (and in one layer's sketch basis).
@@ -209,7 +213,7 @@ class BlockHVP:
             for b in blocks:
                 b.weight.requires_grad_(True)
             batches = [(_to(x, device), _to(y, device)) for x, y in used]
-            with torch.enable_grad():
+            with torch.enable_grad(), second_order_attention(model):
                 yield blocks, batches, weights_b, sizes, device
         finally:
             torch.set_num_threads(threads_before)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterable, Mapping, Optional
 
 from ..errors import ExportError
+from ..experts import parse_slice_name
 from ..kv_cache import is_kv_cache
 from ..schema import Plan, PlanLayer
 
@@ -57,6 +58,8 @@ class Support:
     a_bits: frozenset[int] = frozenset()
     embeddings: bool = False
     groups_divide_inputs: bool = False
+    #: whether the target can give one expert's slice of a fused 3-D expert tensor its own setting
+    expert_slices: bool = False
     #: whether the target can carry planned KV-cache bits (``<attention>.kv_cache`` entries, see mpq.kv_cache)
     kv_cache: bool = False
     lm_head: bool = True
@@ -169,6 +172,9 @@ def check_support(plan: Plan, target: str, support: Support) -> None:
             add("a_bits", l, f"a_bits={l.a_bits}")
         if is_float(l):
             continue
+        if parse_slice_name(l.target) and not support.expert_slices:
+            add("expert", l, f"expert {parse_slice_name(l.target)[1]} of the fused tensor {parse_slice_name(l.target)[0]}")
+            continue
         if is_embedding(l.name) and not support.embeddings:
             add("embedding", l, f"{l.option}")
         if is_lm_head(l.name) and not support.lm_head:
@@ -192,6 +198,8 @@ def check_support(plan: Plan, target: str, support: Support) -> None:
         return
     hints = {
         "channels": "plan whole layers: this target has one setting per module, not per channel group",
+        "expert": f"{target} addresses modules, not one expert's slice of a fused 3-D expert tensor; keep those layers in float "
+                  "(--bits ...,16 and a plan that leaves them at 16), or use mpq apply, which quantizes each slice as planned",
         "format": f"re-plan with --formats {','.join(sorted(f for f in support.formats if f != 'float')) or 'int'}",
         "prune": f"{target} has no pruning; re-plan with --prune 0",
         "a_bits": (f"re-plan without --a-bits, or with --a-bits {_fmt_bits(support.a_bits)}" if support.a_bits
@@ -208,7 +216,8 @@ def check_support(plan: Plan, target: str, support: Support) -> None:
         "kv_cache": f"{target} has no KV-cache scheme; re-plan without --kv-bits (or with --kv-bits 16), or export to llmcompressor",
     }
     titles = {
-        "channels": "channel-group entries", "format": "unsupported number formats", "prune": "pruned layers",
+        "channels": "channel-group entries", "expert": "slices of fused expert tensors",
+        "format": "unsupported number formats", "prune": "pruned layers",
         "a_bits": "activation bits", "embedding": "quantized embeddings", "bits": "unsupported bit-widths",
         "group": "unsupported group sizes", "asym": "asymmetric layers", "sym": "symmetric layers",
         "divide": "group sizes that do not divide the inputs", "lm_head": "quantized lm_head",

@@ -52,7 +52,9 @@ def test_gpt2_conv1d_layers_are_found_and_the_tied_lm_head_is_planned_once(tiny_
     ("empty.txt", "\n  \n", "no non-empty sample"),
     ("bad.jsonl", '{"text": "ok"}\nnot json\n', "line 2: not JSON"),
     ("notext.jsonl", '{"body": "x"}\n', "line 1: expected an object with a string 'text'"),
-    ("data.csv", "a,b\n", "expected a .txt"),
+    ("data.csv", "a,b\n", r"expected \.txt"),
+    ("list.json", '{"text": "x"}', "expected a JSON list"),
+    ("items.json", '[{"body": "x"}]', "item 1: expected a string or an object with a string 'text'"),
 ])
 def test_bad_calibration_files_get_clear_errors(tmp_path, name, content, match):
     path = tmp_path / name
@@ -112,3 +114,47 @@ def test_mpq_apply_on_a_hf_directory_quantizes_prunes_and_saves_with_the_plan(ti
     assert ((sparse != 0).sum(dim=2) <= 2).all()
     untouched = weight_matrix(w.model.get_submodule("transformer.h.0.attn.c_proj"))
     assert torch.equal(mat("transformer.h.0.attn.c_proj"), untouched)
+
+
+def test_calibration_from_json_parquet_and_a_saved_dataset_with_a_chosen_field(tmp_path):
+    (tmp_path / "c.json").write_text(json.dumps(["one", {"body": "two"}, "  "]).replace('{"body": "two"}', '"two"'))
+    assert read_calibration_text(tmp_path / "c.json") == ["one", "two"]
+    (tmp_path / "c.jsonl").write_text('{"body": "a b"}\n{"body": "c"}\n')
+    assert read_calibration_text(tmp_path / "c.jsonl", field="body") == ["a b", "c"]
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+
+    pq.write_table(pa.table({"content": ["first text", "", "second"]}), tmp_path / "c.parquet")
+    assert read_calibration_text(tmp_path / "c.parquet", field="content") == ["first text", "second"]
+    with pytest.raises(WorkloadError, match="no column 'text'.*--calib-field"):
+        read_calibration_text(tmp_path / "c.parquet")
+    datasets = pytest.importorskip("datasets")
+    datasets.Dataset.from_dict({"text": ["x y", "z"]}).save_to_disk(str(tmp_path / "ds"))
+    assert read_calibration_text(tmp_path / "ds") == ["x y", "z"]
+
+
+@pytest.mark.parametrize("case,code,match", [
+    ("not-a-model", 5, "no config.json"),
+    ("missing-hub-id", 5, "neither a local directory nor in the local Hugging Face cache"),
+    ("empty-calib", 5, "no non-empty sample"),
+    ("seq-len", 2, "--seq-len 4096 is beyond the 64 positions"),
+])
+def test_bad_hugging_face_input_gets_a_named_error_and_its_exit_code(tiny_hf, tmp_path, monkeypatch, capsys, case, code, match):
+    from mpq.cli import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    model, calib, extra = str(tiny_hf["gpt2"]), str(tiny_hf["calib"]), []
+    if case == "not-a-model":
+        (tmp_path / "dir").mkdir()
+        model = str(tmp_path / "dir")
+    elif case == "missing-hub-id":
+        model = "nobody/no-such-model"
+    elif case == "empty-calib":
+        (tmp_path / "empty.txt").write_text("\n \n")
+        calib = str(tmp_path / "empty.txt")
+    else:
+        extra = ["--seq-len", "4096"]
+    rc = main(["layers", model, "--calib", calib, *extra])
+    err = capsys.readouterr().err
+    assert rc == code and match in err and "Traceback" not in err

