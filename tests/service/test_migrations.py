@@ -40,7 +40,7 @@ def test_a_database_written_before_migrations_is_upgraded_and_keeps_its_rows(tmp
     store = Store(url)
     assert store.revision == "0002"
     inspector = sa.inspect(store.engine)
-    assert "alembic_version" in inspector.get_table_names()
+    assert "mpq_alembic_version" in inspector.get_table_names()
     assert "ix_mpq_searches_status_created" in {i["name"] for i in inspector.get_indexes("mpq_searches")}
     total, items = store.list_searches("done", 10, 0)
     assert total == 1 and items[0]["id"] == "s1"
@@ -56,3 +56,19 @@ def test_a_new_database_is_created_by_the_migrations_and_matches_the_store_table
         from mpq.service.store import metadata
 
         assert columns == {c.name for c in metadata.tables[table].columns}
+
+
+def test_a_database_shared_with_an_optuna_storage_keeps_both_revisions(tmp_path):
+    """Optuna keeps its own revision in ``alembic_version``; mpq's migrations must neither read nor change it."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)"))
+        conn.execute(sa.text("INSERT INTO alembic_version VALUES ('v3.2.0.a')"))
+    engine.dispose()
+
+    store = Store(url)
+    assert store.revision == "0002"
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "v3.2.0.a"
+    store.close()
