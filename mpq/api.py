@@ -83,7 +83,7 @@ def plan(
     (see :mod:`mpq.calibration` for their defaults). ``budget``: ``{"avg_bits": 4.5}``, ``{"mb": 12}``,
     ``bytes``, ``bitops``, ``latency_ms``, several at once, or the CLI's ``"avg_bits=4,mb=12"``.
     ``candidates``: a :class:`~mpq.cost.CandidateSet` or a dict of its fields. ``target``: a deployment
-    target whose constraints the plan must respect (needs a version of mpq with targets).
+    target whose constraints the plan must respect (``mpq targets`` lists them), e.g. ``"vllm"``.
     """
     from .pipeline import checked_solver, plan_model
 
@@ -92,18 +92,11 @@ def plan(
     constraints = budget_constraints(budget)
     cands = candidate_set(candidates)
     cands.specs()  # an empty or invalid candidate set is refused before any work
-    extra: dict[str, Any] = {}
-    if target is not None:
-        import inspect
-
-        if "target" not in inspect.signature(plan_model).parameters:
-            raise DocumentError(f"target={target!r}: this version of mpq has no deployment targets")
-        extra["target"] = target
     checked_solver(solver, solver_settings, estimator, estimator_settings)  # before the model runs
     workload = workload_of(model, data, loss=loss, forward_step=forward_step, max_batches=max_batches)
     result = plan_model(workload, constraints, estimator=estimator, solver=solver, candidates=cands,
                         estimator_settings=estimator_settings, solver_settings=solver_settings,
-                        use_cache=use_cache, **extra)
+                        use_cache=use_cache, target=target)
     return result.plan
 
 

@@ -189,3 +189,11 @@ def test_the_readme_python_script_runs(tmp_path):
     accuracy = float(re.search(r"test accuracy: ([0-9.]+)", proc.stdout).group(1))
     assert accuracy > 0.95
     assert (tmp_path / "digits.recipe.yaml").is_file()
+
+
+def test_target_restricts_the_plan_to_what_the_quantizer_expresses(one_thread):
+    plan = mpq.plan(Tiny(), pairs_loader(), budget={"avg_bits": 8}, candidates={"bits": [2, 4, 5, 8]},
+                    target="gptqmodel", use_cache=False)
+    assert plan.provenance.target == "gptqmodel"
+    assert {l.w_bits for l in plan.layers if l.format == "int"} <= {2, 3, 4, 8}  # GPTQModel has no 5-bit kernel
+    assert plan.totals.avg_bits <= 8  # in GPTQ's accounting: scales, zero-points and g_idx count
