@@ -15,7 +15,7 @@ from .quant import QuantSpec, fake_quantize, set_weight_matrix, weight_matrix, w
 from .schema import Plan, PlanLayer, dump_document
 
 
-def _module(model: nn.Module, layer: PlanLayer) -> nn.Module:
+def planned_module(model: nn.Module, layer: PlanLayer) -> nn.Module:
     """The module a plan layer targets; ``prefix.param[e]`` is expert e's slice of a fused 3-D expert tensor."""
     if parse_slice_name(layer.target):
         module = expert_layer(model, layer.target)
@@ -61,7 +61,7 @@ def apply_plan(
     kv_bits = {l.name: l.w_bits for l in plan.layers if is_kv_cache(l.name)}
     if any(b < 16 for b in kv_bits.values()) and batches is None:
         raise WorkloadError(f"plan quantizes the KV cache ({', '.join(kv_bits)}): its ranges are calibrated on data, so pass batches=")
-    targets = [(layer, _module(model, layer)) for layer in plan.layers if not is_kv_cache(layer.name)]
+    targets = [(layer, planned_module(model, layer)) for layer in plan.layers if not is_kv_cache(layer.name)]
     a_bits: dict[str, int] = {}
     for layer, _ in targets:
         if layer.a_bits is None:

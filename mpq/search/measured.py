@@ -10,7 +10,7 @@ from typing import Callable
 
 import torch
 
-from mpq.apply import apply_plan
+from mpq.apply import apply_plan, planned_module
 from mpq.errors import WorkloadError
 from mpq.schema import Plan, Problem
 from mpq.model_ref import load_workload
@@ -23,17 +23,18 @@ def measured_objective(workload: Workload) -> Callable[[Plan], float]:
     model.eval()
 
     def evaluate_plan(plan: Plan) -> float:
-        saved = {}
+        saved = {}  # by target; expert slices resolve through mpq.apply like every planned layer
         for layer in plan.layers:
             if layer.target not in saved:
-                saved[layer.target] = model.get_submodule(layer.target).weight.detach().clone()
+                module = planned_module(model, layer)
+                saved[layer.target] = (module, module.weight.detach().clone())
         try:
             apply_plan(model, plan)
             return workload.calibration_loss(model)
         finally:
             with torch.no_grad():
-                for target, weight in saved.items():
-                    model.get_submodule(target).weight.copy_(weight)
+                for module, weight in saved.values():
+                    module.weight.copy_(weight)
 
     return evaluate_plan
 
