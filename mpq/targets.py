@@ -50,7 +50,11 @@ def _inputs(shape: Sequence[int]) -> int:
 
 def quantizable(target: str, name: str, shape: Sequence[int], kind: str = "") -> Optional[str]:
     """Why the target keeps layer ``name`` in float whatever the candidates (None when it can quantize it)."""
+    from .experts import parse_slice_name
+
     support = support_of(target)
+    if parse_slice_name(name):
+        return "one expert's slice of a fused 3-D expert tensor (the target addresses modules; mpq apply quantizes slices)"
     if (kind == "embedding" or is_embedding(name)) and not support.embeddings:
         return "embeddings"
     if is_lm_head(name) and not support.lm_head:

@@ -274,3 +274,16 @@ def test_plan_then_export_on_the_command_line(tiny_hf, tmp_path, target, capsys)
     assert main(["plan", str(tiny_hf["llama"]), "--calib", str(tiny_hf["calib"]), "--target", target, "--preset", "nope",
                  "--budget", "avg_bits=5", "-o", str(tmp_path / "x.json")]) == 2
     assert "has no preset 'nope'" in capsys.readouterr().err
+
+
+def test_expert_slices_stay_in_float_under_a_target_and_the_plan_exports(tiny_hf, tmp_path):
+    """Exporters address modules, so one expert's slice of a fused 3-D tensor is kept in float inside the budget."""
+    out = tmp_path / "moe.json"
+    rc = main(["plan", str(tiny_hf["mixtral"]), "--calib", str(tiny_hf["calib"]), "--target", "llmcompressor",
+               "--estimator", "weight-error", "--budget", "avg_bits=15", "--refine", "0", "--quiet", "--no-cache", "-o", str(out)])
+    assert rc == 0
+    plan = load_document(out, Plan)
+    slices = [l for l in plan.layers if l.name.endswith("]")]
+    assert slices and all(l.format == "float" for l in slices)
+    assert any(l.format == "int" for l in plan.layers)
+    assert main(["export", str(out), "-o", str(tmp_path / "recipe")]) == 0
