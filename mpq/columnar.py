@@ -165,29 +165,38 @@ class ProblemColumns:
         return write_output(path, lambda f: np.savez(f, header=header, **self.arrays))
 
 
-def load_columns(path: str | Path) -> ProblemColumns:
-    """Read and validate a columnar problem; every error names the array, row and layer."""
-    path = Path(path)
+def read_npz(path: str | Path, what: str) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file (no pickles); ``what`` names the document in the error."""
     try:
         with np.load(path, allow_pickle=False) as f:
-            data = {k: f[k] for k in f.files}
+            return {k: f[k] for k in f.files}
     except (OSError, ValueError) as e:
-        raise DocumentError(f"cannot read {path} as a columnar problem (.npz): {e}") from None
-    return validate_columns(data, str(path))
+        raise DocumentError(f"cannot read {path} as a {what} (.npz): {e}") from None
 
 
-def validate_columns(data: dict[str, np.ndarray], source: str = "columnar problem") -> ProblemColumns:
-    def fail(msg: str) -> DocumentError:
-        return DocumentError(f"invalid {source}: {msg}")
-
+def read_header(data: dict[str, np.ndarray], schema: str, fail) -> dict:
+    """The JSON header of a columnar file; returns it as read (its ``schema`` is checked by the caller)."""
     if "header" not in data:
-        raise fail(f"header: array required (a JSON string with schema {COLUMNS_SCHEMA!r})")
+        raise fail(f"header: array required (a JSON string with schema {schema!r})")
     try:
         header = json.loads(str(data["header"]))
     except json.JSONDecodeError as e:
         raise fail(f"header: not JSON ({e.msg})") from None
     except RecursionError:
         raise fail("header: the JSON is nested too deeply") from None
+    return header
+
+
+def load_columns(path: str | Path) -> ProblemColumns:
+    """Read and validate a columnar problem; every error names the array, row and layer."""
+    return validate_columns(read_npz(path, "columnar problem"), str(path))
+
+
+def validate_columns(data: dict[str, np.ndarray], source: str = "columnar problem") -> ProblemColumns:
+    def fail(msg: str) -> DocumentError:
+        return DocumentError(f"invalid {source}: {msg}")
+
+    header = read_header(data, COLUMNS_SCHEMA, fail)
     if not isinstance(header, dict) or header.get("schema") != COLUMNS_SCHEMA:
         got = header.get("schema") if isinstance(header, dict) else None
         hint = " (that is the JSON problem's schema: save it with `mpq solve` or ProblemColumns.from_problem)" if got == PROBLEM_SCHEMA else ""

@@ -19,7 +19,7 @@ from typing import Optional
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
-from .columnar import COLUMN_MEANING, check_names, check_option_columns, formats, structures
+from .columnar import COLUMN_MEANING, check_names, check_option_columns, formats, read_header, read_npz, structures
 from .errors import DocumentError
 from .schema import PLAN_SCHEMA, Plan, PlanLayer, Provenance, SolverInfo, Totals, format_validation_error
 
@@ -173,27 +173,14 @@ def column_totals(a: dict[str, np.ndarray], pair_distortion: float = 0.0) -> Tot
 
 def load_plan_columns(path: str | Path) -> PlanColumns:
     """Read and validate a columnar plan; every error names the array and the layer."""
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            data = {k: f[k] for k in f.files}
-    except (OSError, ValueError) as e:
-        raise DocumentError(f"cannot read {path} as a columnar plan (.npz): {e}") from None
-    return validate_plan_columns(data, str(path))
+    return validate_plan_columns(read_npz(path, "columnar plan"), str(path))
 
 
 def validate_plan_columns(data: dict[str, np.ndarray], source: str = "columnar plan") -> PlanColumns:
     def fail(msg: str) -> DocumentError:
         return DocumentError(f"invalid {source}: {msg}")
 
-    if "header" not in data:
-        raise fail(f"header: array required (a JSON string with schema {PLAN_COLUMNS_SCHEMA!r})")
-    try:
-        header = json.loads(str(data["header"]))
-    except json.JSONDecodeError as e:
-        raise fail(f"header: not JSON ({e.msg})") from None
-    except RecursionError:
-        raise fail("header: the JSON is nested too deeply") from None
+    header = read_header(data, PLAN_COLUMNS_SCHEMA, fail)
     got = header.get("schema") if isinstance(header, dict) else None
     if got != PLAN_COLUMNS_SCHEMA:
         hint = " (that is the JSON plan's schema)" if got == PLAN_SCHEMA else ""
