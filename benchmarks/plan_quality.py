@@ -53,8 +53,8 @@ from mpq.pipeline import DEFAULT_ESTIMATOR, plan_model, sensitivities  # noqa: E
 from mpq.plan import build_plan, violations  # noqa: E402
 from mpq.quant import QuantSpec  # noqa: E402
 from mpq.schema import Constraints, SolverInfo  # noqa: E402
-from mpq.search.measured import measured_objective  # noqa: E402
 from mpq.solvers import get_solver  # noqa: E402
+from mpq.task_objective import task_objective  # noqa: E402
 from mpq.workload import Workload  # noqa: E402
 
 BITS = (2, 3, 4, 5, 6, 8)
@@ -107,10 +107,11 @@ class Bench:
         with torch.no_grad():
             pairs = [(b, {"hidden": self.model(**b).last_hidden_state.detach().float(), "mask": b["attention_mask"]}) for b in cb]
         self.workload = Workload(model=self.model, batches=pairs, loss_fn=distillation_loss, name=f"bench:{name}",
-                                 meta={"loss": "self-distillation-mse", "zero_gradient_at_full_precision": True})
+                                 meta={"loss": "self-distillation-mse", "zero_gradient_at_full_precision": True, "hf_path": str(self.dir)})
         self.graph = restrict(discover(self.workload), self.layers)
         self.ref = embed(self.model, self.eval_data)
-        self.objective = measured_objective(self.workload)
+        # the calibration objective the default's refinement measures (and never worsens): mpq.task_objective
+        self.objective_name, self.objective = task_objective(self.workload)
 
     def problem(self, candidates: CandidateSet, max_bytes: float, table=None):
         table = table or sensitivities(self.workload, "weight-error", graph=self.graph, candidates=candidates, use_cache=False, quiet=True)
@@ -159,6 +160,28 @@ def random_choice(problem, seed: int) -> dict[str, str]:
     return {n: ladders[n][i].id for n, i in idx.items()}
 
 
+def peer_bits(problem, cap: float, group_size) -> float:
+    """The byte cap as the peers count it: bits a weight, with the scales every quantized layer carries taken off.
+
+    In mpq's accounting a layer's int-b bytes are ``slope * b + scales`` (DESIGN.md); ModelOpt and
+    NNCF count ``b`` a weight and no scales, so a cap of C bytes is ``(C - sum scales) / sum slope``
+    bits in theirs, and a plan that fits there fits here.
+    """
+    slope = scales = 0.0
+    for l in problem.layers:
+        b2, b3 = (l.option(option_id(QuantSpec(b, group_size, "int", True))).bytes for b in (2, 3))
+        slope += b3 - b2
+        scales += b2 - 2 * (b3 - b2)
+    return (cap - scales) / slope
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg()) + f" (1, 5, 15 min; {os.cpu_count()} cores)"
+    except OSError:
+        return "unknown"
+
+
 def run_peer(py: str, script: str, request: dict, log) -> dict | None:
     with tempfile.TemporaryDirectory() as tmp:
         req, res = Path(tmp) / "request.json", Path(tmp) / "result.json"
@@ -182,6 +205,13 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--peers-python", help="python of the peers' environment (default .peers-venv/bin/python)")
+    p.add_argument("--dp-probes", type=int, default=2,
+                   help="calibration batches the measured DP scores each layer and option on (default 2: 36 layers x 7 options "
+                        "x 8 batches took 25 minutes on MiniLM)")
+    p.add_argument("--kl-steps", type=int, default=1,
+                   help="calibration batches ModelOpt kl_div scores on (default 1: one whole forward pass per layer, "
+                        "format and batch; 8 batches did not finish in 33 minutes)")
+    p.add_argument("--random-seeds", type=int, default=3, help="random allocations per budget")
     p.add_argument("--skip", default="", help="comma-separated rows to skip: modelopt, modelopt-kl, nncf, measured-dp, random")
     p.add_argument("--json", help="also write every row as JSON here")
     args = p.parse_args(argv)
@@ -202,9 +232,11 @@ def main(argv=None) -> int:
 
     log(f"plan quality: models {models}, budgets {budgets}, granularities {grans}, {args.calib} calibration / {args.eval} "
         f"evaluation texts (stdlib docstrings, disjoint modules), seq len {args.seq_len}; peers' python: {py or 'none (peers skipped)'}")
+    log(f"load average at start: {load_average()}")
     header = f"{'model':<18} {'gran':<7} {'budget':>6} {'method':<34} {'MB':>7} {'bits':>6} {'cosine ± se':>17} {'recall@10 ± se':>17} {'plan s':>8} {'calib obj':>9}"
     for name in models:
         bench = Bench(name, args)
+        log(f"{name}: 'calib obj' is the {bench.objective_name} of each plan on the calibration texts")
         for gran in grans:
             gs = None if gran == "channel" else int(gran.lstrip("g"))
             cands = CandidateSet(bits=BITS + (16,), group_sizes=(gs,))
@@ -232,15 +264,17 @@ def main(argv=None) -> int:
                 fit = max(b for b in BITS if uniform_bytes[b] <= caps[B] * (1 + 1e-12))
                 add(B, f"uniform int{fit}", build_plan(base[B], bits_choice(base[B], {n: fit for n in bench.layers}, gs), SolverInfo(name="uniform", status="feasible", objective=0.0)), 0.0)
                 if "random" not in skip:
-                    for s in range(3):
+                    for s in range(args.random_seeds):
                         add(B, f"random (seed {s})", build_plan(base[B], random_choice(base[B], s), SolverInfo(name="random", status="feasible", objective=0.0)), 0.0)
             request = {"model_dir": str(bench.dir), "calib": bench.calib, "batch_size": args.batch_size, "seq_len": args.seq_len,
-                       "bits": list(BITS), "group_size": gs, "budgets": budgets, "threads": args.threads}
+                       "bits": list(BITS), "group_size": gs, "budgets": budgets, "threads": args.threads,
+                       "effective_bits": {str(B): peer_bits(whole, caps[B], gs) for B in budgets}}
             peers = []
             if py and "modelopt" not in skip:
                 peers += [("modelopt_plan.py", {"method": "gradient"}, "ModelOpt auto_quantize gradient")]
                 if "modelopt-kl" not in skip:  # kl_div measures every layer at every format: slow on CPU
-                    peers += [("modelopt_plan.py", {"method": "kl_div"}, "ModelOpt auto_quantize kl_div")]
+                    peers += [("modelopt_plan.py", {"method": "kl_div", "score_steps": args.kl_steps},
+                               f"ModelOpt auto_quantize kl_div ({args.kl_steps} batch{'es' if args.kl_steps > 1 else ''})")]
             if py and "nncf" not in skip:
                 peers += [("nncf_plan.py", {}, "NNCF compress_weights {4,8}")]
             for script, extra, label in peers:
@@ -255,13 +289,14 @@ def main(argv=None) -> int:
             if "measured-dp" not in skip:
                 log(f"  measured single-layer losses ({name}, {gran}) ...")
                 t0 = time.perf_counter()
-                table = sensitivities(bench.workload, "measured", graph=bench.graph, candidates=cands, use_cache=False, quiet=True)
+                table = sensitivities(bench.workload, "measured", graph=bench.graph, candidates=cands, use_cache=False, quiet=True,
+                                      probes=args.dp_probes)
                 est_s = time.perf_counter() - t0
                 for B in budgets:
                     t1 = time.perf_counter()
                     prob = bench.problem(cands, caps[B], table)
                     plan = get_solver("dp").solve(prob)
-                    add(B, "mpq DP, single-layer measured loss", plan, est_s + time.perf_counter() - t1)
+                    add(B, f"mpq DP, measured ({args.dp_probes} batches)", plan, est_s + time.perf_counter() - t1)
             log(f"  mpq default plan ({name}, {gran}) ...")
             # what plan_model does, with the estimator run once for every budget and its time charged to each
             t0 = time.perf_counter()
@@ -284,6 +319,7 @@ def main(argv=None) -> int:
             log(f"{r['model']:<18} {r['granularity']:<7} {r['budget']:>6g} {r['method'][:34]:<34} {r['MB']:>7.3f} {r['avg_bits']:>6.3f} "
                 f"{r['cosine']:.4f} ± {r['cosine_se']:.4f} {r['recall10']:.4f} ± {r['recall10_se']:.4f} {r['plan_s']:>8.1f} "
                 f"{r['calib_objective']:>9.5f}" + (" OVER BUDGET" if r["over_budget"] else "") + (f"   [{r['note']}]" if r["note"] else ""))
+    log(f"load average at end: {load_average()}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0

@@ -421,7 +421,7 @@ def cmd_plan(args) -> int:
     )
     if result.refinement is not None:
         r = result.refinement
-        print(f"measured refinement: calibration objective {r.seed_objective:.6g} -> {r.objective:.6g} "
+        print(f"measured refinement: {r.objective_name} on the calibration data {r.seed_objective:.6g} -> {r.objective:.6g} "
               f"({r.evaluations} evaluations, {r.accepted} accepted, {r.seconds:.1f} s)")
     print_plan(result.plan, result.table)
     if args.target:

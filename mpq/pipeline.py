@@ -3,7 +3,9 @@
 The defaults live here and nowhere else (the CLI reads them): the ``output-gn`` estimator (a
 Monte-Carlo Gauss-Newton of each layer's damage at the model's output), the exact additive optimum
 (``solver="auto"``), then a measured refinement of that plan on the calibration data
-(``refine=DEFAULT_REFINE_EVALS`` whole-model evaluations; 0 turns it off). The evidence for this
+(``refine=DEFAULT_REFINE_EVALS`` whole-model evaluations; 0 turns it off) that measures what the
+model's users consume (``mpq.task_objective``: for sentence encoders the cosine of the pooled
+embeddings, for other workloads their calibration loss). The evidence for this
 choice is ``benchmarks/plan_quality.py`` (quoted in the README).
 """
 from __future__ import annotations
@@ -204,10 +206,12 @@ def plan_model(
     # (and the KV cache is not a weight that a plan applies)
     if refine and solver != "bisection" and all(a is None for a in candidates.a_bits) and not kv_bits:
         from mpq.refine import floor_plans, refine_plan
-        from mpq.search.measured import measured_objective
+        from mpq.task_objective import task_objective
 
-        refinement = refine_plan(problem, plan, measured_objective(workload), max_evals=refine, seed=seed,
+        objective_name, objective = task_objective(workload)
+        refinement = refine_plan(problem, plan, objective, max_evals=refine, seed=seed,
                                  alternatives=floor_plans(problem, solver))
+        refinement.objective_name = objective_name
         plan = refinement.plan
     result = PlanResult(graph, table, problem, plan, refinement)
     if priced is not None and channel_groups == 1:

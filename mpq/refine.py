@@ -39,10 +39,11 @@ class Refinement:
     accepted: int
     seconds: float
     history: list[dict] = field(default_factory=list)
+    objective_name: str = "measured objective"
 
     def summary(self) -> dict:
-        return {"seed_objective": self.seed_objective, "objective": self.objective, "evaluations": self.evaluations,
-                "accepted": self.accepted, "seconds": round(self.seconds, 3)}
+        return {"objective_name": self.objective_name, "seed_objective": self.seed_objective, "objective": self.objective,
+                "evaluations": self.evaluations, "accepted": self.accepted, "seconds": round(self.seconds, 3)}
 
 
 def _groups(problem: Problem) -> list[list[str]]:
