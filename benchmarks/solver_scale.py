@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mckp_instances import integer_instance  # noqa: E402
 
 from mpq.solvers.base import AutoSolver  # noqa: E402
-from mpq.solvers.lagrangian import solve_mckp  # noqa: E402
+from mpq.solvers._mckp import solve_mckp  # noqa: E402
 
 SIZES = (1_000, 10_000, 100_000, 1_000_000)
 FAMILIES = ("layer", "chgroup")
@@ -64,7 +64,7 @@ def pulp_cbc(cost: np.ndarray, weight: np.ndarray, cap: float, time_limit: float
 
 def highs(cost: np.ndarray, weight: np.ndarray, cap: float, time_limit: float):
     """HiGHS (highspy) on the one-hot model built from arrays; gap 1e-9, optimum scaled near 1e4."""
-    from mpq.solvers.ilp import build_milp, choice_from_x, highs_solve
+    from mpq.solvers._milp import build_milp, choice_from_x, highs_solve
 
     t = time.perf_counter()
     G = cost.shape[0]
