@@ -1,6 +1,6 @@
 """Solver scale: mpq ``auto`` against PuLP+CBC and HiGHS on both instance families, 1,000 to 1,000,000 groups.
 
-Instances: ``benchmarks/mckp_instances.py`` (vendored from ``shared/bench``), families ``layer`` (layer sizes
+Instances: ``benchmarks/mckp_instances.py``, families ``layer`` (layer sizes
 over three orders of magnitude) and ``chgroup`` (equal channel groups), seed 1000 + N, 6 options per group,
 budget average 4 bits. Every solver sees integer sizes (bits divided by their common factor, so the MILPs
 have integer coefficients in the budget row). mpq is timed on arrays (the solver itself: JSON parsing and
