@@ -6,7 +6,7 @@ Python's own stdlib docstrings (calibration and evaluation from disjoint modules
 layers (embeddings stay in float for all) from the same candidate formats (symmetric
 round-to-nearest integers, 2..8 bits, per output channel or in groups of 128) and the same
 calibration batches; every plan is then applied with mpq's quantizer and sized in mpq's accounting
-(DESIGN.md: scales counted), so sizes compare. The budget of "B bits" is the size of uniform B-bit
+(scales counted, ``mpq/sizes.py``), so sizes compare. The budget of "B bits" is the size of uniform B-bit
 (4.5: halfway between uniform 4 and 5).
 
 Metrics on the evaluation text, against the full-precision model: mean cosine of the sentence
@@ -54,6 +54,7 @@ from mpq.plan import build_plan, violations  # noqa: E402
 from mpq.quant import QuantSpec  # noqa: E402
 from mpq.schema import Constraints, SolverInfo  # noqa: E402
 from mpq.solvers import get_solver  # noqa: E402
+from mpq.search.measured import measured_objective  # noqa: E402
 from mpq.task_objective import task_objective  # noqa: E402
 from mpq.workload import Workload  # noqa: E402
 
@@ -111,7 +112,8 @@ class Bench:
         self.graph = restrict(discover(self.workload), self.layers)
         self.ref = embed(self.model, self.eval_data)
         # the calibration objective the default's refinement measures (and never worsens): mpq.task_objective
-        self.objective_name, self.objective = task_objective(self.workload)
+        self.objective_name, measured = task_objective(self.workload)
+        self.objective = measured_objective(measured)
 
     def problem(self, candidates: CandidateSet, max_bytes: float, table=None):
         table = table or sensitivities(self.workload, "weight-error", graph=self.graph, candidates=candidates, use_cache=False, quiet=True)
@@ -163,7 +165,7 @@ def random_choice(problem, seed: int) -> dict[str, str]:
 def peer_bits(problem, cap: float, group_size) -> float:
     """The byte cap as the peers count it: bits a weight, with the scales every quantized layer carries taken off.
 
-    In mpq's accounting a layer's int-b bytes are ``slope * b + scales`` (DESIGN.md); ModelOpt and
+    In mpq's accounting a layer's int-b bytes are ``slope * b + scales`` (mpq/cost.py); ModelOpt and
     NNCF count ``b`` a weight and no scales, so a cap of C bytes is ``(C - sum scales) / sum slope``
     bits in theirs, and a plan that fits there fits here.
     """

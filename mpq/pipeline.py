@@ -205,12 +205,15 @@ def plan_model(
     # bisection already judges plans by the measured metric; activation quantization needs calibrated ranges per plan
     # (and the KV cache is not a weight that a plan applies)
     if refine and solver != "bisection" and all(a is None for a in candidates.a_bits) and not kv_bits:
+        from mpq.incremental import IncrementalObjective
         from mpq.refine import floor_plans, refine_plan
         from mpq.task_objective import task_objective
 
-        objective_name, objective = task_objective(workload)
-        refinement = refine_plan(problem, plan, objective, max_evals=refine, seed=seed,
-                                 alternatives=floor_plans(problem, solver))
+        objective_name, measured = task_objective(workload)
+        # the measured objective, re-running only what a move changes
+        with IncrementalObjective(measured) as objective:
+            refinement = refine_plan(problem, plan, objective, max_evals=refine, seed=seed,
+                                     alternatives=floor_plans(problem, solver))
         refinement.objective_name = objective_name
         plan = refinement.plan
     result = PlanResult(graph, table, problem, plan, refinement)

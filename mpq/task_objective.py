@@ -3,10 +3,12 @@
 The calibration loss of a sentence encoder's workload is a token-level MSE of the last hidden
 state. Users of an encoder consume one vector a text: the hidden states pooled over real tokens
 and L2-normalized (sentence-transformers), compared by cosine. Plans that win on the token MSE can
-lose on retrieval (FINDINGS: the single-layer DP at 4 bits), so for encoder workloads the
-refinement measures ``1 - cos(pooled quantized, pooled full precision)``, averaged over the
-calibration texts; every other workload keeps its own calibration loss (next-token cross-entropy
-for causal LMs, the user's loss for a Python workload).
+lose on retrieval (``benchmarks/plan_quality.py``: the single-layer DP at 4 bits), so for encoder
+workloads the refinement measures ``1 - cos(pooled quantized, pooled full precision)``, averaged
+over the texts of a calibration batch and then over batches; every other workload keeps its own
+calibration loss (next-token cross-entropy for causal LMs, the user's loss for a Python workload).
+:func:`task_objective` gives the workload whose calibration loss is that objective, so every
+measured evaluator (``mpq.incremental``, ``mpq.search.measured``) computes it unchanged.
 
 An encoder workload is recognized by its targets: ``{"hidden": last hidden state, "mask": attention
 mask}`` (``mpq.hf.load_hf_workload``). The pooling is the one the model directory declares in
@@ -16,13 +18,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable, Optional
+from dataclasses import replace
+from typing import Any, Callable, Optional
 
 import torch
 
-from .schema import Plan
-from .search.measured import measured_objective
-from .workload import Workload, call_model
+from .workload import Workload
 
 POOLINGS = ("mean", "cls", "max")
 
@@ -62,28 +63,24 @@ def is_encoder_workload(workload: Workload) -> bool:
     return isinstance(target, dict) and "hidden" in target and "mask" in target
 
 
-def embedding_distortion(workload: Workload, pooling: str = "mean") -> Callable[[torch.nn.Module], float]:
-    """``model -> mean(1 - cos)`` of its pooled sentence embeddings against the full-precision ones, over the calibration texts."""
-    references = [pool(t["hidden"], t["mask"], pooling) for _, t in workload.batches]
+def embedding_loss(pooling: str = "mean") -> Callable[[Any, dict], torch.Tensor]:
+    """``loss_fn(outputs, target)``: mean ``1 - cos`` of the batch's pooled sentence embeddings against the full-precision ones."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling: expected one of {POOLINGS}, got {pooling!r}")
 
-    def distortion(model: torch.nn.Module) -> float:
-        total, count = 0.0, 0
-        with torch.no_grad():
-            for (inputs, target), ref in zip(workload.batches, references):
-                out = call_model(model, inputs)
-                hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
-                cos = (pool(hidden, target["mask"], pooling) * ref).sum(-1)
-                total += float((1.0 - cos).sum())
-                count += cos.numel()
-        return total / count
+    def loss(outputs: Any, target: dict) -> torch.Tensor:
+        hidden = outputs.last_hidden_state if hasattr(outputs, "last_hidden_state") else outputs[0]
+        cos = (pool(hidden, target["mask"], pooling) * pool(target["hidden"], target["mask"], pooling)).sum(-1)
+        return (1.0 - cos).mean()
 
-    return distortion
+    return loss
 
 
-def task_objective(workload: Workload) -> tuple[str, Callable[[Plan], float]]:
-    """The refinement's measured objective for ``workload`` and its name (reported beside the result)."""
+def task_objective(workload: Workload) -> tuple[str, Workload]:
+    """The refinement objective's name and the workload whose calibration loss it is (``workload`` itself
+    unless it is an encoder's: then the same model and batches with :func:`embedding_loss`)."""
     if is_encoder_workload(workload):
         pooling = declared_pooling(workload.meta.get("hf_path"))
-        return f"sentence-embedding 1-cos ({pooling} pooling)", measured_objective(workload, embedding_distortion(workload, pooling))
-    return "calibration loss", measured_objective(workload)
-
+        return (f"sentence-embedding 1-cos ({pooling} pooling)",
+                replace(workload, loss_fn=embedding_loss(pooling), sampling=None))
+    return "calibration loss", workload

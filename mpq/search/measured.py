@@ -6,7 +6,7 @@ trial costs one quantization and one pass over the calibration batches, never a 
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 
@@ -17,9 +17,8 @@ from mpq.model_ref import load_workload
 from mpq.workload import Workload
 
 
-def measured_objective(workload: Workload, metric: Optional[Callable[[torch.nn.Module], float]] = None) -> Callable[[Plan], float]:
-    """``evaluate_plan(plan)``: the mean calibration loss of the workload's model quantized by ``plan``
-    (or ``metric(model)`` of it, e.g. :func:`mpq.task_objective.embedding_distortion`)."""
+def measured_objective(workload: Workload) -> Callable[[Plan], float]:
+    """``evaluate_plan(plan)``: the mean calibration loss of the workload's model quantized by ``plan``."""
     model = workload.model
     model.eval()
 
@@ -31,7 +30,7 @@ def measured_objective(workload: Workload, metric: Optional[Callable[[torch.nn.M
                 saved[layer.target] = (module, module.weight.detach().clone())
         try:
             apply_plan(model, plan)
-            return workload.calibration_loss(model) if metric is None else metric(model)
+            return workload.calibration_loss(model)
         finally:
             with torch.no_grad():
                 for module, weight in saved.values():

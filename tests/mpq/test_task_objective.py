@@ -9,7 +9,8 @@ from mpq.cost import CandidateSet
 from mpq.model_ref import load_workload
 from mpq.pipeline import DEFAULT_REFINE_EVALS, plan_model
 from mpq.plan import violations
-from mpq.task_objective import declared_pooling, embedding_distortion, is_encoder_workload, pool, task_objective
+from mpq.search.measured import measured_objective
+from mpq.task_objective import declared_pooling, is_encoder_workload, pool, task_objective
 from mpq.workload import Workload
 from tests.helpers.hf_tiny import tiny_hf  # noqa: F401  (session fixture)
 from tests.helpers.models import mlp_batches, tiny_mlp
@@ -37,7 +38,12 @@ def test_declared_pooling_reads_the_sentence_transformers_config(tmp_path):
 def test_encoder_objective_is_zero_at_full_precision_and_grows_with_noise(tiny_hf, one_thread):
     wl = load_workload(str(tiny_hf["bert"]), calib=str(tiny_hf["calib"]))
     assert is_encoder_workload(wl)
-    distortion = embedding_distortion(wl)
+    name, measured = task_objective(wl)
+    assert name == "sentence-embedding 1-cos (mean pooling)" and measured.model is wl.model
+
+    def distortion(model):
+        return measured.calibration_loss(model)
+
     assert distortion(wl.model) == pytest.approx(0.0, abs=1e-6)
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -50,8 +56,9 @@ def test_encoder_objective_is_zero_at_full_precision_and_grows_with_noise(tiny_h
 def test_other_workloads_keep_their_calibration_loss(one_thread):
     wl = Workload(model=tiny_mlp(), batches=mlp_batches(), loss_fn=nn.functional.cross_entropy, name="tiny-mlp")
     assert not is_encoder_workload(wl)
-    name, objective = task_objective(wl)
-    assert name == "calibration loss"
+    name, measured = task_objective(wl)
+    assert name == "calibration loss" and measured is wl
+    objective = measured_objective(measured)
     plan = plan_model(wl, {"max_avg_bits": 4.0}, candidates=CANDIDATES, refine=0, use_cache=False).plan
     assert objective(plan) > wl.calibration_loss()
 
@@ -60,7 +67,8 @@ def test_other_workloads_keep_their_calibration_loss(one_thread):
 def test_default_plan_of_an_encoder_refines_on_the_embedding_objective(tiny_hf, one_thread, bits):
     """Budget holds, the result is deterministic, and it is never worse than its seed on the objective it measured."""
     wl = load_workload(str(tiny_hf["bert"]), calib=str(tiny_hf["calib"]))
-    name, objective = task_objective(wl)
+    name, measured = task_objective(wl)
+    objective = measured_objective(measured)
     assert name.startswith("sentence-embedding")
     seed = plan_model(wl, {"max_avg_bits": bits}, candidates=CANDIDATES, refine=0, use_cache=False).plan
     runs = [plan_model(wl, {"max_avg_bits": bits}, candidates=CANDIDATES, use_cache=False) for _ in range(2)]

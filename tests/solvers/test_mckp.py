@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from mpq.solvers._dp import pareto_dp
-from mpq.solvers.lagrangian import SuffixLP, pair_groups, solve_mckp
+from mpq.solvers._mckp import SuffixLP, pair_groups, solve_mckp
 
 
 def _instance(rng: np.random.Generator, t: int):
@@ -59,9 +59,9 @@ def test_paired_groups_leave_out_combinations_past_the_reduced_cost_limit():
 
 
 def test_unmerged_rows_when_pairs_would_be_too_many(monkeypatch):
-    import mpq.solvers.lagrangian as lagrangian
+    import mpq.solvers._mckp as mckp
 
-    monkeypatch.setattr(lagrangian, "_PAIR_LIMIT", 0)
+    monkeypatch.setattr(mckp, "_PAIR_LIMIT", 0)
     cost = np.array([[1.0, 0.0], [1.0, 0.0], [2.0, 0.5]])
     weight = np.array([[1, 2], [1, 2], [1, 3]])
     allowed = np.array([[True, True], [True, False], [True, True]])
