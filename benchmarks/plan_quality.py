@@ -214,7 +214,7 @@ def main(argv=None) -> int:
                    help="calibration batches ModelOpt kl_div scores on (default 1: one whole forward pass per layer, "
                         "format and batch; 8 batches did not finish in 33 minutes)")
     p.add_argument("--random-seeds", type=int, default=3, help="random allocations per budget")
-    p.add_argument("--skip", default="", help="comma-separated rows to skip: modelopt, modelopt-kl, nncf, measured-dp, random")
+    p.add_argument("--skip", default="", help="comma-separated rows to skip: modelopt, modelopt-kl, nncf, measured-dp, random, mixed")
     p.add_argument("--json", help="also write every row as JSON here")
     args = p.parse_args(argv)
     q = args.quick
@@ -274,7 +274,10 @@ def main(argv=None) -> int:
             peers = []
             if py and "modelopt" not in skip:
                 peers += [("modelopt_plan.py", {"method": "gradient"}, "ModelOpt auto_quantize gradient")]
-                if "modelopt-kl" not in skip:  # kl_div measures every layer at every format: slow on CPU
+                if "modelopt-kl" in skip:
+                    log("  ModelOpt kl_div skipped on request: it runs one whole forward pass per layer, format and batch "
+                        "(4.3 minutes on one batch of MiniLM on an idle 2-core machine; 8 batches did not finish in 33 minutes)")
+                else:
                     peers += [("modelopt_plan.py", {"method": "kl_div", "score_steps": args.kl_steps},
                                f"ModelOpt auto_quantize kl_div ({args.kl_steps} batch{'es' if args.kl_steps > 1 else ''})")]
             if py and "nncf" not in skip:
@@ -299,21 +302,26 @@ def main(argv=None) -> int:
                     prob = bench.problem(cands, caps[B], table)
                     plan = get_solver("dp").solve(prob)
                     add(B, f"mpq DP, measured ({args.dp_probes} batches)", plan, est_s + time.perf_counter() - t1)
-            log(f"  mpq default plan ({name}, {gran}) ...")
-            # what plan_model does, with the estimator run once for every budget and its time charged to each
-            t0 = time.perf_counter()
-            table = sensitivities(bench.workload, DEFAULT_ESTIMATOR, graph=bench.graph, candidates=cands, use_cache=False, quiet=True)
-            est_s = time.perf_counter() - t0
-            for B in budgets:
+            variants = [("mpq default (mpq plan)", cands)]
+            if gs is None and "mixed" not in skip:
+                # the same default method with per-channel and group-128 options in one candidate set, at the per-channel budget
+                variants.append(("mpq default, +g128 candidates", CandidateSet(bits=BITS + (16,), group_sizes=(None, 128))))
+            for label, vcands in variants:
+                log(f"  {label} ({name}, {gran}) ...")
+                # what plan_model does, with the estimator run once for every budget and its time charged to each
                 t0 = time.perf_counter()
-                result = plan_model(bench.workload, {"max_bytes": caps[B]}, candidates=cands, layers=bench.layers, table=table)
-                seconds = est_s + time.perf_counter() - t0
-                ref = result.refinement
-                note = ""
-                if ref is not None:
-                    note = (f"refine: calib objective {ref.seed_objective:.5f} -> {ref.objective:.5f}, "
-                            f"{ref.evaluations} evals, {ref.accepted} moves, {ref.seconds:.1f}s")
-                add(B, "mpq default (mpq plan)", result.plan, seconds, f"{result.table.estimator} + {result.plan.solver.name}; " + note)
+                table = sensitivities(bench.workload, DEFAULT_ESTIMATOR, graph=bench.graph, candidates=vcands, use_cache=False, quiet=True)
+                est_s = time.perf_counter() - t0
+                for B in budgets:
+                    t0 = time.perf_counter()
+                    result = plan_model(bench.workload, {"max_bytes": caps[B]}, candidates=vcands, layers=bench.layers, table=table)
+                    seconds = est_s + time.perf_counter() - t0
+                    ref = result.refinement
+                    note = f"estimate {est_s:.0f}s"
+                    if ref is not None:
+                        note += (f"; refine: calib objective {ref.seed_objective:.5f} -> {ref.objective:.5f}, "
+                                 f"{ref.evaluations} evals, {ref.accepted} moves, {ref.seconds:.1f}s")
+                    add(B, label, result.plan, seconds, f"{result.table.estimator} + {result.plan.solver.name}; " + note)
             log("")
         log("sorted by budget:")
         log(header)
