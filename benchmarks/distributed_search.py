@@ -77,13 +77,14 @@ def build_problem():
 
 
 def run_study(url: str, problem, wl, workers: int, trials: int, device_ms: float = 0):
+    from mpq.search import StudySearch
     from mpq.search.measured import measured_objective
     from mpq.solvers import get_solver
 
     name = f"bench-{workers}w-{uuid.uuid4().hex[:6]}"
-    get_solver("evolutionary", trials=trials, seed=0, storage=url, study=name, objective="measured",
-               evaluate_plan=measured_objective(wl), model=DEVICE_MODEL if device_ms else MODEL,
-               should_stop=lambda: True).search(problem)
+    StudySearch(get_solver("evolutionary", trials=trials, seed=0, objective="measured",
+                           evaluate_plan=measured_objective(wl),
+                           should_stop=lambda: True), url, name, model=DEVICE_MODEL if device_ms else MODEL).search(problem)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPQ_BENCH_DEVICE_MS": str(device_ms)}
     procs = [subprocess.Popen(WORKER + ["--storage", url, "--study", name, "--quiet"], cwd=Path(__file__).parent, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(workers)]

@@ -42,6 +42,7 @@ class Solution:
     choice: np.ndarray  # option index per decision group
     status: str  # what the solver claims: "optimal" or "feasible"; the plan's status is computed (see solver_record)
     bound: Optional[float] = None  # proven lower bound on the objective, when known; "optimal" needs one
+    objective: Optional[float] = None  # the value minimized, when not the problem's additive distortion (a measured one)
 
 
 #: a plan is called "optimal" only when its proven relative gap is at most this
@@ -113,7 +114,8 @@ class Solver(ABC):
         cp = compile_any(problem)
         cp.check_feasible()
         sol = self._solve(cp)
-        info = solver_record(self.name, sol, cp.objective(sol.choice), time.perf_counter() - t0)
+        objective = cp.objective(sol.choice) if sol.objective is None else sol.objective
+        info = solver_record(self.name, sol, objective, time.perf_counter() - t0)
         return cp, sol.choice, info
 
     @abstractmethod

@@ -6,8 +6,9 @@ search starts where the additive model is best and spreads from there. The disto
 problem's additive one, or a measured one (``evaluate_plan(plan) -> float``, e.g. the calibration
 loss of the quantized model) that sees the interactions the additive model misses.
 Infeasible candidates steer the search through Optuna's constraints but are never reported.
-With ``storage`` and ``study`` the search lives in an Optuna study (SQLite, journal file or
-PostgreSQL) that other workers may join (``mpq worker``) and that continues after a restart.
+The solver runs its trials in an in-memory Optuna study; :mod:`mpq.search` runs the same algorithm
+(:meth:`EvolutionarySolver.run_trials` over any study) in shared, persistent studies that workers
+on other machines join and that continue after a restart.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from pydantic import Field, Strict, model_validator
 
+from mpq.errors import SolverFailed
 from mpq.settings import Count, Hook, Int
 from mpq.schema import Plan, Problem, Provenance, SolverInfo
 
@@ -36,6 +38,8 @@ from ._dp import FrontierTooLarge, pareto_dp
 MAX_SEED_GROUPS = 2000
 DEFAULT_TRIALS = 200
 OBJECTIVES = ("additive", "measured")
+#: Both objectives are minimized: distortion (additive or measured), then total weight bytes.
+DIRECTIONS = ("minimize", "minimize")
 
 
 @dataclass
@@ -165,12 +169,8 @@ class EvolutionarySolver(Solver):
         trials: Optional[Count] = Field(None, description=f"trials to run (default {DEFAULT_TRIALS}, or the study's own)")
         seed: Optional[Int] = Field(0, description="sampler seed (none: random)")
         population: Optional[Annotated[int, Strict(), Field(ge=2)]] = Field(None, description="NSGA-II population size")
-        storage: Optional[str] = Field(None, description="Optuna storage URL of a shared study (with study)")
-        study: Optional[str] = Field(None, description="study name in storage (with storage)")
         objective: Literal[OBJECTIVES] = Field("additive", description="the problem's additive distortion, or evaluate_plan's")
         evaluate_plan: Hook = Field(None, description="plan -> measured distortion, for objective 'measured'")
-        model: Optional[str] = Field(None, description="the model a measured objective loads (recorded in the study)")
-        heartbeat_s: Optional[Count] = Field(None, description="seconds between a worker's heartbeats in a shared study")
         progress: Hook = Field(None, description="called with (fraction done, best plan so far)")
         should_stop: Hook = Field(None, description="polled between trials; true ends the search early")
 
@@ -179,87 +179,72 @@ class EvolutionarySolver(Solver):
             if self.objective == "measured" and self.evaluate_plan is None:
                 raise ValueError("objective 'measured' needs evaluate_plan, a callable plan -> float "
                                  "(on the command line: --objective measured --model MODEL)")
-            if (self.storage is None) != (self.study is None):
-                raise ValueError("storage and study go together: give both (an Optuna storage URL and a study name) or neither")
             return self
 
     def __init__(self, **settings):
         super().__init__(**settings)
-        self.storage_url, self.study_name = self.storage, self.study
-        self.objective_kind = self.objective
         if self.objective != "measured":
             self.evaluate_plan = None
         self._cache: dict[tuple, float] = {}
-        self._current_trial: Optional[int] = None
+        #: the trial this process is running, None between trials (a caller requeues it when interrupted)
+        self.current_trial: Optional[int] = None
         self._learned: set[int] = set()  # trial numbers whose measured values are in the cache
 
     # ------------------------------------------------------------------------------------------
-    # public API
+    # the solver: an in-memory study
 
     def search(self, problem: Problem, provenance: Optional[Provenance] = None) -> SearchResult:
-        """Run the search (creating or continuing the study) and return every non-dominated feasible plan."""
-        t0 = time.perf_counter()
+        """Run the search in memory and return every non-dominated feasible plan it found."""
+        started = time.perf_counter()
         cp = compile_problem(problem)
         cp.check_feasible()
+        return self._search(cp, started, provenance)
+
+    def _solve(self, cp: Compiled) -> Solution:
+        searched = cp if cp.problem is not None else compile_problem(cp.columns.to_problem())
+        best = self.best(self._search(searched, time.perf_counter()))
+        return Solution(plan_choice(cp, best), "feasible", best.solver.bound, objective=best.solver.objective)
+
+    def _search(self, cp: Compiled, started: float, provenance: Optional[Provenance] = None) -> SearchResult:
+        import optuna
+
         space = SearchSpace(cp)
         population = self.population or default_population(cp)
-        deadline = None if self.time_limit_s is None else t0 + self.time_limit_s / 2  # seeding takes at most half
-        seeds, bound = exact_seeds(cp, space.sizes, population, deadline)
-        if self.objective_kind == "measured":
-            bound = None
-        sampler = self.sampler(population, cp)
-        if self.storage_url is not None:
-            from mpq.search.storage import open_storage
-            from mpq.search.study import SearchSpec, open_study
+        seeds, bound = self.seeds(cp, space, population, started)
+        study = optuna.create_study(directions=list(DIRECTIONS), sampler=self.sampler(population))
+        target = self.trials or DEFAULT_TRIALS
+        self.enqueue(study, space, seeds, target)
+        self.run_trials(study, cp, space, target, bound=bound, started=started)
+        return self.collect(study, cp, space, bound=bound, started=started, provenance=provenance)
 
-            kwargs = {} if self.heartbeat_s is None else {"heartbeat_s": self.heartbeat_s}
-            storage = open_storage(self.storage_url, **kwargs)
-            spec = SearchSpec.for_problem(
-                problem, objective=self.objective_kind, model=self.model, population=population,
-                trials=self.trials or DEFAULT_TRIALS, seed=self.seed,
-            )
-            study, spec, created = open_study(self.storage_url, self.study_name, spec, trials=self.trials, sampler=sampler, storage=storage)
-            target = spec.trials
-        else:
-            import optuna
-
-            from mpq.search.study import DIRECTIONS
-
-            storage = None
-            study = optuna.create_study(directions=list(DIRECTIONS), sampler=sampler)
-            created, target = True, self.trials or DEFAULT_TRIALS
-        if created:
-            for choice in seeds[:target]:
-                study.enqueue_trial(space.params(choice), skip_if_exists=True)
-        self.run_trials(study, cp, space, target, storage=storage, bound=bound, started=t0)
-        return self.collect(study, cp, space, bound=bound, started=t0, provenance=provenance)
-
-    def solve(self, problem: Problem, provenance: Optional[Provenance] = None) -> Plan:
-        """The best plan within every constraint found by :meth:`search`, with status ``feasible``."""
-        result = self.search(problem, provenance)
+    def best(self, result: SearchResult) -> Plan:
+        """The search's best plan within every constraint, or a :class:`SolverFailed` saying there is none."""
         if result.best is None:
-            from mpq.errors import SolverFailed
-
             raise SolverFailed(
                 f"evolutionary: no feasible plan among {result.trials.get('COMPLETE', 0)} complete trials; "
                 "give more trials or use an exact solver"
             )
         return result.best
 
-    def _solve(self, cp: Compiled) -> Solution:
-        result = self.search(cp.problem)
-        if result.best is None:
-            from mpq.errors import SolverFailed
-
-            raise SolverFailed("evolutionary: no feasible plan found")
-        space = SearchSpace(cp)
-        choice = space.choice({l.name: l.option for l in result.best.layers})
-        return Solution(choice, "feasible", result.bound)
-
     # ------------------------------------------------------------------------------------------
-    # the engine, shared with `mpq worker`
+    # the algorithm over any Optuna study (mpq.search runs it in shared, persistent ones)
 
-    def sampler(self, population: int, cp: Compiled):
+    def seeds(self, cp: Compiled, space: SearchSpace, count: int,
+              started: Optional[float] = None) -> tuple[list[np.ndarray], Optional[float]]:
+        """Up to ``count`` exact seeds and the proven bound (none for a measured objective).
+
+        Seeding takes at most half of the time limit counted from ``started``.
+        """
+        deadline = None if self.time_limit_s is None or started is None else started + self.time_limit_s / 2
+        seeds, bound = exact_seeds(cp, space.sizes, count, deadline)
+        return seeds, (None if self.objective == "measured" else bound)
+
+    def enqueue(self, study, space: SearchSpace, seeds: list[np.ndarray], target: int) -> None:
+        """Queue the seeds (at most ``target``) as the study's first trials."""
+        for choice in seeds[:target]:
+            study.enqueue_trial(space.params(choice), skip_if_exists=True)
+
+    def sampler(self, population: int):
         from optuna.samplers import NSGAIISampler
 
         if _has_set_constraint():  # Optuna >= 5 reads the constraints each trial sets
@@ -270,7 +255,7 @@ class EvolutionarySolver(Solver):
         me = worker_id()
 
         def objective(trial) -> tuple[float, int]:
-            self._current_trial = trial.number
+            self.current_trial = trial.number
             choice = space.suggest(trial)
             excess = violation(cp, choice)
             additive = cp.objective(choice)
@@ -285,34 +270,31 @@ class EvolutionarySolver(Solver):
                 return additive, size  # an infeasible candidate is never measured nor reported
             key = tuple(int(k) for k in choice)
             if key not in self._cache:
-                self._learn_from(trial.study, space)  # another worker may have measured this plan already
+                self._learn_from(trial.study, space)  # another process may have measured this plan already
             if key not in self._cache:
                 info = SolverInfo(name=self.name, status="feasible", objective=additive)
                 value = float(self.evaluate_plan(cp.plan(choice, info)))
                 if not math.isfinite(value):
-                    from mpq.errors import SolverFailed
-
                     raise SolverFailed(f"evaluate_plan returned {value} for trial {trial.number}; it must return a finite number")
                 self._cache[key] = value
             return self._cache[key], size
 
         return objective
 
-    def run_trials(self, study, cp: Compiled, space: SearchSpace, target: int, *, storage=None,
-                   max_trials: Optional[int] = None, bound: Optional[float] = None, started: Optional[float] = None) -> int:
+    def run_trials(self, study, cp: Compiled, space: SearchSpace, target: int, *, max_trials: Optional[int] = None,
+                   bound: Optional[float] = None, started: Optional[float] = None,
+                   wait: Optional[Callable[[], None]] = None) -> int:
         """Run trials in this process until the study has ``target`` complete ones; returns how many ran here.
 
-        With heartbeats, a worker whose remaining trials are all running elsewhere waits instead of
-        leaving, so that it retries the trial of a worker that dies (failed once its heartbeat stops).
-        Queued trials always run and a worker leaves only when no trial is running, so a retry is never
-        left behind; the study may end a trial or two past ``target`` when several workers finish at once.
+        ``wait``, for a study that other processes serve and whose dead processes' trials get failed
+        (:mod:`mpq.search` gives it), is called instead of leaving while the remaining trials all run
+        elsewhere, so that this process retries the trial of one that dies. Queued trials always run
+        and the loop leaves only when no trial is running, so a retry is never left behind; the study
+        may end a trial or two past ``target`` when several processes finish at once.
         """
-        import optuna
         from optuna.trial import TrialState
 
         started = time.perf_counter() if started is None else started
-        heartbeat = getattr(storage, "heartbeat_interval", None)
-        poll = max(0.2, min(2.0, (heartbeat or 1) / 2))
         objective = self.objective_fn(cp, space)
         ran = 0
         while True:
@@ -324,24 +306,18 @@ class EvolutionarySolver(Solver):
                 break
             counts = Counter(t.state for t in study.get_trials(deepcopy=False))
             complete, running, waiting = (counts[s] for s in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING))
-            if not waiting and complete + (running if heartbeat else 0) >= target:
-                if complete >= target and not (heartbeat and running):
+            elsewhere = running if wait is not None else 0
+            if not waiting and complete + elsewhere >= target:
+                if complete >= target and not elsewhere:
                     break
-                # the rest is running elsewhere: wait, to retry it should its worker die (no heartbeat)
-                optuna.storages.fail_stale_trials(study)
-                time.sleep(poll)
+                wait()  # the rest is running elsewhere: stay, to retry it should that process die
                 continue
-            self._current_trial = None
-            try:
-                study.optimize(objective, n_trials=1, catch=(), gc_after_trial=False, show_progress_bar=False)
-            except KeyboardInterrupt:
-                self._requeue_interrupted(study)
-                raise
+            self.current_trial = None
+            study.optimize(objective, n_trials=1, catch=(), gc_after_trial=False, show_progress_bar=False)
             ran += 1
             if self.progress is not None:
-                complete = counts[TrialState.COMPLETE] + 1
                 best = self.collect(study, cp, space, bound=bound, started=started).best
-                self.progress(min(1.0, complete / target), best)
+                self.progress(min(1.0, (complete + 1) / target), best)
         return ran
 
     def _learn_from(self, study, space: SearchSpace) -> None:
@@ -355,16 +331,6 @@ class EvolutionarySolver(Solver):
             choice = space.choice(t.params)
             if choice is not None and space.cp.fits(choice):
                 self._cache.setdefault(tuple(int(k) for k in choice), float(t.values[0]))
-
-    def _requeue_interrupted(self, study) -> None:
-        """An interrupted trial is marked failed by Optuna; enqueue its plan again so that no trial is lost."""
-        from optuna.trial import TrialState
-
-        from mpq.search.storage import retry_callback
-
-        trial = next((t for t in study.get_trials(deepcopy=True) if t.number == self._current_trial), None)
-        if trial is not None and trial.state == TrialState.FAIL:
-            retry_callback()(study, trial)
 
     def collect(self, study, cp: Compiled, space: SearchSpace, *, bound: Optional[float] = None,
                 started: Optional[float] = None, provenance: Optional[Provenance] = None) -> SearchResult:
@@ -393,6 +359,12 @@ class EvolutionarySolver(Solver):
             plans.append(cp.plan(choices[i], info, provenance))
         return SearchResult(plans=plans, best=plans[-1] if plans else None, trials=dict(counts), bound=bound,
                             study=getattr(study, "study_name", None))
+
+
+def plan_choice(cp: Compiled, plan: Plan) -> np.ndarray:
+    """The option index per group of ``cp`` that ``plan`` chose."""
+    by_layer = {l.name: l.option for l in plan.layers}
+    return np.array([ids.index(by_layer[names[0]]) for names, ids in zip(cp.groups, cp.option_ids)], dtype=np.int64)
 
 
 def default_population(cp: Compiled) -> int:

@@ -77,34 +77,44 @@ def _given(args: argparse.Namespace) -> list[str]:
 
 
 def _search_settings(args: argparse.Namespace, problem) -> dict:
-    """The evolutionary solver's settings from the search options (unset ones keep the solver's defaults)."""
+    """The evolutionary solver's settings from the search options (unset ones keep the solver's defaults).
+
+    The study options (``--storage``, ``--study``, ``--heartbeat``, ``--model`` of an additive search) are
+    not solver settings: :func:`_search_solve` runs the solver in that study.
+    """
     _positive(args.trials, "--trials")
     _positive(args.population, "--population")
+    if (args.storage is None) != (args.study is None):
+        raise DocumentError("--storage and --study go together: give both (an Optuna storage URL and a study name) or neither")
+    if args.server and args.storage is not None:
+        raise DocumentError("--storage runs the search here: leave out --server (the server searches in its own "
+                            "--search-storage; name a study there with --param study=NAME)")
     objective = args.objective or "additive"
     settings: dict = {"objective": objective}
     if objective == "measured":
         from .measured import load_measured_objective
 
-        named = problem.model.name if problem.model is not None else ""
-        model = args.model or (named if ":" in named else None)
-        if not model:
-            raise DocumentError("--objective measured needs --model module.path:function (the problem names no model)")
         if args.server:
             raise DocumentError("--objective measured runs the model here: leave out --server")
-        settings.update(model=model, evaluate_plan=load_measured_objective(model, _as_json(problem)))
-    elif args.model:
-        settings["model"] = args.model
+        settings["evaluate_plan"] = load_measured_objective(_measured_model(args, problem), _as_json(problem))
     if not args.server:
         _quiet_optuna()
         settings["seed"] = args.seed if args.seed is not None else (None if args.storage else 0)
     elif args.seed is not None:
         settings["seed"] = args.seed
-    for dest in ("trials", "population", "storage", "study"):
+    for dest in ("trials", "population"):
         if getattr(args, dest) is not None:
             settings[dest] = getattr(args, dest)
-    if args.heartbeat is not None:
-        settings["heartbeat_s"] = args.heartbeat
     return settings
+
+
+def _measured_model(args: argparse.Namespace, problem) -> str:
+    """The workload a measured objective loads: ``--model``, else the problem's model when it is a reference."""
+    named = problem.model.name if problem.model is not None else ""
+    model = args.model or (named if ":" in named else None)
+    if not model:
+        raise DocumentError("--objective measured needs --model module.path:function (the problem names no model)")
+    return model
 
 
 def _as_json(problem):
@@ -114,16 +124,23 @@ def _as_json(problem):
 
 
 def _search_solve(solver, problem, args: argparse.Namespace):
-    """Run the search, print its non-dominated front to stderr, and answer the best plan."""
+    """Run the search (in the study of ``--storage``/``--study`` when given), print its non-dominated front
+    to stderr, and answer the best plan."""
     from mpq.console import SearchBar
     from mpq.errors import SolverFailed
     from mpq.solvers.evolutionary import DEFAULT_TRIALS
 
+    search = solver
+    if args.storage is not None:
+        from .shared import StudySearch
+
+        model = _measured_model(args, problem) if solver.objective == "measured" else args.model
+        search = StudySearch(solver, args.storage, args.study, model=model, heartbeat_s=args.heartbeat)
     bar = SearchBar(solver.trials or DEFAULT_TRIALS, desc="evolutionary", quiet=bool(getattr(args, "quiet", False)))
     if solver.progress is None:
         solver.progress = bar
     try:
-        result = solver.search(_as_json(problem))
+        result = search.search(_as_json(problem))
     finally:
         bar.close()
     if result.best is None:

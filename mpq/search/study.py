@@ -16,11 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mpq.errors import MpqError
 from mpq.schema import Problem, format_validation_error
+from mpq.solvers.evolutionary import DIRECTIONS, OBJECTIVES
 
 from .storage import mask_url, open_storage
 
-#: Both objectives are minimized: distortion (additive or measured), then total weight bytes.
-DIRECTIONS = ("minimize", "minimize")
 SPEC_ATTR = "mpq"
 
 
@@ -36,7 +35,7 @@ class SearchSpec(BaseModel):
     version: Literal[1] = 1
     problem: Problem
     fingerprint: str
-    objective: Literal["additive", "measured"] = "additive"
+    objective: Literal[OBJECTIVES] = "additive"
     model: Optional[str] = Field(default=None, description="workload reference module:function, for measured objectives")
     population: int = Field(ge=2)
     trials: int = Field(ge=1, description="complete trials the study should reach, across all workers")

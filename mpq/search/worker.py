@@ -9,8 +9,9 @@ from typing import Callable, Optional
 
 from mpq.schema import Plan
 from mpq.solvers.compiled import compile_problem
-from mpq.solvers.evolutionary import EvolutionarySolver, SearchResult, SearchSpace, exact_seeds
+from mpq.solvers.evolutionary import EvolutionarySolver, SearchResult, SearchSpace
 
+from .shared import serve
 from .storage import open_storage
 from .study import SearchSpec, join_study
 
@@ -28,7 +29,7 @@ def solver_for(spec: SearchSpec, *, seed: Optional[int] = None, evaluate_plan: O
         evaluate_plan = load_measured_objective(spec.model, spec.problem)
     return EvolutionarySolver(
         seed=seed, population=spec.population, objective=spec.objective, evaluate_plan=evaluate_plan,
-        model=spec.model, progress=progress, should_stop=should_stop,
+        progress=progress, should_stop=should_stop,
     )
 
 
@@ -50,7 +51,7 @@ def run_worker(
     solver = solver_for(spec, seed=seed, evaluate_plan=evaluate_plan, progress=progress, should_stop=should_stop)
     cp = compile_problem(spec.problem)
     space = SearchSpace(cp)
-    study.sampler = solver.sampler(spec.population, cp)
-    bound = exact_seeds(cp, space.sizes, 1)[1] if spec.objective == "additive" else None
-    ran = solver.run_trials(study, cp, space, spec.trials, storage=storage, max_trials=trials, bound=bound)
+    study.sampler = solver.sampler(spec.population)
+    bound = solver.seeds(cp, space, 1)[1]
+    ran = serve(solver, study, cp, space, spec.trials, storage=storage, max_trials=trials, bound=bound)
     return ran, solver.collect(study, cp, space, bound=bound)

@@ -90,11 +90,12 @@ def _looks_like_location(value: Any) -> bool:
     return False
 
 
-def request_settings(options: dict[str, Any], accepts_storage: bool, search_storage: Optional[str]) -> dict[str, Any]:
+def request_settings(options: dict[str, Any], runs_in_study: bool, search_storage: Optional[str]) -> dict[str, Any]:
     """A request's solver settings as the server passes them on: never a file, URL or storage chosen by the request.
 
-    A ``study`` names a study within the server's own search storage (``mpq serve --search-storage``)
-    and must match ``STUDY_NAME``; without a configured storage it is refused.
+    For a solver that ``runs_in_study``, a ``study`` names a study within the server's own search
+    storage (``mpq serve --search-storage``) and must match ``STUDY_NAME``; without a configured
+    storage it is refused.
     """
     reserved = sorted(RESERVED & set(options))
     if reserved:
@@ -108,7 +109,7 @@ def request_settings(options: dict[str, Any], accepts_storage: bool, search_stor
     for key, value in options.items():
         if key != "study" and _looks_like_location(value):
             raise DocumentError(f"options.{key}: the service takes no paths or URLs from a request, got {value!r}")
-    if "study" not in options or not accepts_storage:
+    if "study" not in options or not runs_in_study:
         return dict(options)
     study = options["study"]
     if not isinstance(study, str) or not STUDY_NAME.fullmatch(study):
@@ -120,14 +121,16 @@ def request_settings(options: dict[str, Any], accepts_storage: bool, search_stor
             "options.study: this server has no search storage, so a study cannot be named; leave study out "
             "to search in memory, or start the server with mpq serve --search-storage URL"
         )
-    return {**options, "storage": search_storage}
+    return dict(options)
 
 
 def make_solver(name: str, options: dict[str, Any], search_storage: Optional[str] = None, **hooks: Optional[Callable]):
     """The registered solver ``name`` with a request's ``options``; ``hooks`` (progress, should_stop) go to solvers that take them.
 
-    ``search_storage`` is the server's storage for searches that name a study (see :func:`request_settings`).
+    ``search_storage`` is the server's storage for searches that name a study (see :func:`request_settings`):
+    such a search runs in that study (:class:`mpq.search.shared.StudySearch`).
     """
+    from mpq.search.shared import SOLVER as STUDY_SOLVER
     from mpq.solvers.base import SOLVERS, AutoSolver, available_solvers, get_solver
 
     known = available_solvers()
@@ -135,12 +138,18 @@ def make_solver(name: str, options: dict[str, Any], search_storage: Optional[str
         raise UnknownName("solver", name, known)
     cls = AutoSolver if name == "auto" else SOLVERS[name]
     declared = cls.Settings.model_fields
-    settings = request_settings(options, "storage" in declared, search_storage)
+    settings = request_settings(options, name == STUDY_SOLVER, search_storage)
+    study = settings.pop("study", None) if name == STUDY_SOLVER else None
     extra = {k: v for k, v in hooks.items() if v is not None and k in declared}
     try:
-        return get_solver(name, **settings, **extra)
+        solver = get_solver(name, **settings, **extra)
     except (TypeError, ValueError) as e:
         raise DocumentError(f"options: solver {name!r} refuses these settings: {e}") from None
+    if study is None:
+        return solver
+    from mpq.search.shared import StudySearch
+
+    return StudySearch(solver, search_storage, study)
 
 
 def error_answer(exc: BaseException) -> tuple[int, dict[str, Any]]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from mpq.plan import violations
-from mpq.search import SearchSpec, StorageUnreachable, join_study, open_storage
+from mpq.search import SearchSpec, StorageUnreachable, StudySearch, join_study, open_storage
 from mpq.search.status import study_status
 
 PG_URL = os.environ.get("MPQ_TEST_POSTGRES_URL")
@@ -90,9 +90,9 @@ def test_three_workers_one_killed_mid_trial_complete_the_study_with_every_trial_
                             CandidateSet(bits=(2, 3, 4, 8)), {"max_avg_bits": 5})
     name, target = f"kill-{uuid.uuid4().hex[:8]}", 12
     # create and seed the study without running a trial: the workers do all of them
-    get_solver("evolutionary", trials=target, population=6, seed=0, storage=pg_url, study=name,
-               objective="measured", evaluate_plan=measured_objective(wl), model="slowwl:workload",
-               should_stop=lambda: True).search(problem)
+    StudySearch(get_solver("evolutionary", trials=target, population=6, seed=0,
+                           objective="measured", evaluate_plan=measured_objective(wl),
+                           should_stop=lambda: True), pg_url, name, model="slowwl:workload").search(problem)
 
     # each worker's first trial is one of the seeds (exact, feasible, so measured): all three reach the gate
     study, _ = join_study(pg_url, name)
@@ -160,9 +160,9 @@ def test_postgres_study_continues_after_a_restart(pg_url):
     name = f"resume-{uuid.uuid4().hex[:8]}"
     problem = random_problem(21)
     ran = []
-    get_solver("evolutionary", trials=10, storage=pg_url, study=name,
-               progress=lambda f, b: ran.append(f), should_stop=lambda: len(ran) >= 4).search(problem)
-    result = get_solver("evolutionary", trials=10, storage=pg_url, study=name).search(problem)
+    StudySearch(get_solver("evolutionary", trials=10,
+                           progress=lambda f, b: ran.append(f), should_stop=lambda: len(ran) >= 4), pg_url, name).search(problem)
+    result = StudySearch(get_solver("evolutionary", trials=10), pg_url, name).search(problem)
     assert result.trials == {"COMPLETE": 10}
 
 

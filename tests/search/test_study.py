@@ -12,7 +12,9 @@ import pytest
 from mpq.cli import main
 from mpq.plan import violations
 from mpq.schema import Plan, parse_document
-from mpq.search import SearchSpec, StorageUnreachable, StudyMismatch, join_study, mask_url, open_storage, open_study
+from mpq.search import (
+    SearchSpec, StorageUnreachable, StudyMismatch, StudySearch, join_study, mask_url, open_storage, open_study,
+)
 from mpq.search.study import problem_fingerprint
 from mpq.solvers import get_solver
 
@@ -45,20 +47,20 @@ def test_a_study_continues_after_a_restart_without_repeating_or_losing_trials(db
     url = sqlite_url(db_dir) if scheme == "sqlite" else f"journal:///{db_dir / 'search.log'}"
     problem = random_problem(11)
     ran = []
-    first = get_solver("evolutionary", trials=16, seed=0, storage=url, study="s",
-                       progress=lambda f, b: ran.append(f), should_stop=lambda: len(ran) >= 6)
+    first = StudySearch(get_solver("evolutionary", trials=16, seed=0,
+                                   progress=lambda f, b: ran.append(f), should_stop=lambda: len(ran) >= 6), url, "s")
     interrupted = first.search(problem)  # the process "dies" after 6 trials
     assert interrupted.trials.get("COMPLETE") == 6
     study, spec = join_study(url, "s")
     before = {t.number: t.params for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"}
 
-    resumed = get_solver("evolutionary", trials=16, seed=1, storage=url, study="s").search(problem)
+    resumed = StudySearch(get_solver("evolutionary", trials=16, seed=1), url, "s").search(problem)
     assert resumed.trials == {"COMPLETE": 16}  # the 6 kept, 10 more, no seed enqueued twice
     after = {t.number: t.params for t in study.get_trials(deepcopy=False)}
     assert all(after[n] == p for n, p in before.items())
     assert resumed.best.solver.gap == pytest.approx(0.0, abs=1e-12)  # the seeded DP optimum is kept
 
-    grown = get_solver("evolutionary", trials=20, storage=url, study="s").search(problem)
+    grown = StudySearch(get_solver("evolutionary", trials=20), url, "s").search(problem)
     assert grown.trials == {"COMPLETE": 20}
     assert join_study(url, "s")[1].trials == 20
 
@@ -66,9 +68,9 @@ def test_a_study_continues_after_a_restart_without_repeating_or_losing_trials(db
 def test_joining_a_study_of_another_problem_names_both_fingerprints(db_dir):
     url = sqlite_url(db_dir)
     first, other = random_problem(12), random_problem(13)
-    get_solver("evolutionary", trials=3, storage=url, study="s").search(first)
+    StudySearch(get_solver("evolutionary", trials=3), url, "s").search(first)
     with pytest.raises(StudyMismatch) as e:
-        get_solver("evolutionary", trials=3, storage=url, study="s").search(other)
+        StudySearch(get_solver("evolutionary", trials=3), url, "s").search(other)
     assert problem_fingerprint(first) in str(e.value) and problem_fingerprint(other) in str(e.value)
     with pytest.raises(StudyMismatch) as e:
         join_study(url, "s", problem=other)
@@ -78,18 +80,18 @@ def test_joining_a_study_of_another_problem_names_both_fingerprints(db_dir):
 def test_a_study_name_that_exists_with_other_settings_is_refused(db_dir):
     url = sqlite_url(db_dir)
     problem = random_problem(14)
-    get_solver("evolutionary", trials=3, population=8, storage=url, study="s").search(problem)
+    StudySearch(get_solver("evolutionary", trials=3, population=8), url, "s").search(problem)
     with pytest.raises(StudyMismatch, match=r"other settings: population 8 \(this run: 10\)"):
-        get_solver("evolutionary", trials=3, population=10, storage=url, study="s").search(problem)
+        StudySearch(get_solver("evolutionary", trials=3, population=10), url, "s").search(problem)
     with pytest.raises(StudyMismatch, match=r"objective 'additive' \(this run: 'measured'\)"):
-        get_solver("evolutionary", trials=3, population=8, storage=url, study="s",
-                   objective="measured", evaluate_plan=lambda plan: 0.0).search(problem)
+        StudySearch(get_solver("evolutionary", trials=3, population=8,
+                               objective="measured", evaluate_plan=lambda plan: 0.0), url, "s").search(problem)
     # a study some other tool created holds no mpq settings
     import optuna
 
     optuna.create_study(study_name="foreign", storage=open_storage(url, heartbeat_s=None), directions=["minimize", "minimize"])
     with pytest.raises(StudyMismatch, match="holds no mpq search settings"):
-        get_solver("evolutionary", trials=3, storage=url, study="foreign").search(problem)
+        StudySearch(get_solver("evolutionary", trials=3), url, "foreign").search(problem)
 
 
 def test_an_unreachable_storage_names_the_url_with_the_password_masked():
@@ -138,7 +140,7 @@ def test_cli_solve_creates_and_continues_a_study_and_status_prints_design_plans(
 def test_cli_worker_joins_a_study_and_completes_its_trials(db_dir):
     url = sqlite_url(db_dir)
     problem = random_problem(16)
-    get_solver("evolutionary", trials=10, storage=url, study="w", should_stop=lambda: True).search(problem)
+    StudySearch(get_solver("evolutionary", trials=10, should_stop=lambda: True), url, "w").search(problem)
     assert states(url, "w").get("COMPLETE", 0) == 0  # created and seeded, nothing run yet
     assert main(["worker", "--storage", url, "--study", "w", "--trials", "4", "--quiet"]) == 0
     assert states(url, "w")["COMPLETE"] == 4
@@ -225,13 +227,13 @@ def test_an_interrupted_trial_is_enqueued_again_and_completed_by_the_next_run(db
         return plan.totals.distortion
 
     with pytest.raises(KeyboardInterrupt):
-        get_solver("evolutionary", trials=8, storage=url, study="ctrl-c", objective="measured",
-                   evaluate_plan=evaluate_plan).search(problem)
+        StudySearch(get_solver("evolutionary", trials=8, objective="measured",
+                               evaluate_plan=evaluate_plan), url, "ctrl-c").search(problem)
     study, _ = join_study(url, "ctrl-c")
     failed = [t for t in study.get_trials() if t.state.name == "FAIL"]
     assert len(failed) == 1
-    result = get_solver("evolutionary", trials=8, storage=url, study="ctrl-c", objective="measured",
-                        evaluate_plan=lambda plan: plan.totals.distortion).search(problem)
+    result = StudySearch(get_solver("evolutionary", trials=8, objective="measured",
+                                    evaluate_plan=lambda plan: plan.totals.distortion), url, "ctrl-c").search(problem)
     assert result.trials == {"COMPLETE": 8, "FAIL": 1}
     retry = [t for t in study.get_trials() if t.system_attrs.get("failed_trial") == failed[0].number]
     assert len(retry) == 1 and retry[0].state.name == "COMPLETE" and retry[0].params == failed[0].params
@@ -249,7 +251,7 @@ def test_no_plan_is_measured_twice_across_processes_sharing_a_study(db_dir):
         return evaluate_plan
 
     for i, trials in enumerate((15, 30)):  # the second "worker" continues the first one's study
-        get_solver("evolutionary", trials=trials, seed=i, storage=url, study="once", objective="measured",
-                   evaluate_plan=counting(i)).search(problem)
+        StudySearch(get_solver("evolutionary", trials=trials, seed=i, objective="measured",
+                               evaluate_plan=counting(i)), url, "once").search(problem)
     everything = measured[0] + measured[1]
     assert len(everything) == len(set(everything))

@@ -74,6 +74,16 @@ def test_seeding_with_the_dp_frontier_finds_the_exact_optimum_and_certifies_it()
     assert plan.solver.gap == pytest.approx(0.0, abs=1e-12)
 
 
+def test_the_solver_follows_the_template_on_json_and_columnar_problems():
+    from mpq.columnar import ProblemColumns
+
+    problem = random_problem(8)
+    plan = get_solver("evolutionary", trials=12, seed=0).solve(problem)
+    columns = get_solver("evolutionary", trials=12, seed=0).solve(ProblemColumns.from_problem(problem))
+    assert [l.option for l in columns.layers] == [l.option for l in plan.layers]
+    assert columns.solver.objective == pytest.approx(plan.solver.objective) and columns.solver.bound == plan.solver.bound
+
+
 def test_measured_objective_is_called_only_for_feasible_plans_and_drives_the_result():
     problem = random_problem(5, n=4, constraints={"max_avg_bits": 3.0})
     seen = []
@@ -88,6 +98,8 @@ def test_measured_objective_is_called_only_for_feasible_plans_and_drives_the_res
     assert result.bound is None and result.best.solver.gap is None
     assert result.best.solver.objective == pytest.approx(100.0 - result.best.totals.avg_bits)
     assert result.best.solver.objective == min(100.0 - p.totals.avg_bits for p in seen)
+    plan = get_solver("evolutionary", trials=30, seed=0, objective="measured", evaluate_plan=evaluate_plan).solve(problem)
+    assert plan.solver.objective == pytest.approx(100.0 - plan.totals.avg_bits) and plan.solver.bound is None
 
 
 def test_progress_reports_fractions_and_should_stop_ends_the_search_early():
@@ -109,7 +121,7 @@ def test_progress_reports_fractions_and_should_stop_ends_the_search_early():
     ({"objective": "exact"}, "setting objective='exact': expected 'additive' or 'measured'"),
     ({"trials": 0}, "setting trials=0: expected a value >= 1"),
     ({"population": 1}, "setting population=1: expected a value >= 2"),
-    ({"storage": "sqlite:///x.db"}, "storage and study go together"),
+    ({"storage": "sqlite:///x.db"}, "unknown setting 'storage'"),  # studies are mpq.search's (tests/search)
     ({"generations": 3}, "unknown setting 'generations'"),
 ])
 def test_bad_settings_name_the_setting(settings, message):
