@@ -1,4 +1,4 @@
-"""Issue 13's counts: malformed inputs tried against the service and the command line, and how many
+"""Hardening counts: malformed inputs tried against the service and the command line, and how many
 gave a 5xx, a traceback, or lost data.
 
 Service: seeded random mutations of a valid request (fields dropped, types swapped, sizes past int64,

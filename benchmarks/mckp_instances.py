@@ -15,9 +15,8 @@ so integer sizes are recovered exactly with  params = rint(size[:,0] / (2*unit))
 
 Usage: python mckp_instances.py N FAMILY SEED  -> prints N, the budget and the first rows.
 
-Vendored from the session's shared benchmark folder (``shared/bench/mckp_instances.py``, the instance
-families of issue #14) so that benchmarks and tests do not depend on where that folder sits beside the
-clone; ``gen_instance`` is unchanged, ``integer_instance`` is added here.
+The ``layer`` and ``chgroup`` instance families live here, in the repository, so that benchmarks and
+tests are self-contained; ``integer_instance`` is the integer-sized variant.
 """
 import sys
 

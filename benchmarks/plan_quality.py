@@ -6,7 +6,7 @@ Python's own stdlib docstrings (calibration and evaluation from disjoint modules
 layers (embeddings stay in float for all) from the same candidate formats (symmetric
 round-to-nearest integers, 2..8 bits, per output channel or in groups of 128) and the same
 calibration batches; every plan is then applied with mpq's quantizer and sized in mpq's accounting
-(DESIGN.md: scales counted), so sizes compare. The budget of "B bits" is the size of uniform B-bit
+(scales counted, ``mpq/sizes.py``), so sizes compare. The budget of "B bits" is the size of uniform B-bit
 (4.5: halfway between uniform 4 and 5).
 
 Metrics on the evaluation text, against the full-precision model: mean cosine of the sentence

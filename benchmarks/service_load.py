@@ -7,7 +7,7 @@ Requests cycle through ``--budgets`` budgets of one problem (clients re-plan one
 several sizes). The in-process rate is measured in the same run, before and after the load, on the
 same bodies: parse with ``mpq.schema``, solve, write the plan JSON, in one thread. On a machine shared
 with other work both rates drop; their ratio is the service's overhead.
-Goals (issue 14): at least 200 solves/s, p99 under 50 ms, at least 80% of the in-process rate, on
+Goals: at least 200 solves/s, p99 under 50 ms, at least 80% of the in-process rate, on
 2 cores with the load client on them.
 
     python benchmarks/service_load.py [--requests 400] [--concurrency 4] [--max-seconds 60]

@@ -1,6 +1,6 @@
 """Solver scale: mpq ``auto`` against PuLP+CBC and HiGHS on both instance families, 1,000 to 1,000,000 groups.
 
-Instances: ``benchmarks/mckp_instances.py`` (vendored from ``shared/bench``), families ``layer`` (layer sizes
+Instances: ``benchmarks/mckp_instances.py``, families ``layer`` (layer sizes
 over three orders of magnitude) and ``chgroup`` (equal channel groups), seed 1000 + N, 6 options per group,
 budget average 4 bits. Every solver sees integer sizes (bits divided by their common factor, so the MILPs
 have integer coefficients in the budget row). mpq is timed on arrays (the solver itself: JSON parsing and
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mckp_instances import integer_instance  # noqa: E402
 
 from mpq.solvers.base import AutoSolver  # noqa: E402
-from mpq.solvers.lagrangian import solve_mckp  # noqa: E402
+from mpq.solvers._mckp import solve_mckp  # noqa: E402
 
 SIZES = (1_000, 10_000, 100_000, 1_000_000)
 FAMILIES = ("layer", "chgroup")
@@ -64,7 +64,7 @@ def pulp_cbc(cost: np.ndarray, weight: np.ndarray, cap: float, time_limit: float
 
 def highs(cost: np.ndarray, weight: np.ndarray, cap: float, time_limit: float):
     """HiGHS (highspy) on the one-hot model built from arrays; gap 1e-9, optimum scaled near 1e4."""
-    from mpq.solvers.ilp import build_milp, choice_from_x, highs_solve
+    from mpq.solvers._milp import build_milp, choice_from_x, highs_solve
 
     t = time.perf_counter()
     G = cost.shape[0]

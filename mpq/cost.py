@@ -21,7 +21,7 @@ from . import targets
 
 def option_for(layer_shape: Sequence[int], macs: int, spec: QuantSpec, distortion: float, oid: str,
                latency_ms: Optional[float] = None, bits: Optional[int] = None) -> Option:
-    """One problem option; ``bits`` overrides DESIGN's size convention (a target's own accounting)."""
+    """One problem option; ``bits`` overrides mpq's default size convention (mpq.sizes) (a target's own accounting)."""
     if bits is None:
         bits = weight_bits(layer_shape, spec.w_bits, spec.group_size, spec.format, spec.symmetric, spec.prune_ratio)
     return Option(

@@ -2,7 +2,7 @@
 
 Per-layer sensitivities add up the damage of layers quantized one at a time; on real models the
 errors of low-bit layers compound, and the additive optimum can lose to simpler plans on the task
-(FINDINGS: the single-layer DP beats uniform 4-bit on cosine and loses on retrieval). Refinement
+(measured: the single-layer DP beats uniform 4-bit on cosine and loses on retrieval). Refinement
 starts from the additive optimum (the seed) and tries moves that the additive model rates nearly
 free: one group of layers (a layer, or a tie) one step up its size-ordered efficient options and
 another one step down, or one step up alone when the budget has room. Each move is applied to the

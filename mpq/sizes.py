@@ -112,7 +112,7 @@ def _groups(k: int, group_size: Optional[int]) -> int:
 
 @target_size("mpq")
 def mpq_bits(shape, w_bits, group_size=None, fmt="int", symmetric=True, a_bits=None, embedding=False) -> Optional[int]:
-    """DESIGN's convention: w_bits per weight + a 16-bit scale per channel or group (+ w_bits zero-point when asymmetric)."""
+    """mpq's default convention: w_bits per weight + a 16-bit scale per channel or group (+ w_bits zero-point when asymmetric)."""
     return weight_bits(shape, w_bits, group_size, fmt, symmetric)
 
 

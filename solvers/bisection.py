@@ -19,7 +19,7 @@ from pydantic import Field
 
 from mpq.errors import PlanInfeasible, SolverNotApplicable
 from mpq.settings import Hook, NonNegReal, Real
-from mpq.schema import Plan, SolverInfo
+from mpq.schema import SolverInfo
 
 from .base import Solution, Solver, register_solver
 from .compiled import Compiled

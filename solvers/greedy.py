@@ -32,7 +32,7 @@ class GreedySolver(Solver):
             )
         bound = None
         if len(cp.caps) == 1 and not cp.pairs:
-            from .lagrangian import relaxation_bound
+            from ._mckp import relaxation_bound
 
             (name, cap), = cp.arrays.caps.items()
             bound = relaxation_bound(cp.arrays.cost, cp.arrays.resources[name], cap)

@@ -2,6 +2,8 @@ import os
 
 import pytest
 
+from tests.helpers.hf_tiny import tiny_hf  # noqa: F401  (session fixture: each tiny model is built once per run)
+
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):

@@ -15,7 +15,6 @@ from mpq.quant import QuantSpec
 from mpq.schema import save_document
 
 from tests.helpers import gptq_dynamic
-from tests.helpers.hf_tiny import tiny_hf  # noqa: F401  (session fixture)
 from tests.helpers.plans import llama_mixed_specs, plan_from_specs
 
 TARGETS = ["autoround", "gptqmodel", "hawq", "hqq", "llamacpp", "llmcompressor", "modelopt", "nncf", "torchao", "vllm"]

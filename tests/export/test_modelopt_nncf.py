@@ -8,14 +8,6 @@ import yaml
 from mpq.export import export_plan
 from mpq.pipeline import plan_model
 
-from tests.helpers.hf_tiny import tiny_hf  # noqa: F401  (session fixture)
-
-
-@pytest.fixture(scope="module")
-def workload(tiny_hf):
-    from mpq.model_ref import load_workload
-
-    return load_workload(str(tiny_hf["llama"]), calib=str(tiny_hf["calib"]))
 
 
 def _model(tiny_hf, dtype=torch.float32):

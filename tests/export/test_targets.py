@@ -16,16 +16,8 @@ from mpq.export.base import linear_tag
 from mpq.pipeline import plan_model
 from mpq.schema import Plan, load_document
 
-from tests.helpers.hf_tiny import tiny_hf  # noqa: F401  (session fixture)
 
 FUSED = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
-
-
-@pytest.fixture(scope="module")
-def workload(tiny_hf):
-    from mpq.model_ref import load_workload
-
-    return load_workload(str(tiny_hf["llama"]), calib=str(tiny_hf["calib"]))
 
 
 def make_plan(workload, target, budget=5.0, **kw) -> Plan:

@@ -1,4 +1,4 @@
-"""Malformed files and arguments for every ``mpq`` subcommand (issue 13), shared by the CLI fuzz test and
+"""Malformed files and arguments for every ``mpq`` subcommand, shared by the CLI fuzz test and
 ``benchmarks/hardening_fuzz.py``.
 
 Each case is run in-process through ``mpq.cli.main``; a case passes when it ends with a documented exit

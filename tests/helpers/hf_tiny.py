@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 SENTENCES = [
     "the quick brown fox jumps over the lazy dog",
@@ -98,6 +97,8 @@ def _model(kind: str, vocab: int, tokenizer):
 
 def save_tiny(kind: str, root: Path) -> Path:
     """Build the tiny random-init model ``kind`` (one of ``ARCHITECTURES``) with its tokenizer; returns the directory."""
+    import torch
+
     torch.manual_seed(0)
     tokenizer = make_tokenizer(byte_level=kind.startswith("qwen"))
     vocab = -(-len(tokenizer) // 32) * 32  # rows in multiples of 32, as AutoRound needs to quantize lm_head

@@ -43,3 +43,19 @@ def cnn_batches(sizes=(24, 24)):
         y = (x[:, 0, :4].mean((1, 2)) * 10).long().clamp(0, 4)
         out.append((x, y))
     return out
+
+
+def exact_block_traces(model, batches, loss_fn, names):
+    """tr(H_ll) of the sample-weighted mean loss, by one HVP per weight coordinate (double backprop)."""
+    weights = [model.get_submodule(n).weight for n in names]
+    total = sum(x.shape[0] for x, _ in batches)
+    traces = {n: 0.0 for n in names}
+    for x, y in batches:
+        loss = loss_fn(model(x), y)
+        grads = torch.autograd.grad(loss, weights, create_graph=True)
+        for n, w, g in zip(names, weights, grads):
+            d = w.numel()
+            eye = torch.eye(d).view(d, *w.shape)
+            (hv,) = torch.autograd.grad(g, w, eye, retain_graph=True, is_grads_batched=True)
+            traces[n] += x.shape[0] / total * float(hv.reshape(d, d).diagonal().double().sum())
+    return traces

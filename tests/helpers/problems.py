@@ -105,3 +105,24 @@ def seeded_problem(seed: int, n: int = 5, constraints=None, ties=(), pairs=False
     if pairs:
         doc["pairs"] = [{"a": "layer0", "option_a": "int2", "b": "layer1", "option_b": "int2", "distortion": 5.0}]
     return Problem.model_validate(doc)
+
+
+#: A three-layer problem written by hand (max_bytes 6000; the optimum's distortion is 0.00511).
+HAND = {
+    "schema": "mpq.problem/v1",
+    "layers": [
+        {"name": "features.0", "params": 432, "macs": 110592, "shape": [16, 3, 3, 3], "options": [
+            {"id": "int2", "w_bits": 2, "bytes": 140, "bitops": 3538944, "distortion": 0.09},
+            {"id": "int4", "w_bits": 4, "bytes": 248, "bitops": 7077888, "distortion": 0.0021},
+            {"id": "int8", "w_bits": 8, "bytes": 464, "bitops": 14155776, "distortion": 0.00001}]},
+        {"name": "features.3", "params": 4608, "macs": 1179648, "shape": [32, 16, 3, 3], "options": [
+            {"id": "int2", "w_bits": 2, "bytes": 1216, "bitops": 37748736, "distortion": 0.05},
+            {"id": "int4", "w_bits": 4, "bytes": 2368, "bitops": 75497472, "distortion": 0.004},
+            {"id": "int8", "w_bits": 8, "bytes": 4672, "bitops": 150994944, "distortion": 0.00002}]},
+        {"name": "fc", "params": 5120, "macs": 5120, "shape": [10, 512], "options": [
+            {"id": "int2", "w_bits": 2, "bytes": 1300, "bitops": 163840, "distortion": 0.02},
+            {"id": "int4", "w_bits": 4, "bytes": 2580, "bitops": 327680, "distortion": 0.0011},
+            {"id": "int8", "w_bits": 8, "bytes": 5140, "bitops": 655360, "distortion": 0.00001}]},
+    ],
+    "constraints": {"max_bytes": 6000},
+}

@@ -130,36 +130,20 @@ def workload():
 '''
 
 
-def exact_block_traces(workload):
-    """tr(H_ll) of each weight block of the mean loss over the batches, by one HVP per coordinate."""
-    import torch
-
-    out = {}
-    for name, module in workload.model.named_modules():
-        if not isinstance(module, torch.nn.Linear):
-            continue
-        w = module.weight
-        total = 0.0
-        for inputs, targets in workload.batches:
-            loss = workload.loss_fn(workload.model(inputs), targets)
-            (g,) = torch.autograd.grad(loss, w, create_graph=True)
-            g = g.reshape(-1)
-            for i in range(g.numel()):
-                (h,) = torch.autograd.grad(g[i], w, retain_graph=True)
-                total += float(h.reshape(-1)[i])
-        out[name] = total / len(workload.batches)
-    return out
-
-
 def test_default_hessian_trace_on_an_unseen_mlp_is_within_5_percent_and_4_stderr(tmp_path, monkeypatch):
     (tmp_path / "unseen_mlp.py").write_text(UNSEEN_MLP)
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     assert main(["sensitivity", "unseen_mlp:workload", "--estimator", "hessian-trace", "--quiet", "-o", "s.json"]) == 0
     table = json.loads((tmp_path / "s.json").read_text())
-    from mpq.model_ref import load_workload
+    from torch import nn
 
-    exact = exact_block_traces(load_workload("unseen_mlp:workload"))
+    from mpq.model_ref import load_workload
+    from tests.helpers.models import exact_block_traces
+
+    wl = load_workload("unseen_mlp:workload")
+    linear = [name for name, m in wl.model.named_modules() if isinstance(m, nn.Linear)]
+    exact = exact_block_traces(wl.model, wl.batches, wl.loss_fn, linear)  # batches of equal size: the mean loss
     assert set(table["layers"]) == set(exact)
     for name, value in exact.items():
         got = table["layers"][name]

@@ -1,4 +1,4 @@
-"""Regression tests for issue 13's command-line findings: valid JSON on stdout, named errors, exit codes."""
+"""The command line's hardening: valid JSON on stdout, named errors, exit codes."""
 from __future__ import annotations
 
 import json

@@ -80,14 +80,6 @@ def test_progress_bars_keep_their_timing_and_switch_off_when_quiet_or_not_a_term
     assert console.bar(total=3, quiet=False).disable
 
 
-def test_evolutionary_search_shows_a_bar_not_optuna_log_lines(tmp_path, capsys):
-    path = tmp_path / "problem.json"
-    save_document(seeded_problem(4), path)
-    assert main(["solve", str(path), "--solver", "evolutionary", "--trials", "12", "-o", str(tmp_path / "plan.json")]) == 0
-    err = capsys.readouterr().err
-    assert "Trial 0 finished" not in err and "A new study created" not in err
-
-
 def test_search_bar_advances_with_the_fraction_done():
     bar = console.SearchBar(10, quiet=True)
     bar(0.35)

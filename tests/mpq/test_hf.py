@@ -13,7 +13,6 @@ from mpq.quant import QuantSpec, weight_matrix
 from mpq.schema import save_document
 from mpq.model_ref import load_workload
 
-from tests.helpers.hf_tiny import tiny_hf  # noqa: F401  (session fixture)
 from tests.helpers.plans import plan_from_specs
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from mpq.cli import main
-from tests.helpers.hf_tiny import CAUSAL, ENCODERS, MOE, tiny_hf  # noqa: F401  (session fixture)
+from tests.helpers.hf_tiny import CAUSAL, ENCODERS, MOE
 
 ARCHS = [k for k in CAUSAL if k != "llama"] + list(ENCODERS) + list(MOE)
 

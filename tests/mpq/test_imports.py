@@ -66,14 +66,29 @@ def test_no_module_imports_itself_through_others():
     assert cycles == [], f"import cycles: {cycles}"
 
 
+def registered_solvers() -> set[str]:
+    """Modules of mpq.solvers that register a solver."""
+    return {name for name, path in modules().items()
+            if name.startswith("mpq.solvers.") and "@register_solver" in path.read_text()}
+
+
 def test_the_layering_rules_hold():
     graph = import_graph()
     assert "mpq.cost" not in graph.successors("mpq.sensitivity._runtime")
     assert not nx.has_path(graph, "mpq.workload", "mpq.hf") and not nx.has_path(graph, "mpq.hf", "mpq.model_ref")
-    # greedy's LP bound still comes from lagrangian, and lagrangian's core from ilp's MILP helpers
-    for solver in ("mpq.solvers.dp", "mpq.solvers.pareto", "mpq.solvers.evolutionary", "mpq.solvers.bisection"):
-        registered = {m for m in graph.successors(solver) if m.startswith("mpq.solvers.") and not m.rpartition(".")[2].startswith("_")}
-        assert registered <= {"mpq.solvers.base", "mpq.solvers.compiled", "mpq.solvers.frontier"}, (solver, registered)
+    assert not any(m.startswith("mpq.search") for m in nx.descendants(graph, "mpq.solvers.evolutionary"))
+
+
+def test_no_registered_solver_imports_another_shared_algorithms_live_in_private_helpers():
+    graph = import_graph()
+    registered = registered_solvers()
+    assert {"mpq.solvers.greedy", "mpq.solvers.lagrangian", "mpq.solvers.ilp", "mpq.solvers.dp", "mpq.solvers.pareto",
+            "mpq.solvers.bisection", "mpq.solvers.evolutionary"} <= registered
+    shared = {"mpq.solvers.base", "mpq.solvers.compiled", "mpq.solvers.frontier"}
+    for solver in registered:
+        siblings = {m for m in graph.successors(solver) if m.startswith("mpq.solvers.")}
+        public = {m for m in siblings - shared if not m.rpartition(".")[2].startswith("_")}
+        assert public == set(), (solver, public)
 
 
 def test_solvers_schema_and_the_frontier_cli_load_without_torch():

@@ -14,7 +14,6 @@ from mpq.kv_cache import find_kv_layers, kv_problem_layer, measure_kv_sensitivit
 from mpq.pipeline import plan_model
 from mpq.workload import Workload
 
-from tests.helpers.hf_tiny import tiny_hf  # noqa: F401  (fixture)
 
 
 class Attention(nn.Module):

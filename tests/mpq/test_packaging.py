@@ -124,3 +124,16 @@ def test_require_names_the_extra_and_passes_through_installed_modules():
             del sys.modules["matplotlib"]
         else:
             sys.modules["matplotlib"] = saved
+
+
+def test_docs_and_schema_descriptions_refer_to_nothing_outside_the_repository():
+    """Comments, docstrings and field descriptions (which the JSON Schemas publish) state the fact or name a file here."""
+    import re
+
+    outside = re.compile(r"DESIGN\.md|DESIGN's|FINDINGS|research\.md|\.\./shared|shared/bench|\bissue #?\d+", re.IGNORECASE)
+    folders = ("mpq", "solvers", "sensitivity", "benchmarks", "examples", "tests")
+    files = [p for d in folders if (ROOT / d).is_dir() for p in (ROOT / d).rglob("*.py")
+             if p != Path(__file__).resolve()] + [ROOT / "README.md"]
+    hits = [f"{p.relative_to(ROOT)}:{i}: {line.strip()}" for p in files
+            for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if outside.search(line)]
+    assert hits == []

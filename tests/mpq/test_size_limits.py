@@ -1,4 +1,4 @@
-"""Sizes are checked for overflow at the boundary, in JSON and in .npz (issue 13): no total can wrap."""
+"""Sizes are checked for overflow at the boundary, in JSON and in .npz: no total can wrap."""
 from __future__ import annotations
 
 import json
@@ -61,7 +61,7 @@ def npz_with(tmp_path, edit) -> str:
 
 def test_npz_sizes_past_the_limit_are_refused_naming_the_array(tmp_path):
     def set_bytes(a):
-        a["bytes"][::2] = 2**60  # the issue's sixteen layers of 2**60 bytes
+        a["bytes"][::2] = 2**60  # sixteen layers of 2**60 bytes
         a["bits"][::2] = 2**63 - 8
     with pytest.raises(DocumentError) as e:
         load_columns(npz_with(tmp_path, set_bytes))

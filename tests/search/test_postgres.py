@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from mpq.plan import violations
-from mpq.search import SearchSpec, StorageUnreachable, StudySearch, join_study, open_storage
+from mpq.search import StorageUnreachable, StudySearch, join_study, open_storage
 from mpq.search.status import study_status
 
 PG_URL = os.environ.get("MPQ_TEST_POSTGRES_URL")

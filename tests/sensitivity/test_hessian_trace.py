@@ -13,7 +13,7 @@ from mpq.errors import EstimatorSettingsError
 from mpq.sensitivity.hessian import HessianTraceEstimator
 from mpq.workload import Workload
 
-from tests.helpers.models import TinyCNN, cnn_batches, mlp_batches, tiny_mlp
+from tests.helpers.models import TinyCNN, cnn_batches, exact_block_traces, mlp_batches, tiny_mlp
 
 ce = nn.functional.cross_entropy
 
@@ -22,22 +22,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 # ------------------------------------------------------------------------------------------------
 # tiny models and exact traces
-
-
-def exact_block_traces(model, batches, loss_fn, names):
-    """tr(H_ll) of the sample-weighted mean loss, by one HVP per weight coordinate (double backprop)."""
-    weights = [model.get_submodule(n).weight for n in names]
-    total = sum(x.shape[0] for x, _ in batches)
-    traces = {n: 0.0 for n in names}
-    for x, y in batches:
-        loss = loss_fn(model(x), y)
-        grads = torch.autograd.grad(loss, weights, create_graph=True)
-        for n, w, g in zip(names, weights, grads):
-            d = w.numel()
-            eye = torch.eye(d).view(d, *w.shape)
-            (hv,) = torch.autograd.grad(g, w, eye, retain_graph=True, is_grads_batched=True)
-            traces[n] += x.shape[0] / total * float(hv.reshape(d, d).diagonal().double().sum())
-    return traces
 
 
 def check_against_exact(table, exact, model, rel=0.05, sigmas=4.0):

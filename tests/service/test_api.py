@@ -15,14 +15,6 @@ from mpq.service.store import PlanRecord, Store
 from mpq.solvers import solve
 
 
-@pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    db = tmp_path_factory.mktemp("svc") / "api.db"
-    config = ServiceConfig(db_url=f"sqlite:///{db}", solve_workers=0, plugins=("tests.helpers.slow_solver",))
-    with TestClient(create_app(config), base_url="http://127.0.0.1") as c:
-        yield c
-
-
 def wait_for(client, sid, statuses, timeout=30.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

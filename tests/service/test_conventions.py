@@ -8,16 +8,6 @@ from fastapi.testclient import TestClient
 from tests.helpers.service import problem
 
 from mpq.client import Client, ServiceError
-from mpq.service.app import create_app
-from mpq.service.limits import ServiceConfig
-
-
-@pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    db = tmp_path_factory.mktemp("conv") / "api.db"
-    config = ServiceConfig(db_url=f"sqlite:///{db}", solve_workers=0, plugins=("tests.helpers.slow_solver",))
-    with TestClient(create_app(config), base_url="http://127.0.0.1") as c:
-        yield c
 
 
 def test_created_plans_and_accepted_searches_carry_a_location_that_resolves(client):

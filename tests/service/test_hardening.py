@@ -1,4 +1,4 @@
-"""Issue 13's service findings: every bad document is a 4xx naming the field, never a 500 or internal text."""
+"""The service's hardening: every bad document is a 4xx naming the field, never a 500 or internal text."""
 from __future__ import annotations
 
 import pytest
@@ -7,14 +7,6 @@ from tests.helpers.service import problem
 
 from mpq.service.app import create_app
 from mpq.service.limits import ServiceConfig
-
-
-@pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    db = tmp_path_factory.mktemp("hard") / "hard.db"
-    config = ServiceConfig(db_url=f"sqlite:///{db}", solve_workers=0)
-    with TestClient(create_app(config), base_url="http://127.0.0.1") as c:
-        yield c
 
 
 def layers_of(doc, **fields):
@@ -43,7 +35,7 @@ def test_bad_documents_are_422_naming_the_field(client, edit, field):
 
 
 def test_a_solver_that_ignores_its_time_limit_is_stopped_in_its_worker_and_others_go_on(tmp_path):
-    """The issue's stall: a solve past its limit held a worker for 65 s whatever time_limit_s asked. Now the
+    """The stall: a solve past its limit held a worker for 65 s whatever time_limit_s asked. Now the
     worker stops it at its own limit plus grace, with a 422 naming the limit, and other requests are served."""
     import time
     from concurrent.futures import ThreadPoolExecutor

@@ -1,6 +1,6 @@
 """No request can choose a file, URL or storage on the server, and a web page cannot call a loopback service.
 
-Regression tests for issue 13's critical finding: the evolutionary solver's ``storage`` option
+Regression tests: the evolutionary solver's ``storage`` option
 reached Optuna from the request (``journal:///FILE`` appended to any file, ``sqlite:///PATH``
 created databases), text/plain and form bodies were accepted, and ``Host``/``Origin`` were not
 checked, so a page the user merely visited could do it.

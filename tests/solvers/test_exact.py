@@ -139,7 +139,7 @@ def test_auto_picks_an_exact_method_for_the_problem_at_hand():
 
 def test_ilp_lp_bound_is_below_the_optimum():
     from mpq.solvers.compiled import compile_problem
-    from mpq.solvers.ilp import lp_bound
+    from mpq.solvers._milp import lp_bound
 
     rng = np.random.default_rng(5)
     p = random_problem(rng, 5, pairs=2, constraints=("max_bytes", "max_latency_ms"), slack=0.3)

@@ -1,6 +1,4 @@
 """ILP and DP agree with brute force on small problems, and never break a budget."""
-import itertools
-
 import numpy as np
 import pytest
 
@@ -9,6 +7,8 @@ from mpq.plan import violations
 from mpq.schema import Problem
 from mpq.solvers import get_solver, solve
 from mpq.solvers.compiled import compile_problem
+
+from tests.helpers.problems import brute_force
 
 
 def random_problem(rng, n_layers=5, n_opts=4, constraint="max_bytes", slack=1.3, ties=False):
@@ -29,32 +29,13 @@ def random_problem(rng, n_layers=5, n_opts=4, constraint="max_bytes", slack=1.3,
     return Problem.model_validate({**p, "constraints": {constraint: lo * slack}})
 
 
-def brute_force(problem):
-    best = None
-    tie = set(problem.ties[0]) if problem.ties else set()
-    for choice in itertools.product(*[range(len(l.options)) for l in problem.layers]):
-        picked = [l.options[c] for l, c in zip(problem.layers, choice)]
-        if tie and len({o.id for l, o in zip(problem.layers, picked) if l.name in tie}) > 1:
-            continue
-        c = problem.constraints
-        if c.max_bytes and sum(o.bytes for o in picked) > c.max_bytes:
-            continue
-        if c.max_avg_bits and sum(o.bits for o in picked) > c.max_avg_bits * problem.total_params:
-            continue
-        if c.max_bitops and sum(o.bitops for o in picked) > c.max_bitops:
-            continue
-        d = sum(o.distortion for o in picked)
-        best = d if best is None or d < best else best
-    return best
-
-
 @pytest.mark.parametrize("constraint", ["max_bytes", "max_avg_bits", "max_bitops"])
 @pytest.mark.parametrize("ties", [False, True])
 def test_ilp_equals_dp_equals_brute_force(constraint, ties):
     rng = np.random.default_rng(hash((constraint, ties)) % 2**32)
     for _ in range(8):
         problem = random_problem(rng, constraint=constraint, slack=float(rng.uniform(1.05, 1.8)), ties=ties)
-        expected = brute_force(problem)
+        expected = brute_force(problem)[0]
         for name in ("ilp", "dp", "auto"):
             plan = solve(problem, name)
             assert plan.solver.status == "optimal"
@@ -71,7 +52,7 @@ def test_ilp_handles_several_constraints_at_once():
         bitops_cap = sum(min(o.bitops for o in l.options) for l in p.layers) * 1.5
         p = p.model_copy(update={"constraints": p.constraints.model_copy(update={"max_bitops": bitops_cap})})
         plan = solve(p, "ilp")
-        assert plan.totals.distortion == pytest.approx(brute_force(p), rel=1e-9)
+        assert plan.totals.distortion == pytest.approx(brute_force(p)[0], rel=1e-9)
         assert plan.totals.bytes <= p.constraints.max_bytes and plan.totals.bitops <= bitops_cap
     with pytest.raises(SolverNotApplicable, match="use --solver ilp"):
         solve(p, "dp")
@@ -107,20 +88,3 @@ def test_unknown_solver_lists_the_known_ones():
 
     with pytest.raises(UnknownName, match="available: .*dp.*ilp"):
         get_solver("simplex")
-
-
-def test_solver_settings_reach_the_solver_and_typos_are_refused(tmp_path, capsys):
-    import json
-
-    from mpq.cli import main
-    from mpq.errors import SolverSettingsError
-
-    problem = random_problem(np.random.default_rng(11))
-    path = tmp_path / "p.json"
-    path.write_text(problem.model_dump_json(by_alias=True))
-    assert main(["solve", str(path), "--solver", "ilp", "--param", "backend=highs", "-o", str(tmp_path / "plan.json")]) == 0
-    assert json.loads((tmp_path / "plan.json").read_text())["solver"]["name"] == "ilp"
-    assert main(["solve", str(path), "--solver", "ilp", "--param", "backend=gurobi"]) == 2
-    assert "solver 'ilp': setting backend='gurobi': expected 'cbc' or 'highs'" in capsys.readouterr().err
-    with pytest.raises(SolverSettingsError, match=r"solver 'dp': unknown setting 'beam'; known: .*time_limit_s"):
-        get_solver("dp", beam=3)

@@ -1,4 +1,4 @@
-"""A plan's status and gap are computed from its objective and the proven bound, never assumed (issue 13)."""
+"""A plan's status and gap are computed from its objective and the proven bound, never assumed."""
 from __future__ import annotations
 
 import json

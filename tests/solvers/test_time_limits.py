@@ -1,4 +1,4 @@
-"""Every solver honours its time limit (issue 13): dp returns a feasible plan with a bound, settings are checked."""
+"""Every solver honours its time limit: dp returns a feasible plan with a bound, settings are checked."""
 from __future__ import annotations
 
 import time

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from mpq.solvers._dp import pareto_dp
-from mpq.solvers import lagrangian
-from mpq.solvers.lagrangian import SuffixLP, lower_hulls, pair_groups, solve_mckp
+from mpq.solvers import _mckp
+from mpq.solvers._mckp import SuffixLP, lower_hulls, pair_groups, solve_mckp
 
 
 def _instance(rng: np.random.Generator, t: int):
@@ -60,9 +60,9 @@ def test_paired_groups_leave_out_combinations_past_the_reduced_cost_limit():
 
 
 def test_unmerged_rows_when_pairs_would_be_too_many(monkeypatch):
-    import mpq.solvers.lagrangian as lagrangian
+    import mpq.solvers._mckp as mckp
 
-    monkeypatch.setattr(lagrangian, "_PAIR_LIMIT", 0)
+    monkeypatch.setattr(mckp, "_PAIR_LIMIT", 0)
     cost = np.array([[1.0, 0.0], [1.0, 0.0], [2.0, 0.5]])
     weight = np.array([[1, 2], [1, 2], [1, 3]])
     allowed = np.array([[True, True], [True, False], [True, True]])
@@ -99,9 +99,9 @@ def test_small_hulls_are_the_column_loops_hulls_exactly(monkeypatch):
             cost = np.sort(rng.random((G, K)), axis=1)[:, ::-1].copy()
         else:
             cost, weight = rng.random((G, K)), rng.random((G, K))
-        monkeypatch.setattr(lagrangian, "_SMALL_HULL_GROUPS", 0)
+        monkeypatch.setattr(_mckp, "_SMALL_HULL_GROUPS", 0)
         loop = lower_hulls(cost, weight)
-        monkeypatch.setattr(lagrangian, "_SMALL_HULL_GROUPS", 400)
+        monkeypatch.setattr(_mckp, "_SMALL_HULL_GROUPS", 400)
         whole = lower_hulls(cost, weight)
         for field in ("vertices", "n_segments", "efficiency", "d_weight"):
             a, b = getattr(loop, field), getattr(whole, field)

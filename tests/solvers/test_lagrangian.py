@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mpq.solvers.ilp import build_milp, choice_from_x, highs_solve
-from mpq.solvers.lagrangian import solve_mckp
+from mpq.solvers._milp import build_milp, choice_from_x, highs_solve
+from mpq.solvers._mckp import solve_mckp
 
 _spec = importlib.util.spec_from_file_location("mckp_instances", Path(__file__).parents[2] / "benchmarks" / "mckp_instances.py")
 mckp = importlib.util.module_from_spec(_spec)
