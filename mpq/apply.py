@@ -72,17 +72,7 @@ def apply_plan(
         first = next(l for l, _ in targets if l.a_bits is not None)
         raise WorkloadError(f"plan layer {first.name!r} has a_bits={first.a_bits}: activation ranges are calibrated on data, so pass batches=")
     for layer, module in targets:
-        w = weight_matrix(module)
-        spec = QuantSpec.of(layer)
-        if layer.channels is None:
-            set_weight_matrix(module, fake_quantize(w, spec))
-        else:
-            start, stop = layer.channels
-            if stop > w.shape[0]:
-                raise WorkloadError(f"plan layer {layer.name!r}: channels [{start}, {stop}) exceed the {w.shape[0]} outputs of {layer.target!r}")
-            new = w.detach().clone()
-            new[start:stop] = fake_quantize(w[start:stop], spec)
-            set_weight_matrix(module, new)
+        quantize_layer(module, layer)
     if a_bits:
         from .activations import install_activation_quant, remove_activation_quant
 
@@ -93,6 +83,21 @@ def apply_plan(
             h.remove()
         model._mpq_kv_hooks = install_kv_quant(model, kv_bits, batches)
     return model
+
+
+def quantize_layer(module: nn.Module, layer: PlanLayer) -> None:
+    """Fake-quantize (and prune) ``module``'s weight in place as ``layer`` plans it (its channel range only, if it has one)."""
+    w = weight_matrix(module)
+    spec = QuantSpec.of(layer)
+    if layer.channels is None:
+        set_weight_matrix(module, fake_quantize(w, spec))
+        return
+    start, stop = layer.channels
+    if stop > w.shape[0]:
+        raise WorkloadError(f"plan layer {layer.name!r}: channels [{start}, {stop}) exceed the {w.shape[0]} outputs of {layer.target!r}")
+    new = w.detach().clone()
+    new[start:stop] = fake_quantize(w[start:stop], spec)
+    set_weight_matrix(module, new)
 
 
 def save_quantized(model: nn.Module, plan: Plan, path: str | Path) -> Path:

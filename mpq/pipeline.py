@@ -203,11 +203,12 @@ def plan_model(
     # bisection already judges plans by the measured metric; activation quantization needs calibrated ranges per plan
     # (and the KV cache is not a weight that a plan applies)
     if refine and solver != "bisection" and all(a is None for a in candidates.a_bits) and not kv_bits:
+        from mpq.incremental import IncrementalObjective
         from mpq.refine import floor_plans, refine_plan
-        from mpq.search.measured import measured_objective
 
-        refinement = refine_plan(problem, plan, measured_objective(workload), max_evals=refine, seed=seed,
-                                 alternatives=floor_plans(problem, solver))
+        with IncrementalObjective(workload) as objective:  # the measured objective, re-running only what a move changes
+            refinement = refine_plan(problem, plan, objective, max_evals=refine, seed=seed,
+                                     alternatives=floor_plans(problem, solver))
         plan = refinement.plan
     result = PlanResult(graph, table, problem, plan, refinement)
     if priced is not None and channel_groups == 1:

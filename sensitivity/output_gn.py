@@ -24,14 +24,14 @@ layer's recorded input with each option's weight error. ``seed`` fixes the cotan
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 import torch
 from torch import nn
 
 from mpq.errors import WorkloadError
 from mpq.graph import LayerGraph
-from mpq.quant import QuantSpec, quantization_error, weight_matrix
+from mpq.quant import QuantSpec
 from mpq.schema import LayerSensitivity, SensitivityTable
 from mpq.workload import Workload, call_model
 
@@ -56,13 +56,21 @@ def _distillation_target(workload: Workload, targets: Any) -> bool:
 
 def sample_cotangents(workload: Workload, out: torch.Tensor, targets: Any, samples: int, gen: torch.Generator) -> torch.Tensor:
     """``samples`` output cotangents (stacked on a new first dim) whose covariance is the loss Hessian at the output."""
+    return torch.stack(list(cotangents(workload, out, targets, samples, gen)))
+
+
+def cotangents(workload: Workload, out: torch.Tensor, targets: Any, samples: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
+    """The ``samples`` cotangents of :func:`sample_cotangents`, one at a time (the random draws are made up front,
+    so the values are the same; only one output-sized cotangent is alive at a time, not ``samples`` of them)."""
     out = out.detach().float()
     if _distillation_target(workload, targets):
         mask = targets["mask"].to(out.device).unsqueeze(-1).to(out.dtype)
         teacher = targets["hidden"].to(out.device).float()
         ref = float((teacher**2 * mask).sum().clamp(min=1e-12))
         eps = torch.randn((samples, *out.shape), generator=gen).to(out.device)
-        return eps * mask * (2.0 / ref) ** 0.5
+        for k in range(samples):
+            yield eps[k] * mask * (2.0 / ref) ** 0.5
+        return
     if out.dim() == 0 or out.shape[-1] < 2:
         raise WorkloadError(
             f"estimator 'output-gn': the model's output of shape {tuple(out.shape)} is not logits over at least two "
@@ -71,9 +79,11 @@ def sample_cotangents(workload: Workload, out: torch.Tensor, targets: Any, sampl
     probs = torch.softmax(out.reshape(-1, out.shape[-1]), dim=-1).cpu()
     n = probs.shape[0]
     draws = torch.multinomial(probs, samples, replacement=True, generator=gen)  # (n, samples)
-    cot = probs.unsqueeze(0).repeat(samples, 1, 1)
-    cot[torch.arange(samples).unsqueeze(1), torch.arange(n).unsqueeze(0), draws.t()] -= 1.0
-    return (cot / n**0.5).reshape(samples, *out.shape).to(out.device)
+    rows = torch.arange(n)
+    for k in range(samples):
+        cot = probs.clone()
+        cot[rows, draws[:, k]] -= 1.0
+        yield (cot / n**0.5).reshape(out.shape).to(out.device)
 
 
 @register_estimator
@@ -90,55 +100,132 @@ class OutputGNEstimator(Estimator):
         specs = candidate_options(options, self.name)
         device = check_device(self.device)
         gen = self.generator()
-        totals = {name: {oid: 0.0 for oid in specs} for name in graph.names}
         with prepared(workload.model, device, grad=True) as model:
-            modules = {name: graph.module(name) for name in graph.names}
-            for p in model.parameters():
+            for p in model.parameters():  # no weight gradient is ever computed: only the layers' output cotangents
                 p.requires_grad_(False)
-            for m in modules.values():  # only so that every layer output carries a gradient
-                m.weight.requires_grad_(True)
+            probes = {name: _LayerProbe(graph.module(name), specs) for name in graph.names}
             batches = calibration(workload, self.probes, device)
-            errors = {name: {oid: quantized_weight(m, s) - m.weight.detach() for oid, s in specs.items()} for name, m in modules.items()}
+            draws = len(batches) * self.samples
             for inputs, targets in progress(batches, desc=self.name, quiet=self.quiet):
-                calls: list[tuple[str, tuple, torch.Tensor]] = []
-
-                def hook(name):
-                    def record(mod, args, out):
-                        if isinstance(out, torch.Tensor) and out.requires_grad:
-                            calls.append((name, args, out))
-                    return record
-
-                handles = [m.register_forward_hook(hook(name)) for name, m in modules.items()]
+                roots: list[torch.Tensor] = []
+                handles = [p.module.register_forward_hook(p.forward_hook(roots)) for p in probes.values()]
                 try:
                     with torch.enable_grad():
                         out = main_output(call_model(model, inputs))
-                        cots = sample_cotangents(workload, out, targets, self.samples, gen)
-                        pulled = [[] for _ in calls]
-                        for k in range(self.samples):
-                            grads = torch.autograd.grad(out, [y for _, _, y in calls], grad_outputs=cots[k].to(out.dtype),
-                                                        retain_graph=k + 1 < self.samples, allow_unused=True)
-                            for i, g in enumerate(grads):
-                                pulled[i].append(g)
+                    for h in handles:
+                        h.remove()
+                    handles = []
+                    if not out.requires_grad:
+                        continue  # no planned layer reaches the output (as before: every distortion stays 0)
+                    for k, cot in enumerate(cotangents(workload, out, targets, self.samples, gen)):
+                        for p in probes.values():
+                            p.start_draw()
+                        torch.autograd.grad(out, roots, grad_outputs=cot.to(out.dtype), retain_graph=k + 1 < self.samples,
+                                            allow_unused=True)
+                        for p in probes.values():
+                            p.end_draw()
                 finally:
                     for h in handles:
                         h.remove()
-                with torch.no_grad():
-                    for (name, args, y), gs in zip(calls, pulled):
-                        if any(g is None for g in gs):
-                            continue
-                        g = torch.stack(gs).double()  # (samples, *y.shape)
-                        for oid, dw in errors[name].items():
-                            dy = _output_change(modules[name], dw, args).double()
-                            s = (g * dy).reshape(self.samples, -1).sum(1)
-                            totals[name][oid] += 0.5 * float((s**2).mean()) / len(batches)
-                del calls, pulled
-        layers = {}
-        for info in graph:
-            w = weight_matrix(graph.module(info.name))
-            errs = {oid: quantization_error(w, spec) for oid, spec in specs.items()}
-            d = totals[info.name]
-            layers[info.name] = LayerSensitivity(score=fit_score(d, errs), params=info.params, options=d)
+                    for p in probes.values():
+                        p.calls.clear()
+                del roots, out
+            layers = {}
+            for info in graph:
+                probe = probes.pop(info.name)
+                d, errs = probe.finish(draws)
+                layers[info.name] = LayerSensitivity(score=fit_score(d, errs), params=info.params, options=d)
         return self.table(workload, layers, batches=len(batches), samples=self.samples)
+
+
+class _LayerProbe:
+    """One layer's share of the estimate: ``s_o = v^T Δz = Σ_t g_t · (ΔW_o x_t)`` per option and cotangent draw.
+
+    The layer's output gets a tensor hook, so ``g`` (the cotangent pulled back to the layer's output) is
+    used the moment the backward pass reaches the layer and freed after it: no output gradient of any
+    layer is kept, and no weight gradient is computed. For a linear layer (``nn.Linear``, transformers'
+    ``Conv1D``, an expert slice) ``s_o = <M, ΔW_o>`` with ``M = G^T X`` over the token rows where ``g``
+    is not zero (padding gets no cotangent in a self-distillation), one product for every option at
+    once; an embedding keeps its few ``(token, g)`` rows and meets the option errors at the end (its
+    errors would be as large as the vocabulary); any other layer computes ``ΔW_o x`` by a functional
+    call of the module, as its own forward defines it. A layer called more than once in a forward pass
+    adds its calls' ``s_o`` before squaring (the output change is the sum of the calls' changes).
+    """
+
+    def __init__(self, module: nn.Module, specs: Mapping[str, QuantSpec]):
+        self.module, self.specs = module, dict(specs)
+        kind = type(module).__name__
+        self.kind = ("linear" if isinstance(module, nn.Linear) or kind == "ExpertProjection" else
+                     "conv1d" if kind == "Conv1D" else "embedding" if isinstance(module, nn.Embedding) else "other")
+        w = module.weight.detach()
+        self.sums = torch.zeros(len(specs), dtype=torch.float64)  # Σ over draws of s_o² (÷ 2 and draws at the end)
+        self.draw = torch.zeros(len(specs), dtype=torch.float64)  # s_o of the current draw
+        self.calls: list[tuple] = []
+        self.rows: list[list[tuple[torch.Tensor, torch.Tensor]]] = []  # embedding: (token ids, g rows) per draw
+        self.errors: Optional[torch.Tensor] = None
+        self.sq_errors: dict[str, float] = {}
+        if self.kind != "embedding":  # (options, *weight.shape): Q_o(W) - W in float32, in the weight's own layout
+            self.errors = torch.stack([quantized_weight(module, s).float() - w.float() for s in specs.values()])
+            self.sq_errors = {oid: float(e.double().pow(2).sum()) for oid, e in zip(specs, self.errors)}
+
+    def forward_hook(self, roots: list[torch.Tensor]) -> Callable:
+        def record(mod, args, out):
+            if not isinstance(out, torch.Tensor) or not out.is_floating_point():
+                return None
+            replaced = None
+            if not out.requires_grad:  # nothing before this layer needs a gradient: its output joins the backward
+                if not roots:  # through one scalar zero (x + 0 is x), which the backward asks its gradient for
+                    roots.append(torch.zeros((), dtype=out.dtype, device=out.device, requires_grad=True))
+                replaced = out + roots[0]
+                out = replaced
+            call = (args, len(self.calls))
+            self.calls.append(call)
+            out.register_hook(lambda g, call=call: self._pulled(call[0], g))
+            return replaced
+        return record
+
+    def start_draw(self) -> None:
+        self.draw.zero_()
+        if self.kind == "embedding":
+            self.rows.append([])
+
+    def end_draw(self) -> None:
+        if self.kind != "embedding":
+            self.sums += self.draw**2
+
+    def _pulled(self, args: tuple, g: torch.Tensor) -> None:
+        with torch.no_grad():
+            if self.kind == "other":
+                for i, e in enumerate(self.errors):
+                    dy = _output_change(self.module, e.to(self.module.weight.dtype), args)
+                    self.draw[i] += float((g.double() * dy.double()).sum())
+                return
+            x = args[0]
+            g2 = g.reshape(-1, g.shape[-1])
+            keep = g2.ne(0).any(dim=1)
+            every = bool(keep.all())
+            if self.kind == "embedding":
+                ids = x.reshape(-1)
+                self.rows[-1].append((ids if every else ids[keep], (g2 if every else g2[keep]).float().clone()))
+                return
+            x2 = x.reshape(-1, x.shape[-1])
+            if not every:
+                x2, g2 = x2[keep], g2[keep]
+            m = g2.float().t() @ x2.float() if self.kind == "linear" else x2.float().t() @ g2.float()
+            self.draw += (self.errors.reshape(len(self.errors), -1) @ m.reshape(-1)).double()
+
+    def finish(self, draws: int) -> tuple[dict[str, float], dict[str, float]]:
+        """The distortion ``½ E[s_o²]`` and ``||ΔW_o||²`` per option."""
+        if self.kind == "embedding":
+            w = self.module.weight.detach()
+            for i, (oid, spec) in enumerate(self.specs.items()):
+                e = quantized_weight(self.module, spec).float() - w.float()
+                self.sq_errors[oid] = float(e.double().pow(2).sum())
+                for rows in self.rows:
+                    s = sum(float((e[ids] * g).double().sum()) for ids, g in rows)
+                    self.sums[i] += s * s
+        d = {oid: 0.5 * float(self.sums[i]) / draws for i, oid in enumerate(self.specs)}
+        return d, self.sq_errors
 
 
 def _output_change(module: nn.Module, dw: torch.Tensor, args: tuple) -> torch.Tensor:

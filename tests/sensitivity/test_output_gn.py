@@ -8,6 +8,7 @@ from mpq.graph import discover
 from mpq.pipeline import sensitivities
 from mpq.quant import fake_quantize, set_weight_matrix, weight_matrix
 from mpq.workload import Workload
+from tests.helpers.hf_tiny import tiny_hf  # noqa: F401  (fixture)
 from tests.helpers.models import mlp_batches, tiny_mlp
 
 
@@ -51,3 +52,62 @@ def test_output_gn_refuses_a_bad_sample_count():
         from mpq.sensitivity.base import get_estimator
 
         get_estimator("output-gn", samples=0)
+
+
+def _reference_output_gn(wl, graph, specs, samples, seed):
+    """½ E[(Σ_t g_t · ΔW x_t)²] written the plain way: every layer output's cotangent kept, ``ΔW x`` by a
+    functional call of the module per option (what the estimator computes with products restricted to
+    the rows that get a cotangent, one product for all options, and embeddings by their rows)."""
+    from torch.func import functional_call
+
+    from mpq.sensitivity.grad_output import quantized_weight
+    from mpq.sensitivity.output_gn import main_output, sample_cotangents
+    from mpq.workload import call_model
+
+    gen = torch.Generator().manual_seed(seed)
+    modules = {n: graph.module(n) for n in graph.names}
+    for p in wl.model.parameters():
+        p.requires_grad_(False)
+    for m in modules.values():
+        m.weight.requires_grad_(True)
+    totals = {n: {o: 0.0 for o in specs} for n in modules}
+    try:
+        for inputs, targets in wl.batches:
+            calls = []
+            hooks = [m.register_forward_hook(lambda mod, a, y, n=n: calls.append((n, a, y))) for n, m in modules.items()]
+            out = main_output(call_model(wl.model, inputs))
+            for h in hooks:
+                h.remove()
+            cots = sample_cotangents(wl, out, targets, samples, gen)
+            pulled = [torch.autograd.grad(out, [y for _, _, y in calls], cots[k], retain_graph=True, allow_unused=True)
+                      for k in range(samples)]
+            with torch.no_grad():
+                for i, (n, args, _) in enumerate(calls):
+                    if pulled[0][i] is None:  # not on the path to the output (a pooler the loss does not read)
+                        continue
+                    for o, spec in specs.items():
+                        m = modules[n]
+                        dw = quantized_weight(m, spec) - m.weight
+                        params = {"weight": dw} | ({"bias": torch.zeros_like(m.bias)} if getattr(m, "bias", None) is not None else {})
+                        dy = functional_call(m, params, args).double()
+                        s = torch.stack([(pulled[k][i].double() * dy).sum() for k in range(samples)])
+                        totals[n][o] += 0.5 * float((s**2).mean()) / len(wl.batches)
+    finally:
+        for m in modules.values():
+            m.weight.requires_grad_(False)
+    return totals
+
+
+@pytest.mark.parametrize("kind", ["bert", "gpt2", "llama"])
+def test_output_gn_equals_the_plain_computation_on_hf_models(kind, tiny_hf, one_thread):
+    """Padding rows, embeddings, Conv1D (GPT-2) and causal-LM cotangents: the fast path computes the same numbers."""
+    from mpq.model_ref import load_workload
+
+    wl = load_workload(str(tiny_hf[kind]), calib=str(tiny_hf["calib"]), hf={"batch_size": 3})
+    cands = CandidateSet(bits=(3, 8))
+    table = sensitivities(wl, "output-gn", candidates=cands, use_cache=False, samples=3, seed=5, quiet=True)
+    expected = _reference_output_gn(wl, discover(wl), cands.specs(), samples=3, seed=5)
+    assert set(table.layers) == set(expected)
+    for name, layer in table.layers.items():
+        for oid, value in expected[name].items():
+            assert layer.options[oid] == pytest.approx(value, rel=1e-4, abs=1e-12), (name, oid)
