@@ -1,4 +1,4 @@
-"""Registries by name: one idiom for commands, solvers, estimators, exporters and number formats.
+"""Registries by name: one idiom for commands, solvers, estimators, exporters, number formats and target sizes.
 
 A registry is a plain dict from name to thing, owned by the module that defines the thing's kind.
 Things enter it only through :func:`register`, which refuses a second, different thing under a

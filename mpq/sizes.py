@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Optional, Sequence
 
+from .registry import register
 from .schema import NUMBER_FORMATS, NumberFormat
 
 #: Block size of float formats when no group size is given (MX uses 32 for fp8 and fp4).
@@ -95,8 +96,7 @@ def target_size(name: str):
     """Register a target accounting under ``name`` (its docstring's first line says what it counts)."""
 
     def deco(fn: SizeFn) -> SizeFn:
-        TARGET_SIZES[name] = fn
-        return fn
+        return register(TARGET_SIZES, name, fn, kind="target size")
 
     return deco
 

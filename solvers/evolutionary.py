@@ -201,8 +201,8 @@ class EvolutionarySolver(Solver):
         return self._search(cp, started, provenance)
 
     def _solve(self, cp: Compiled) -> Solution:
-        searched = cp if cp.problem is not None else compile_problem(cp.columns.to_problem())
-        best = self.best(self._search(searched, time.perf_counter()))
+        """The best plan of an in-memory search; a measured objective is the plan's objective."""
+        best = self.best(self._search(with_layers(cp), time.perf_counter()))
         return Solution(plan_choice(cp, best), "feasible", best.solver.bound, objective=best.solver.objective)
 
     def _search(self, cp: Compiled, started: float, provenance: Optional[Provenance] = None) -> SearchResult:
@@ -359,6 +359,11 @@ class EvolutionarySolver(Solver):
             plans.append(cp.plan(choices[i], info, provenance))
         return SearchResult(plans=plans, best=plans[-1] if plans else None, trials=dict(counts), bound=bound,
                             study=getattr(study, "study_name", None))
+
+
+def with_layers(cp: Compiled) -> Compiled:
+    """``cp`` as compiled from its JSON problem (a columnar one is converted): the search sizes and builds plans by layer."""
+    return cp if cp.problem is not None else compile_problem(cp.columns.to_problem())
 
 
 def plan_choice(cp: Compiled, plan: Plan) -> np.ndarray:

@@ -16,7 +16,7 @@ import numpy as np
 from mpq.schema import Plan, Problem, Provenance, SolverInfo
 from mpq.solvers.compiled import Compiled, compile_any, compile_problem
 from mpq.solvers.evolutionary import (
-    DEFAULT_TRIALS, EvolutionarySolver, SearchResult, SearchSpace, default_population, plan_choice,
+    DEFAULT_TRIALS, EvolutionarySolver, SearchResult, SearchSpace, default_population, plan_choice, with_layers,
 )
 
 from .storage import open_storage, retry_callback
@@ -84,8 +84,7 @@ class StudySearch:
         started = time.perf_counter()
         cp = compile_any(problem)
         cp.check_feasible()
-        searched = cp if cp.problem is not None else compile_problem(cp.columns.to_problem())
-        best = self.solver.best(self._search(searched, started))
+        best = self.solver.best(self._search(with_layers(cp), started))
         return cp, plan_choice(cp, best), best.solver
 
     def solve(self, problem, provenance: Optional[Provenance] = None) -> Plan:

@@ -118,3 +118,11 @@ def test_a_format_registers_once_and_needs_its_vocabulary_entry_before_a_quantiz
     with pytest.raises(RegistryError, match="add the format to mpq.schema.NUMBER_FORMATS first"):
         register_quantizer("fp5_never")(lambda w, spec: w)
     register_number_format(schema.NUMBER_FORMATS["int"])  # the same entry again is a no-op
+
+
+def test_a_target_size_registers_once_like_every_registry():
+    from mpq.sizes import TARGET_SIZES, target_size
+
+    with pytest.raises(RegistryError, match="target size 'mpq' is already registered"):
+        target_size("mpq")(lambda *args, **kwargs: 0)
+    assert target_size("mpq")(TARGET_SIZES["mpq"]) is TARGET_SIZES["mpq"]  # the same function again is a no-op
