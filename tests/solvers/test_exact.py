@@ -165,3 +165,10 @@ def test_ilp_stopped_by_its_time_limit_reports_feasible_with_a_bound_or_proves_o
     assert plan.solver.status in ("optimal", "feasible")
     if plan.solver.status == "feasible":
         assert plan.solver.gap == pytest.approx((plan.solver.objective - plan.solver.bound) / plan.solver.objective)
+
+
+def test_unknown_solver_lists_the_known_ones():
+    from mpq.errors import UnknownName
+
+    with pytest.raises(UnknownName, match="available: .*dp.*ilp"):
+        get_solver("simplex")

@@ -1,11 +1,11 @@
-"""ILP and DP agree with brute force on small problems, and never break a budget."""
+"""The ILP solver: equal to DP and brute force on small problems, several constraints at once, pairwise terms."""
 import numpy as np
 import pytest
 
-from mpq.errors import PlanInfeasible, SolverNotApplicable
+from mpq.errors import SolverNotApplicable
 from mpq.plan import violations
 from mpq.schema import Problem
-from mpq.solvers import get_solver, solve
+from mpq.solvers import solve
 from mpq.solvers.compiled import compile_problem
 
 from tests.helpers.problems import brute_force
@@ -58,17 +58,6 @@ def test_ilp_handles_several_constraints_at_once():
         solve(p, "dp")
 
 
-def test_infeasible_budget_names_the_smallest_feasible_budget():
-    rng = np.random.default_rng(3)
-    problem = random_problem(rng, constraint="max_bytes", slack=0.9)
-    smallest = sum(min(o.bytes for o in l.options) for l in problem.layers)
-    for name in ("ilp", "dp"):
-        with pytest.raises(PlanInfeasible) as err:
-            solve(problem, name)
-        assert err.value.minimum == {"max_bytes": smallest}
-        assert f"max_bytes={smallest}" in str(err.value)
-
-
 def test_pairwise_terms_change_the_ilp_choice():
     layer = lambda n: {"name": n, "params": 10, "options": [
         {"id": "a", "w_bits": 2, "bytes": 3, "distortion": 1.0},
@@ -81,10 +70,3 @@ def test_pairwise_terms_change_the_ilp_choice():
     plan = solve(Problem.model_validate(with_pair), "ilp")
     assert (plan.layer("x").option, plan.layer("y").option) == ("b", "a")
     assert plan.totals.distortion == 1.0
-
-
-def test_unknown_solver_lists_the_known_ones():
-    from mpq.errors import UnknownName
-
-    with pytest.raises(UnknownName, match="available: .*dp.*ilp"):
-        get_solver("simplex")
