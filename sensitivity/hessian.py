@@ -94,6 +94,16 @@ Attention: fused attention kernels have no double backward, so the model runs wi
 one while the estimator runs (:func:`second_order_attention`: PyTorch's math kernel, and eager attention
 for Hugging Face models), restored exactly afterwards.
 
+Embeddings: an input embedding (``nn.Embedding`` whose weight no other module uses) is not probed. Its
+block is as large as the vocabulary (30k x 384 on a small encoder: one probe per HVP, no sketch), every
+HVP runs the double backward through the whole model, and the loss touches only the rows of the tokens
+the calibration data contains; probing it took more than 900 s and 6 GB on all-MiniLM-L6-v2. Its trace
+is a weight-error proxy instead: the probed layers' mean curvature per weight (their summed traces over
+their summed weights) times the share of its rows the calibration batches use (an unused row has no
+curvature at all), so an option's distortion is that curvature times ``||Q(W) - W||^2`` like every
+other layer's. Those layers are listed in ``meta["proxy_layers"]``, carry ``rows_used`` (that share)
+and no ``stderr`` or probes. ``embeddings="probe"`` probes them like any other layer.
+
 Memory: the double-backward graph of one batch is alive at a time (rebuilt per batch and round, a few
 ms); probe stacks are capped at ``2**24`` elements per call, and a block is deflated only when its
 sketch fits in ``2**24`` elements.
@@ -105,7 +115,7 @@ import hashlib
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Mapping, Optional
+from typing import Annotated, Any, Literal, Mapping, Optional
 
 import torch
 from pydantic import Field, Strict, model_validator
@@ -231,6 +241,8 @@ class BlockHVP:
         blocks: list[_Block] = []
         by_id: dict[int, _Block] = {}
         for name in graph.names:
+            if name in getattr(self, "_excluded", ()):
+                continue
             w = graph.module(name).weight
             if not isinstance(w, torch.Tensor) or not w.is_leaf:
                 raise WorkloadError(
@@ -290,6 +302,16 @@ class BlockHVP:
         except RuntimeError as e:
             raise WorkloadError(f"{self.name}: the model does not support second derivatives (double backward): {e}") from e
 
+def input_embeddings(model: torch.nn.Module, graph: LayerGraph) -> list[str]:
+    """The planned ``nn.Embedding`` layers whose weight no other module of the model uses (not tied to a head)."""
+    users: dict[int, int] = {}
+    for m in model.modules():
+        w = getattr(m, "weight", None)
+        if isinstance(w, torch.Tensor):
+            users[id(w)] = users.get(id(w), 0) + 1
+    return [n for n in graph.names if isinstance(graph.module(n), torch.nn.Embedding) and users.get(id(graph.module(n).weight), 0) == 1]
+
+
 @register_estimator
 class HessianTraceEstimator(BlockHVP, Estimator):
     """Per-layer weight-block Hessian traces by deflated block-restricted Hutchinson probing."""
@@ -308,6 +330,8 @@ class HessianTraceEstimator(BlockHVP, Estimator):
         chunk: Count = Field(32, description="probe vectors per batched Hessian-vector product")
         device: DeviceOrAuto = Field("auto", description="cpu, cuda[:N], or auto (where the model is)")
         threads: Optional[Count] = Field(None, description="torch intra-op threads while estimating")
+        embeddings: Literal["proxy", "probe"] = Field("proxy", description="input embeddings: the probed layers' mean "
+                                                      "curvature x the share of rows used (proxy), or probed")
 
         outside_result = EstimatorSettings.outside_result | {"probes"}
 
@@ -332,15 +356,37 @@ class HessianTraceEstimator(BlockHVP, Estimator):
         from mpq.console import bar as progress_bar
 
         bar = progress_bar(desc="hessian-trace", unit="HVP", quiet=self.quiet)
+        proxied = input_embeddings(workload.model, graph) if self.embeddings == "proxy" else []
+        rows: dict[str, set] = {n: set() for n in proxied}
+
+        def seen(name):
+            def record(mod, args, out):
+                if args and isinstance(args[0], torch.Tensor):
+                    rows[name].update(torch.unique(args[0]).tolist())
+            return record
+
+        hooks = [graph.module(n).register_forward_hook(seen(n)) for n in proxied]
+        self._excluded = set(proxied)
         try:
             with self._session(workload, graph) as (blocks, batches, weights_b, sizes, device):
                 self._run(workload, blocks, batches, weights_b, device, bar, counters)
         finally:
+            self._excluded = set()
+            for h in hooks:
+                h.remove()
             bar.close()
 
         layers: dict[str, LayerSensitivity] = {}
         by_name = {n: b for b in blocks for n in b.names}
+        probed = [by_name[n].mean_stderr()[0] if by_name[n].reached else 0.0 for n in graph.names if n in by_name]
+        curvature = sum(probed) / max(sum(graph.layers[n].params for n in graph.names if n in by_name), 1)
+        for name in proxied:
+            info, share = graph.layers[name], len(rows[name]) / max(graph.module(name).weight.shape[0], 1)
+            layers[name] = LayerSensitivity(score=curvature * share, params=info.params, trace=curvature * share * info.params,
+                                            probes=0, sketch=0, hvps=0, rows_used=share)
         for name, info in graph.layers.items():
+            if name in layers:
+                continue
             b = by_name[name]
             trace, se = b.mean_stderr()
             if not b.reached:
@@ -368,6 +414,10 @@ class HessianTraceEstimator(BlockHVP, Estimator):
             "target": "Hessian of the sample-weighted mean loss over the used batches (weights n_b / sum n)",
             "batched_hvp": self._batched_ok,
         }
+        if proxied:
+            meta["proxy_layers"] = proxied
+            meta["proxy"] = "input embeddings: the probed layers' mean curvature per weight x the share of rows the calibration data uses"
+        layers = {n: layers[n] for n in graph.layers}
         return check_finite_scores(self.table(workload, layers, **meta))
 
     # ------------------------------------------------------------------------------------------

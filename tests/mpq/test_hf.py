@@ -157,3 +157,41 @@ def test_bad_hugging_face_input_gets_a_named_error_and_its_exit_code(tiny_hf, tm
     rc = main(["layers", model, "--calib", calib, *extra])
     err = capsys.readouterr().err
     assert rc == code and match in err and "Traceback" not in err
+
+
+def test_a_hub_id_resolves_from_the_local_cache_offline(tiny_hf, tmp_path):
+    """``org/name`` found in a Hugging Face cache laid out as the hub writes it (refs/main -> snapshots/<commit>), in a
+    fresh process whose environment points HF_HOME and HF_HUB_CACHE there and forbids the network (HF_HUB_OFFLINE)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hf" / "hub" / "models--tiny-org--tiny-gpt2"
+    shutil.copytree(tiny_hf["gpt2"], repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf" / "hub"), "HF_HUB_OFFLINE": "1",
+           "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    code = ("import sys; from mpq.hf import load_hf_workload; w = load_hf_workload('tiny-org/tiny-gpt2', sys.argv[1]); "
+            "print(w.meta['hf_path'], w.meta['model_type'], len(w.batches))")
+    run = subprocess.run([sys.executable, "-c", code, str(tiny_hf["calib"])], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == [str(repo / "snapshots" / commit), "gpt2", "2"]  # 6 sentences, batches of 4
+
+
+@pytest.mark.parametrize("kind", ["llama", "bert"])
+def test_a_bfloat16_model_plans_end_to_end(kind, tiny_hf, tmp_path, one_thread):
+    """``--dtype bfloat16``: the model loads in bf16, the default estimator and refinement run on it, and the plan is written."""
+    import json
+
+    from mpq.cli import main
+
+    out = tmp_path / "plan.json"
+    rc = main(["plan", str(tiny_hf[kind]), "--calib", str(tiny_hf["calib"]), "--dtype", "bfloat16", "--budget", "avg_bits=5",
+               "--quiet", "--no-cache", "--no-eval", "-o", str(out)])
+    assert rc == 0
+    plan = json.loads(out.read_text())
+    assert plan["layers"] and plan["totals"]["avg_bits"] <= 5 + 1e-9
+    assert plan["provenance"]["estimator"] == "output-gn"

@@ -47,7 +47,8 @@ def test_bad_estimator_settings_are_settings_errors_in_the_same_format(estimator
 def test_settings_become_attributes_and_the_cache_key_leaves_out_what_does_not_change_results():
     est = get_estimator("hessian-trace", probes=40, quiet=True, threads=1)
     assert (est.max_probes, est.min_probes, est.quiet) == (40, 32, True)
-    assert est.config() == {"seed": 0, "tol": 0.02, "min_probes": 32, "max_probes": 40, "batches": 4, "sketch": 16, "chunk": 32}
+    assert est.config() == {"seed": 0, "tol": 0.02, "min_probes": 32, "max_probes": 40, "batches": 4, "sketch": 16, "chunk": 32,
+                            "embeddings": "proxy"}
     assert get_solver("ilp", backend="highs").backend == "highs"
 
 
