@@ -116,8 +116,9 @@ def child(args: argparse.Namespace) -> None:
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     forwards = [0]
     w.model.register_forward_pre_hook(lambda *a: forwards.__setitem__(0, forwards[0] + 1))
+    settings = {"quiet": True, "seed": 0, **json.loads(args.settings_json or "{}")}
     result = plan_model(w, {"max_avg_bits": args.avg_bits}, estimator=args.estimator, candidates=CandidateSet(bits=args.bits),
-                        use_cache=False, estimator_settings={"quiet": True, "seed": 0})
+                        use_cache=False, estimator_settings=settings)
     seconds = time.perf_counter() - t0
     hvps = sum(int((l.model_extra or {}).get("hvps", 0)) for l in result.table.layers.values())
     weights_mb = sum(p.numel() * 4 for p in w.model.parameters()) / 2**20
@@ -163,8 +164,23 @@ def batch_activations_mb(w) -> float:
 def run_mpq(model_dir: Path, calib: Path, estimator: str, args: argparse.Namespace, timeout: float) -> dict:
     cmd = [sys.executable, __file__, "--child", "--model-dir", str(model_dir), "--calib", str(calib), "--estimator", estimator,
            "--samples", str(args.samples), "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len),
-           "--bits", ",".join(map(str, args.bits)), "--avg-bits", str(args.avg_bits)] + (["--threads", str(args.threads)] if args.threads else [])
+           "--bits", ",".join(map(str, args.bits)), "--avg-bits", str(args.avg_bits),
+           "--settings-json", json.dumps(estimator_settings(args.settings).get(estimator, {}))] + (["--threads", str(args.threads)] if args.threads else [])
     return _run(cmd, timeout)
+
+
+def estimator_settings(spec: str) -> dict[str, dict]:
+    """``"hessian-trace:probes=8,sketch=0;fisher:..."`` -> {estimator: {setting: value}} (numbers parsed)."""
+    out: dict[str, dict] = {}
+    for part in filter(None, (spec or "").split(";")):
+        name, _, kvs = part.partition(":")
+        for kv in filter(None, kvs.split(",")):
+            key, _, value = kv.partition("=")
+            try:
+                out.setdefault(name.strip(), {})[key.strip()] = json.loads(value)
+            except json.JSONDecodeError:
+                out.setdefault(name.strip(), {})[key.strip()] = value
+    return out
 
 
 def run_modelopt(model_dir: Path, calib: Path, args: argparse.Namespace, timeout: float, tmp: Path) -> dict:
@@ -208,21 +224,21 @@ def median_row(runs: list[dict]) -> dict:
 
 def print_table(title: str, rows: dict[str, dict], default: str) -> None:
     print(f"\n{title}")
-    print(f"{'contender':<34} {'wall s':>8} {'load s':>7} {'CPU s':>8} {'fwd passes':>10} {'HVPs':>8} {'peak RSS MB':>11} {'growth MB':>10} "
+    print(f"{'contender':<44} {'wall s':>8} {'load s':>7} {'CPU s':>8} {'fwd passes':>10} {'HVPs':>8} {'peak RSS MB':>11} {'growth MB':>10} "
           f"{'3x fp32 w + batch act MB':>24}  note")
     for name, r in rows.items():
         if "error" in r:
-            print(f"{name:<34} {r['seconds']:>8.1f} {'':>7} {'':>8} {'':>10} {'':>8} {'':>11} {'':>10} {'':>24}  {r['error']}")
+            print(f"{name:<44} {r['seconds']:>8.1f} {'':>7} {'':>8} {'':>10} {'':>8} {'':>11} {'':>10} {'':>24}  {r['error']}")
             continue
         growth = r["peak_rss_mb"] - r["loaded_rss_mb"] if "loaded_rss_mb" in r else None
         fwd = r.get("forwards", r.get("batches", ""))
-        note = "default" if name == f"mpq {default}" else ""
+        note = "default" if name.split(" (")[0] == f"mpq {default}" else ""
         if name.startswith("modelopt"):
             note = f"auto_quantize {r['auto_quantize_seconds']:.1f} s, {r['layers']} layers"
         elif r.get("refine"):
             note += f" (refinement {r['refine']['evaluations']} evals {r['refine']['seconds']:.1f} s)"
         bound = f"{3 * r['weights_fp32_mb']:.0f} + {r['activations_mb']:.0f}" if "activations_mb" in r else ""
-        print(f"{name:<34} {r['seconds']:>8.1f} {r['load_seconds']:>7.1f} {r.get('cpu_seconds', 0):>8.1f} {fwd!s:>10} {r.get('hvps', '') or '':>8} "
+        print(f"{name:<44} {r['seconds']:>8.1f} {r['load_seconds']:>7.1f} {r.get('cpu_seconds', 0):>8.1f} {fwd!s:>10} {r.get('hvps', '') or '':>8} "
               f"{r['peak_rss_mb']:>11.0f} {'' if growth is None else f'{growth:.0f}':>10} {bound:>24}  {note}")
 
 
@@ -239,7 +255,10 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=1, help="interleaved runs of every contender; the median is shown")
     p.add_argument("--timeout", type=float, default=900, help="seconds allowed to one run")
     p.add_argument("--llama-samples", type=int, default=32, help="calibration samples for the ~100M Llama")
+    p.add_argument("--settings", default="", help="estimator settings, e.g. 'hessian-trace:probes=8,sketch=0;fisher:targets=sampled' "
+                   "(rows run with settings say so)")
     p.add_argument("--peers-python", default="/work/peers-venv/bin/python")
+    p.add_argument("--settings-json", help=argparse.SUPPRESS)
     p.add_argument("--no-peer", action="store_true", help="skip ModelOpt")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--model-dir", help=argparse.SUPPRESS)
@@ -279,12 +298,14 @@ def main() -> None:
                 if peer_ok:
                     runs.setdefault("modelopt auto_quantize (gradient)", []).append(run_modelopt(model_dir, calib, run_args, args.timeout, tmp))
                 for name in names:
-                    runs.setdefault(f"mpq {name}", []).append(run_mpq(model_dir, calib, name, run_args, args.timeout))
-                    r = runs[f"mpq {name}"][-1]
+                    given = estimator_settings(args.settings).get(name)
+                    label = f"mpq {name}" + (" (" + ",".join(f"{k}={v}" for k, v in given.items()) + ")" if given else "")
+                    runs.setdefault(label, []).append(run_mpq(model_dir, calib, name, run_args, args.timeout))
+                    r = runs[label][-1]
                     status = r.get("error") or "%.1f s" % r["seconds"]
-                    print(f"  {title}: mpq {name}: {status}", file=sys.stderr, flush=True)
+                    print(f"  {title}: {label}: {status}", file=sys.stderr, flush=True)
             print_table(title, {k: median_row(v) for k, v in runs.items()}, default)
-            mo, df = median_row(runs.get("modelopt auto_quantize (gradient)", [{"error": "skipped", "seconds": 0}])), median_row(runs[f"mpq {default}"])
+            mo, df = median_row(runs.get("modelopt auto_quantize (gradient)", [{"error": "skipped", "seconds": 0}])), median_row(next(v for k, v in runs.items() if k.split(" (")[0] == f"mpq {default}"))
             if "error" not in mo and "error" not in df:
                 verdict = "met" if df["seconds"] <= mo["seconds"] else f"NOT met, by {df['seconds'] - mo['seconds']:.1f} s"
                 print(f"time goal (default mpq plan <= ModelOpt auto_quantize, load included): {df['seconds']:.1f} s vs {mo['seconds']:.1f} s: "

@@ -19,8 +19,12 @@ has none). Cotangents:
   from ``p = softmax(logits)`` at each of the N positions (the Fisher = Gauss-Newton of a mean
   cross-entropy).
 
-Cost: one forward and ``samples`` backward passes per calibration batch, plus one product of each
-layer's recorded input with each option's weight error. ``seed`` fixes the cotangents.
+Cost: one forward and ``samples`` backward passes per calibration batch (to the layers' outputs only: no
+weight gradient), plus, per layer and sample, ``M = G^T X`` over the token rows that get a cotangent and
+its inner product with every option's weight error at once (:class:`_LayerProbe`). Memory: the
+option errors of the non-embedding layers (``options x`` their fp32 weights) and one batch's graph;
+a layer's pulled-back cotangent lives only while the backward pass is at that layer. ``seed`` fixes
+the cotangents.
 """
 from __future__ import annotations
 
