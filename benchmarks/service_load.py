@@ -191,6 +191,7 @@ def main() -> None:
                                 timings[k].append(v)
 
             cpu0 = cpu_seconds(proc.pid)
+            client0 = time.process_time()
             t0 = time.perf_counter()
             threads = [threading.Thread(target=worker) for _ in range(args.concurrency)]
             for t in threads:
@@ -198,6 +199,7 @@ def main() -> None:
             for t in threads:
                 t.join()
             wall = time.perf_counter() - t0
+            client_cpu = time.process_time() - client0
             cpu1 = cpu_seconds(proc.pid)
         finally:
             proc.send_signal(signal.SIGTERM)
@@ -226,7 +228,7 @@ def main() -> None:
     if cpu0 and cpu1:
         per = {k: (cpu1[k] - cpu0[k]) / len(ms) * 1000 for k in cpu0}
         print(f"CPU per request, ms: server process (HTTP, JSON, database) {per['server']:.1f}, "
-              f"solver processes (validate, solve, encode) {per['workers']:.1f}")
+              f"solver processes (validate, solve, encode) {per['workers']:.1f}, load client {client_cpu / len(ms) * 1000:.1f}")
         cpu_local = statistics.mean(c for _, c in inproc)
         service_cpu = per["server"] + per["workers"]
         print(f"CPU per solve in process {cpu_local:.1f} ms; per request in the service {service_cpu:.1f} ms "

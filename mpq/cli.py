@@ -633,10 +633,19 @@ def _load_extensions() -> None:
     registry.load_entry_points("mpq.commands", COMMANDS, "command", key=lambda c: c.name)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_named(argv: list[str]) -> Optional[str]:
+    """The command ``argv`` runs (its first word: the top-level options take no values), or None."""
+    words = [a for a in argv if not a.startswith("-")]
+    return words[0] if words and words[0] in COMMANDS else None
+
+
+def build_parser(argv: Optional[list[str]] = None) -> argparse.ArgumentParser:
+    """The parser of every command; with ``argv``, only the command it runs gets its arguments, so
+    ``mpq solve`` does not import what other commands' options name (estimators, exporters, torch)."""
     from . import __version__
 
     _load_extensions()
+    only = None if argv is None else command_named(argv)
     parser = argparse.ArgumentParser(prog="mpq", description="Mixed-precision bit allocation for PyTorch models.")
     parser.add_argument("--version", action="version", version=f"mpq {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log lines (-vv: more still)")
@@ -644,7 +653,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for c in COMMANDS.values():
         p = sub.add_parser(c.name, help=c.help, description=c.help, allow_abbrev=False)  # a prefix must never pick an option
-        c.add_args(p)
+        if only is None or c.name == only:
+            c.add_args(p)
         add_verbosity_args(p, default=argparse.SUPPRESS)  # SUPPRESS: the subcommand keeps what `mpq -v` set
         p.set_defaults(run=c.run)
     return parser
@@ -671,7 +681,7 @@ def _writes_document_to_stdout(args: argparse.Namespace) -> bool:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = build_parser()
+    parser = build_parser(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)  # a usage error exits here with code 2 (EXIT_USAGE)
     if not getattr(args, "run", None):
         parser.print_help()

@@ -154,12 +154,15 @@ class PlanColumns:
             "pair_distortion": self.pair_distortion,
         }
 
+    def write(self, f) -> None:
+        """Write to an open binary file as an uncompressed ``.npz``."""
+        np.savez(f, header=np.array(json.dumps(self.header())), **self.arrays)
+
     def save(self, path: str | Path) -> Path:
         """Write atomically as an uncompressed ``.npz``."""
         from .output import write_output
 
-        header = np.array(json.dumps(self.header()))
-        return write_output(path, lambda f: np.savez(f, header=header, **self.arrays))
+        return write_output(path, self.write)
 
 
 def column_totals(a: dict[str, np.ndarray], pair_distortion: float = 0.0) -> Totals:

@@ -31,6 +31,11 @@ _BUCKETS = 1 << 16
 _TABLE_LIMIT = 1 << 20
 #: Above this many option combinations, the core's groups are not merged two by two.
 _PAIR_LIMIT = 1 << 20
+#: Up to this many groups (and this many (group, option, option) chords), hulls are found by
+#: whole-array operations (:func:`small_hulls`): a few dozen numpy calls instead of a few per pair of
+#: options, faster while calls cost more than the arithmetic (measured: up to ~500 groups of 6 options).
+_SMALL_HULL_GROUPS = 400
+_CHORD_LIMIT = 1 << 18
 
 
 def row_min(a: np.ndarray) -> np.ndarray:
@@ -83,6 +88,8 @@ def lower_hulls(cost: np.ndarray, weight: np.ndarray) -> Hulls:
         cost_s, weight_s = np.take_along_axis(cost, order, 1), np.take_along_axis(weight, order, 1)
     else:
         cost_s, weight_s = cost, weight
+    if G <= _SMALL_HULL_GROUPS and G * K * K <= _CHORD_LIMIT:
+        return small_hulls(cost_s, weight_s, order)
     c = [np.ascontiguousarray(cost_s[:, j], dtype=np.float64) for j in range(K)]
     w = [np.ascontiguousarray(weight_s[:, j], dtype=np.float64) for j in range(K)]
     ties = any((weight_s[:, j + 1] == weight_s[:, j]).any() for j in range(K - 1))
@@ -130,6 +137,50 @@ def lower_hulls(cost: np.ndarray, weight: np.ndarray) -> Hulls:
     if order is not None:
         vertices = np.take_along_axis(order, vertices, 1)
     return Hulls(vertices, n_seg, eff, dws)
+
+
+def small_hulls(cost_s: np.ndarray, weight_s: np.ndarray, order: Optional[np.ndarray]) -> Hulls:
+    """:func:`lower_hulls` of rows already sorted by weight, every chord at once: the same tests and
+    the same arithmetic as the column loop, in a few dozen numpy calls instead of a few per option
+    pair (the core's merged pairs have dozens of options). Arrays are (option, group), so every
+    reduction runs over contiguous group vectors."""
+    G, K = cost_s.shape
+    c, w = np.ascontiguousarray(cost_s.T, dtype=np.float64), np.ascontiguousarray(weight_s.T, dtype=np.float64)
+    lighter = (np.arange(K)[:, None] < np.arange(K)[None, :])[:, :, None]  # [i, j]: i before j
+    before = np.full((K, G), np.inf)
+    if K > 1:
+        np.minimum.accumulate(c[:-1], axis=0, out=before[1:])
+    alive = c < before  # every lighter point costs more
+    if K > 1 and (w[1:] == w[:-1]).any():  # and no equally heavy one costs less
+        alive &= ~((w[None, :, :] == w[:, None, :]) & (c[None, :, :] < c[:, None, :]) & lighter).any(axis=1)
+    cs = np.where(alive, c, np.inf)  # a dead point never bounds a chord
+    with np.errstate(divide="ignore", invalid="ignore"):
+        slope = (cs[None, :, :] - cs[:, None, :]) / (w[None, :, :] - w[:, None, :])  # [i, j, g]: chord i -> j
+    left = np.where(lighter, slope, -np.inf).max(axis=0)  # flattest chord from a lighter survivor
+    right = np.where(lighter, slope, np.inf).min(axis=1)  # steepest chord to a heavier survivor
+    hull = np.isfinite(cs) & (left < right)
+    n_vert = hull.sum(axis=0)
+    packed = np.zeros((K, G), dtype=np.int64)
+    j, g = hull.nonzero()
+    packed[(np.cumsum(hull, axis=0) - 1)[j, g], g] = j
+    groups = np.arange(G)
+    last = packed[n_vert - 1, groups]
+    vertices = np.where(np.arange(K)[:, None] >= n_vert[None, :], last[None, :], packed)
+    n_seg = n_vert - 1
+    eff = np.zeros((max(K - 1, 1), G))
+    dws = np.zeros((max(K - 1, 1), G))
+    if K > 1:
+        a, b = vertices[:-1], vertices[1:]
+        has = np.arange(K - 1)[:, None] < n_seg[None, :]
+        wt, ct = weight_s.T, cost_s.T
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dw = wt[b, groups].astype(np.float64) - wt[a, groups]
+            dws[:] = np.where(has, dw, 0.0)
+            eff[:] = np.where(has, (ct[a, groups] - ct[b, groups]) / dw, 0.0)
+    vertices = vertices.T
+    if order is not None:
+        vertices = np.take_along_axis(order, vertices, 1)
+    return Hulls(np.ascontiguousarray(vertices), n_seg, np.ascontiguousarray(eff.T), np.ascontiguousarray(dws.T))
 
 
 def split_multiplier(eff: np.ndarray, dw: np.ndarray, slack: float) -> float:
@@ -364,8 +415,9 @@ def solve_mckp(
     reduced cost ``<= delta``, so with every other option removed, most groups keep one option and
     an exact DP over the rest (``undecided`` groups, bounded by the LP of the groups still to come
     and by ``L + delta``) either finds the best such solution (proven optimal) or shows there is
-    none (the bound rises to ``L + delta``). ``delta`` starts where ``first_core`` groups are
-    undecided and grows fourfold in undecided groups up to the incumbent's gap. When the core is
+    none (the bound rises to ``L + delta``). ``delta`` starts where ``first_core`` groups (a quarter
+    of a small problem's, at least 64) are undecided and grows by ``growth`` in undecided groups up
+    to the incumbent's gap. When the core is
     too large (``max_core_groups``, ``max_core_states`` or the time limit), the incumbent is improved
     on the ``core_groups`` groups closest to changing, and with ``prove`` HiGHS solves the core left
     undecided by the incumbent's gap (its dual bound plus the fixed groups is a certified bound).
@@ -408,7 +460,7 @@ def solve_mckp(
         result.optimal, result.bound = True, upper
         return result
     alt = np.sort(r.alt[r.alt <= gap + tol])
-    count = min(first_core, alt.size)
+    count = min(first_core, max(64, G // 4), alt.size)  # a small problem starts smaller: its rounds are cheap
     proven = False
     while not proven:
         delta = gap if count >= alt.size else min(gap, float(alt[count - 1]))

@@ -94,8 +94,12 @@ class ILPSolver(Solver):
                 v.setInitialValue(round(float(val)))
         # CBC's preprocessing (as bundled with PuLP 3.3) returns a wrong "Optimal" on small
         # multiple-choice knapsacks (tests/test_solvers_exact.py has one), so it is turned off.
+        # CBC also prunes every solution that is not better than the incumbent by its cutoff
+        # ``increment`` (default 1e-5, absolute, on this objective normalized by its largest cost):
+        # with small distortions that is a relative gap of several percent, called "Optimal". It is
+        # set to the absolute gap, so the proof is the one asked for (gapRel, gapAbs).
         solver = pulp.PULP_CBC_CMD(msg=False, timeLimit=self.time_limit_s, gapRel=self.gap_rel, gapAbs=1e-12,
-                                   warmStart=start is not None, options=["preprocess off"])
+                                   warmStart=start is not None, options=["preprocess off", "increment 1e-12"])
         prob.solve(solver)
         status = pulp.LpStatus[prob.status]
         if status == "Infeasible":

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterable, Mapping, Optional
 
 from ..errors import ExportError
-from ..experts import parse_slice_name
 from ..kv_cache import is_kv_cache
 from ..schema import Plan, PlanLayer
 
@@ -150,6 +149,8 @@ def _fmt_bits(values: Iterable[Optional[int]]) -> str:
 
 def check_support(plan: Plan, target: str, support: Support) -> None:
     """Refuse the plan if any layer needs what ``support`` lacks; the message lists every such layer."""
+    from ..experts import parse_slice_name  # here: it imports torch, which `mpq solve` must not load
+
     problems: dict[str, list[str]] = {}
 
     def add(kind: str, layer: PlanLayer, detail: str) -> None:

@@ -20,8 +20,8 @@ def router(config: ServiceConfig, posting: Sequence[Any] = ()) -> APIRouter:
     @router.post("/v1/frontiers", response_model=FrontierAnswer, dependencies=list(posting), openapi_extra=body_spec(FrontierRequest),
                  responses=ERRORS, summary="The size/distortion frontier under the problem's budget; each point is a stored plan")
     async def post_frontier(request: Request):
-        ids, records, timing = await solved(request, config, solve_frontier, "frontier")
-        points = [{"bytes": r.bytes, "distortion": r.distortion, "plan_id": i} for i, r in zip(ids, records)]
+        ids, result, timing = await solved(request, config, solve_frontier, "frontier")
+        points = [{"bytes": r.bytes, "distortion": r.distortion, "plan_id": i} for i, r in zip(ids, result["records"])]
         return JSONResponse({"points": points}, headers={"Server-Timing": server_timing(timing)})
 
     return router

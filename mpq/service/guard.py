@@ -4,8 +4,9 @@ A service bound to a loopback address is reachable by any web page its user visi
 can POST to it (CSRF) or rebind a DNS name of its own to 127.0.0.1 (DNS rebinding). Both fail
 here: on a loopback bind the ``Host`` header must name a loopback address (with the bound port),
 an ``Origin`` header, when sent, must be a loopback origin, and every body must be declared
-``application/json`` (browsers send ``text/plain`` and forms without a preflight). Runs as plain
-ASGI middleware, before routing and before any body is read.
+``application/json`` (browsers send ``text/plain`` and forms without a preflight), or, on
+``POST /v1/plans``, a columnar problem (:data:`mpq.service.columns.PROBLEM_COLUMNS`, also a type
+that needs a preflight). Runs as plain ASGI middleware, before routing and before any body is read.
 """
 from __future__ import annotations
 
@@ -38,6 +39,13 @@ def split_host(value: str) -> tuple[str, Optional[int]]:
         return (parts.hostname or ""), parts.port
     except ValueError:
         return "", -1
+
+
+def is_columnar_problem(content_type: str, path: str) -> bool:
+    """A columnar problem (``.npz``), which only ``POST /v1/plans`` reads."""
+    from .columns import PROBLEM_COLUMNS, media_type
+
+    return path.rstrip("/") == "/v1/plans" and media_type(content_type) == PROBLEM_COLUMNS
 
 
 def is_json(content_type: str) -> bool:
@@ -84,7 +92,8 @@ class RequestGuard:
                     origin_host = ""
                 if o.scheme not in ("http", "https") or not is_loopback(origin_host):
                     return 403, f"Origin: {origin!r} may not call this loopback service; only loopback origins may"
-        if scope.get("method") in BODY_METHODS and not is_json(headers.get("content-type", "")):
+        content_type = headers.get("content-type", "")
+        if scope.get("method") in BODY_METHODS and not (is_json(content_type) or is_columnar_problem(content_type, scope.get("path", ""))):
             got = headers.get("content-type")
             return 415, f"Content-Type: expected application/json, got {got!r}" if got else "Content-Type: expected application/json, got none"
         return None

@@ -65,14 +65,15 @@ async def read_body(request: Request, limits: Limits) -> bytes:
 
 
 
-async def solved(request: Request, config: ServiceConfig, fn, source: str):
-    """Run ``fn`` on the body in a worker, store the plans it made: (ids, records, timing)."""
+async def solved(request: Request, config: ServiceConfig, fn, source: str, *extra):
+    """Run ``fn(body, limits, search_storage, *extra)`` in a worker, store the plans it made: (ids, the
+    worker's answer, timing)."""
     limits = config.limits
     body = await read_body(request, limits)
     state = request.app.state
-    result = await state.pool.run(fn, body, limits, limits.max_plan_seconds + limits.plan_grace_s, config.search_storage)
+    result = await state.pool.run(fn, body, limits, limits.max_plan_seconds + limits.plan_grace_s, config.search_storage, *extra)
     if "error" in result:
         raise Refusal(*result["error"])
     t0 = time.perf_counter()
     ids = await state.writer.add(result["records"], source)  # group commit (mpq.service.writer)
-    return ids, result["records"], {**result["timing"], "store": time.perf_counter() - t0}
+    return ids, result, {**result["timing"], "store": time.perf_counter() - t0}

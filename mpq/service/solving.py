@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 from .limits import Limits, OverLimit
 from .cache import ProblemCache
+from .columns import plan_columns_bytes, query_request, read_problem_columns
 from .payloads import FrontierRequest, PlanRequest, error_answer, make_solver, parse_body
 from .store import PlanRecord
 
@@ -78,8 +79,9 @@ def deadline(seconds: float, grace: float):
 CACHE = ProblemCache()
 
 
-def solve_plan(body: bytes, limits: Limits, search_storage: Optional[str] = None) -> dict[str, Any]:
-    """``POST /v1/plans`` in a worker: {"records": [PlanRecord], "timing": {...}} or {"error": (status, body)}.
+def solve_plan(body: bytes, limits: Limits, search_storage: Optional[str] = None, as_columns: bool = False) -> dict[str, Any]:
+    """``POST /v1/plans`` in a worker: {"records": [PlanRecord], "timing": {...}} or {"error": (status, body)};
+    with ``as_columns``, also the plan as a columnar ``.npz`` ("columns").
 
     A body that differs from one validated before only in its constraints reuses that validation and
     compiled problem (:mod:`mpq.service.cache`).
@@ -103,10 +105,34 @@ def solve_plan(body: bytes, limits: Limits, search_storage: Optional[str] = None
             cp, choice, info = solver.run(entry.compile(problem))
         t2 = time.perf_counter()
         record = entry.record(cp, choice, info)
+        columns = plan_columns_bytes(record.body) if as_columns else None
     except Exception as e:  # every failure is answered, never raised into the server
         return {"error": error_answer(e)}
     t3 = time.perf_counter()
-    return {"records": [record], "timing": {"validate": t1 - t0, "solve": t2 - t1, "encode": t3 - t2}}
+    return {"records": [record], "columns": columns, "timing": {"validate": t1 - t0, "solve": t2 - t1, "encode": t3 - t2}}
+
+
+def solve_plan_columns(body: bytes, limits: Limits, search_storage: Optional[str], solver_name: str, options: str,
+                       as_columns: bool) -> dict[str, Any]:
+    """``POST /v1/plans`` with a columnar problem body (``.npz``), the solver and its settings from the query;
+    answered like :func:`solve_plan`. The solvers take the columns as they are (no object per option)."""
+    t0 = time.perf_counter()
+    try:
+        columns = read_problem_columns(body, limits)
+        name, settings = query_request(solver_name, options)
+        limits.check_options(settings)
+        seconds = limits.time_limit(settings, limits.max_plan_seconds, limits.default_plan_seconds)
+        solver = make_solver(name, {**settings, "time_limit_s": seconds}, search_storage)
+        t1 = time.perf_counter()
+        with deadline(seconds, limits.plan_grace_s):
+            cp, choice, info = solver.run(columns)
+        t2 = time.perf_counter()
+        record = PlanRecord.of(cp.plan(choice, info))
+        out = plan_columns_bytes(record.body) if as_columns else None
+    except Exception as e:  # every failure is answered, never raised into the server
+        return {"error": error_answer(e)}
+    t3 = time.perf_counter()
+    return {"records": [record], "columns": out, "timing": {"validate": t1 - t0, "solve": t2 - t1, "encode": t3 - t2}}
 
 
 def solve_frontier(body: bytes, limits: Limits, search_storage: Optional[str] = None) -> dict[str, Any]:

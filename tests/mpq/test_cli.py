@@ -150,3 +150,14 @@ def test_default_hessian_trace_on_an_unseen_mlp_is_within_5_percent_and_4_stderr
         err = abs(got["trace"] - value)
         assert err <= 0.05 * abs(value), (name, got["trace"], value)
         assert err <= 4 * got["stderr"] + 1e-9 * abs(value), (name, got, value)
+
+
+def test_solve_builds_only_its_own_arguments_and_never_imports_torch(planned):
+    """``mpq solve`` on a problem file is a solver run: the parser builds only the solve command's
+    arguments (other commands' options name estimators and exporters, which import torch)."""
+    code = ("import sys; from mpq.cli import main; "
+            f"code = main(['solve', {str(planned / 'problem.json')!r}, '-o', {str(planned / 'again.json')!r}]); "
+            "print(code, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-2:] == ["0", "False"], out.stderr
+    assert load_document(planned / "again.json", Plan).solver.status == "optimal"

@@ -108,6 +108,22 @@ def test_cbc_preprocessing_regression_instance_is_solved_exactly():
     assert plan.totals.distortion == pytest.approx(best[0], rel=1e-12) == pytest.approx(0.214599737)
 
 
+def test_cbc_cutoff_increment_regression_instance_is_solved_exactly():
+    """Small distortions: CBC's default cutoff increment (1e-5 on the objective normalized by its largest
+    cost) pruned the optimum 1.7145e-05 and called 1.8118e-05 optimal (hypothesis found it, with a tie)."""
+    data = [[(1766, 0.031095411), (3404, 0.000336561), (4496, 0.000018118), (8736, 0.0)],
+            [(620, 0.001488332), (2224, 0.0)],
+            [(594, 0.122799277), (1654, 0.000422357), (2184, 0.000017145), (4240, 0.0)]]
+    layers = [_layer(f"l{i}", 100, [(f"o{k}", 4, bits, d) for k, (bits, d) in enumerate(opts)]) for i, opts in enumerate(data)]
+    problem = Problem(layers=layers, constraints=Constraints(max_avg_bits=14377.86 / 300))
+    best = brute_force(problem)
+    assert best[0] == pytest.approx(0.000017145, rel=1e-12)
+    for backend in ("cbc", "highs"):
+        plan = get_solver("ilp", backend=backend).solve(problem)
+        assert plan.totals.distortion == pytest.approx(best[0], rel=1e-9), backend
+        assert plan.solver.bound <= best[0] * (1 + 1e-9), backend
+
+
 def test_auto_picks_an_exact_method_for_the_problem_at_hand():
     rng = np.random.default_rng(3)
     auto = AutoSolver()

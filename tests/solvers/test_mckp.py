@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from mpq.solvers._dp import pareto_dp
-from mpq.solvers._mckp import SuffixLP, pair_groups, solve_mckp
+from mpq.solvers import _mckp
+from mpq.solvers._mckp import SuffixLP, lower_hulls, pair_groups, solve_mckp
 
 
 def _instance(rng: np.random.Generator, t: int):
@@ -83,3 +84,25 @@ def test_suffix_lp_is_a_lower_bound_on_every_completion():
             reachable = rest.cost[rest.weight <= room]
             if reachable.size:
                 assert lp(g, np.array([used]))[0] <= reachable.min() + 1e-12
+
+
+def test_small_hulls_are_the_column_loops_hulls_exactly(monkeypatch):
+    """Few groups take the whole-array hull test; it must give the loop's hulls bit for bit (ties,
+    unsorted rows, equal weights and points that never survive included)."""
+    rng = np.random.default_rng(11)
+    for t in range(400):
+        G, K = int(rng.integers(1, 30)), int(rng.integers(1, 12))
+        if t % 3 == 0:  # small integers: ties in weight and cost
+            cost, weight = rng.integers(0, 6, (G, K)).astype(float), rng.integers(1, 5, (G, K))
+        elif t % 3 == 1:  # sorted Pareto rows, as a core's merged pairs are
+            weight = np.sort(rng.integers(1, 10**6, (G, K)), axis=1)
+            cost = np.sort(rng.random((G, K)), axis=1)[:, ::-1].copy()
+        else:
+            cost, weight = rng.random((G, K)), rng.random((G, K))
+        monkeypatch.setattr(_mckp, "_SMALL_HULL_GROUPS", 0)
+        loop = lower_hulls(cost, weight)
+        monkeypatch.setattr(_mckp, "_SMALL_HULL_GROUPS", 400)
+        whole = lower_hulls(cost, weight)
+        for field in ("vertices", "n_segments", "efficiency", "d_weight"):
+            a, b = getattr(loop, field), getattr(whole, field)
+            assert a.dtype == b.dtype and np.array_equal(a, b, equal_nan=True), (t, field)
