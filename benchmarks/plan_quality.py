@@ -57,15 +57,9 @@ from mpq.solvers import get_solver  # noqa: E402
 from mpq.search.measured import measured_objective  # noqa: E402
 from mpq.task_objective import task_objective  # noqa: E402
 from mpq.workload import Workload  # noqa: E402
+from peers_env import peers_python  # noqa: E402  (benchmarks/peers_env.py)
 
 BITS = (2, 3, 4, 5, 6, 8)
-
-
-def peers_python(arg: str | None) -> str | None:
-    for cand in (arg, os.environ.get("MPQ_PEERS_PYTHON"), str(HERE.parent / ".peers-venv" / "bin" / "python"), "/work/peers-venv/bin/python"):
-        if cand and Path(cand).is_file():
-            return cand
-    return None
 
 
 def embed(model, data: list[dict]) -> torch.Tensor:

@@ -10,7 +10,7 @@ size, sequence length, right padding) for mpq and ModelOpt. Formats: weight-only
 Each contender runs in its own process, so its peak resident memory (``ru_maxrss``) is its own:
 mpq's ``plan_model`` (what ``mpq plan`` runs: load, discover, estimate, solve; the CLI's extra
 evaluation against uniform plans is left out) per estimator, and ModelOpt through the peers' Python
-(``--peers-python``, default /work/peers-venv/bin/python) running benchmarks/peers/real_model_modelopt.py,
+(``--peers-python``, default ``$MPQ_PEERS_PYTHON`` or the ``.peers-venv`` that ``make peers`` builds) running benchmarks/peers/real_model_modelopt.py,
 which mpq never imports. Per run: wall time, forward passes of the model (a hook on the model),
 Hessian-vector products (from the table), peak memory and its growth over the loaded model,
 against the default estimator's memory goal (3x fp32 weights + one batch's activations; the
@@ -36,6 +36,8 @@ import sysconfig
 import tempfile
 import time
 from pathlib import Path
+
+from peers_env import peers_python  # benchmarks/peers_env.py
 
 HERE = Path(__file__).resolve().parent
 PEER = HERE / "peers" / "real_model_modelopt.py"
@@ -257,7 +259,7 @@ def main() -> None:
     p.add_argument("--llama-samples", type=int, default=32, help="calibration samples for the ~100M Llama")
     p.add_argument("--settings", default="", help="estimator settings, e.g. 'hessian-trace:probes=8,sketch=0;fisher:targets=sampled' "
                    "(rows run with settings say so)")
-    p.add_argument("--peers-python", default="/work/peers-venv/bin/python")
+    p.add_argument("--peers-python", help="python of the peers' environment (default: $MPQ_PEERS_PYTHON or .peers-venv/bin/python)")
     p.add_argument("--settings-json", help=argparse.SUPPRESS)
     p.add_argument("--no-peer", action="store_true", help="skip ModelOpt")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -278,7 +280,10 @@ def main() -> None:
         default = "hessian-trace"
     names = available_estimators() if args.estimators == "all" else [default if e == "default" else e for e in args.estimators.split(",")]
     names = [default] + [n for n in names if n != default]
-    peer_ok = not args.no_peer and Path(args.peers_python).is_file()
+    args.peers_python = peers_python(args.peers_python)
+    peer_ok = not args.no_peer and args.peers_python is not None
+    if not args.no_peer and not peer_ok:
+        print("ModelOpt skipped: no peers' environment (run `make peers`, or give --peers-python / $MPQ_PEERS_PYTHON)")
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         calib = tmp / "calib.txt"
