@@ -94,3 +94,19 @@ def test_gradient_estimators_sample_targets_where_the_encoder_loss_has_no_gradie
     assert [l.score for l in again.layers.values()] == scores  # seeded draws: the same table twice
     with pytest.raises(Exception, match="zero"):
         get_estimator(estimator, quiet=True, targets="empirical").estimate(w, graph)
+
+
+def _option_groups(problem_path) -> set:
+    return {o["group_size"] for layer in json.loads(problem_path.read_text())["layers"] for o in layer["options"]}
+
+
+def test_a_hugging_face_plan_chooses_from_per_channel_and_group_128_options_by_default(tiny_hf, tmp_path, one_thread, capsys):
+    from mpq.cli import MODEL_GROUP_SIZES
+
+    assert MODEL_GROUP_SIZES == "none,128"
+    rc, _, problem = _plan(tiny_hf, "bert", tmp_path, "--bits", "3,4,8")
+    assert rc == 0, capsys.readouterr().err
+    assert _option_groups(problem) == {None, 128}
+    rc, _, problem = _plan(tiny_hf, "bert", tmp_path, "--bits", "3,4,8", "--group-sizes", "none")
+    assert rc == 0, capsys.readouterr().err
+    assert _option_groups(problem) == {None}
