@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .errors import WorkloadError
-from .workload import Batch, call_model
+from .workload import Batch, run_hooked
 
 OBSERVERS = ("minmax", "percentile")
 #: Activation formats: ``int`` per tensor over a calibrated range (what ``apply`` installs),
@@ -142,13 +142,7 @@ def observe_ranges(
         return hook
 
     handles = [m.register_forward_pre_hook(record(n)) for n, m in modules.items()]
-    try:
-        with torch.no_grad():
-            for inputs, _ in batches:
-                call_model(model, inputs)
-    finally:
-        for h in handles:
-            h.remove()
+    run_hooked(model, batches, handles)
     if observer == "percentile":
         q = torch.tensor([(100 - percentile) / 100, percentile / 100])
         for name, xs in seen.items():

@@ -164,7 +164,7 @@ def routing_frequency(model: nn.Module, modules: dict[str, nn.Module], batches: 
     Token positions are counted as the rows the model's dense (non-expert) layers see; an expert
     layer's rows are the positions routed to it.
     """
-    from .workload import call_model
+    from .workload import run_hooked
 
     experts = {n for n, m in modules.items() if is_expert_layer(n, m)}
     if not experts:
@@ -179,12 +179,6 @@ def routing_frequency(model: nn.Module, modules: dict[str, nn.Module], batches: 
         return count
 
     handles = [m.register_forward_hook(hook(n)) for n, m in modules.items()]
-    try:
-        with torch.no_grad():
-            for inputs, _ in batches:
-                call_model(model, inputs)
-    finally:
-        for h in handles:
-            h.remove()
+    run_hooked(model, batches, handles)
     tokens = max((rows[n] for n in modules if n not in experts), default=0)
     return {n: rows[n] / tokens if tokens else 0.0 for n in modules if n in experts}

@@ -119,9 +119,7 @@ class _KVQuantizer:
 
 
 def _observe_amax(model: "nn.Module", names: Sequence[str], batches) -> dict[str, float]:
-    import torch
-
-    from .workload import call_model
+    from .workload import run_hooked
 
     amax: dict[str, float] = {}
 
@@ -131,13 +129,7 @@ def _observe_amax(model: "nn.Module", names: Sequence[str], batches) -> dict[str
         return hook
 
     handles = [model.get_submodule(n).register_forward_hook(record(n)) for n in names]
-    try:
-        with torch.no_grad():
-            for inputs, _ in batches:
-                call_model(model, inputs)
-    finally:
-        for h in handles:
-            h.remove()
+    run_hooked(model, batches, handles)
     return amax
 
 

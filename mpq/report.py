@@ -19,7 +19,7 @@ import torch
 
 from .schema import Plan, Problem
 from .tables import fmt_table
-from .workload import Workload, call_model
+from .workload import Workload, run_hooked
 
 #: frontier axis (mpq.schema.AXES) -> how the plot's x axis reads; a BitOps frontier is drawn against bytes
 AXIS_LABELS = {"bytes": "weight bytes", "bits": "average bits per weight (incl. scales)"}
@@ -48,13 +48,7 @@ def layer_output_errors(workload: Workload, plan: Plan) -> dict[str, float]:
         modules = dict(model.named_modules())
         handles = [modules[n].register_forward_hook(lambda m, a, out, n=n: seen[n].append(out.detach().float()))
                    for n in names if isinstance(getattr(modules[n], "weight", None), torch.Tensor)]
-        try:
-            with torch.no_grad():
-                for inputs, _ in workload.batches:
-                    call_model(model, inputs)
-        finally:
-            for h in handles:
-                h.remove()
+        run_hooked(model, workload.batches, handles)
         return seen
 
     ref, got = outputs(workload.model), outputs(quantized)

@@ -104,6 +104,19 @@ def call_model(model: nn.Module, inputs: Any) -> Any:
     return model(inputs)
 
 
+def run_hooked(model: nn.Module, batches: Iterable[Batch], handles: Iterable[Any]) -> None:
+    """Run ``model`` on every calibration batch without gradients, then remove the hook ``handles`` (also on error).
+
+    The observers (forward hooks that record ranges, row counts, outputs) do their work in the hooks."""
+    try:
+        with torch.no_grad():
+            for inputs, _ in batches:
+                call_model(model, inputs)
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def model_fingerprint(model: nn.Module) -> str:
     """sha256 over parameter names, shapes, dtypes and values: identical weights give identical fingerprints."""
     h = hashlib.sha256()

@@ -38,7 +38,7 @@ from mpq.errors import WorkloadError
 from mpq.graph import LayerGraph, is_quantizable
 from mpq.quant import QuantSpec
 from mpq.schema import LayerSensitivity, SensitivityTable
-from mpq.workload import Workload, call_model
+from mpq.workload import Workload, run_hooked
 
 from ._runtime import calibration, check_device, prepared, progress
 from .base import CalibrationSettings, Estimator, SettingsFact, register_estimator
@@ -165,13 +165,7 @@ class LayerImportanceEstimator(Estimator):
                 return fn
 
             handles = [modules[b].register_forward_hook(hook(b), with_kwargs=True) for b in blocks]
-            try:
-                with torch.no_grad():
-                    for inputs, _ in progress(batches, desc=self.name, quiet=self.quiet):
-                        call_model(model, inputs)
-            finally:
-                for h in handles:
-                    h.remove()
+            run_hooked(model, progress(batches, desc=self.name, quiet=self.quiet), handles)
         out = {}
         for b, (s, n) in sums.items():
             if n == 0 and b in lookups:
