@@ -409,24 +409,3 @@ def first_duplicate(values: np.ndarray) -> Optional[int]:
     if not (counts > 1).any():
         return None  # hash collisions between different names
     return int(suspects[first[counts > 1][0]])
-
-
-def load_problem(path: str | Path):
-    """A problem from ``.json`` (``mpq.problem/v1``) or its columnar ``.npz`` form."""
-    from .schema import load_document
-
-    if str(path).endswith(".npz"):
-        return load_columns(path)
-    return load_document(path, Problem)
-
-
-def save_problem(problem, path: str | Path) -> Path:
-    """Write a problem (JSON model or columns) as ``.npz`` columns or ``.json``, by the file's suffix."""
-    from .schema import save_document
-
-    path = Path(path)
-    if path.suffix == ".npz":
-        cols = problem if isinstance(problem, ProblemColumns) else ProblemColumns.from_problem(problem)
-        return cols.save(path)
-    save_document(problem.to_problem() if isinstance(problem, ProblemColumns) else problem, path)
-    return path
