@@ -160,11 +160,20 @@ class _OptionErrors:
         self.dtype, self.w = w.dtype, w.float()  # float32 models: a view of the weight itself, no copy
         self.items: list[Any] = []
         self.sq: dict[str, float] = {}
+        rows, k = self.w.shape
+        step = max(1, SLICE // k)
         for oid, spec in specs.items():
-            codes = int_codes(w, spec)
-            e = self._rebuild(codes) if codes is not None else fake_quantize(w, spec).float() - self.w
+            # a slice of rows at a time (rows quantize independently): the quantizer's temporaries stay a few MB,
+            # not several copies of a 94 MB lm_head, which the allocator kept (2.7 GB resident on the 100M Llama)
+            parts = [int_codes(w[start : start + step], spec) for start in range(0, rows, step)]
+            if all(p is not None for p in parts):
+                self.sq[oid] = sum(_sq_norm(self._rebuild(p, None, self.w[i * step : i * step + step])) for i, p in enumerate(parts))
+                self.items.append(IntCodes(torch.cat([p.codes for p in parts]), torch.cat([p.scale for p in parts]),
+                                           None if parts[0].zero is None else torch.cat([p.zero for p in parts])))
+                continue
+            e = fake_quantize(w, spec).float() - self.w
             self.sq[oid] = _sq_norm(e)
-            self.items.append(codes if codes is not None else e)
+            self.items.append(e)
 
     def __len__(self) -> int:
         return len(self.items)
