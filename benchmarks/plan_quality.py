@@ -58,7 +58,7 @@ from encoder import batches as make_batches, load_encoder, target_layers  # noqa
 from mpq.cost import CandidateSet, build_problem, option_id  # noqa: E402
 from mpq.graph import discover, restrict  # noqa: E402
 from mpq.hf import distillation_loss  # noqa: E402
-from mpq.pipeline import DEFAULT_ESTIMATOR, plan_model, sensitivities  # noqa: E402
+from mpq.pipeline import DEFAULT_REFINE_EVALS, plan_model, sensitivities  # noqa: E402
 from mpq.plan import build_plan, violations  # noqa: E402
 from mpq.quant import QuantSpec  # noqa: E402
 from mpq.schema import Constraints, SolverInfo  # noqa: E402
@@ -234,7 +234,10 @@ def main(argv=None) -> int:
                    help="calibration batches ModelOpt kl_div scores on (default 1: one whole forward pass per layer, "
                         "format and batch; 8 batches did not finish in 33 minutes)")
     p.add_argument("--random-seeds", type=int, default=3, help="random allocations per budget")
-    p.add_argument("--skip", default="", help="comma-separated rows to skip: modelopt, modelopt-kl, nncf, measured-dp, random, default")
+    p.add_argument("--skip", default="", help="comma-separated rows to skip: modelopt, modelopt-kl, nncf, nncf-per-channel (its per-channel INT4 row "
+                   "where group 128 is in the grid), measured-dp, random, default")
+    p.add_argument("--refine-rows", type=lambda v: [int(x) for x in v.split(",") if x], default=[],
+                   help=f"also rows of the default with this many refinement evaluations (default plan: {DEFAULT_REFINE_EVALS}), e.g. 32")
     p.add_argument("--json", help="also write every row as JSON here")
     args = p.parse_args(argv)
     q = args.quick
@@ -319,6 +322,8 @@ def main(argv=None) -> int:
                 nncf_grid = [(g, option_id(QuantSpec(4, g, "int", True)),
                               option_id(QuantSpec(8, None if None in groups else g, "int", True))) for g in groups]
                 for g, primary, backup in nncf_grid:
+                    if g is None and len(groups) > 1 and "nncf-per-channel" in skip:
+                        continue
                     note = "NNCF mixes only INT4 and INT8" + ("; its INT8 backup (per channel in NNCF) sized and applied as int8-g128"
                                                              if backup.endswith("-g128") else "")
                     peers += [("nncf_plan.py", {"group_size": g, "primary": primary, "backup": backup},
@@ -333,20 +338,10 @@ def main(argv=None) -> int:
                     info = {k: r[k] for k in ("effective_bits", "ratio", "attempts") if k in r}
                     add(B, label, build_plan(base[B], r["choice"], feasible(label)), r["seconds"],
                         "; ".join(filter(None, [note, ", ".join(f"{k} {v:.3g}" for k, v in info.items())])))
-            if "measured-dp" not in skip:
-                if measured is None:
-                    log(f"  measured single-layer losses ({name}, every grid's formats, once) ...")
-                    t0 = time.perf_counter()
-                    measured = (sensitivities(bench.workload, "measured", graph=bench.graph, candidates=union, use_cache=False,
-                                              quiet=True, probes=args.dp_probes), time.perf_counter() - t0)
-                table, est_s = measured
-                for B in budgets:
-                    t1 = time.perf_counter()
-                    plan = get_solver("dp").solve(bench.problem(cands, caps[B], table))
-                    add(B, f"mpq DP, measured ({args.dp_probes} batches)", plan, est_s + time.perf_counter() - t1,
-                        f"single-layer losses measured once for {union.group_sizes} ({est_s:.0f}s), reused by every budget")
-            if "default" not in skip:
-                label = "mpq default (mpq plan)" if gran == "channel" else f"mpq default, {gran} formats"
+            variants = [] if "default" in skip else [
+                ("mpq default (mpq plan)" if gran == "channel" else f"mpq default, {gran} formats", DEFAULT_REFINE_EVALS)]
+            variants += [(f"mpq default, refine {n}", n) for n in args.refine_rows]
+            for label, refine in variants:
                 log(f"  {label} ({name}, {gran}) ...")
                 table = None
                 for B in budgets:
@@ -354,7 +349,7 @@ def main(argv=None) -> int:
                     # later budgets reuse its estimate and are charged its time plus their own solve and refinement
                     t0 = time.perf_counter()
                     result = plan_model(bench.workload, {"max_bytes": caps[B]}, candidates=cands, layers=bench.layers,
-                                        table=table, use_cache=False)
+                                        table=table, use_cache=False, refine=refine)
                     seconds = time.perf_counter() - t0
                     ref = result.refinement
                     refine_s = ref.seconds if ref is not None else 0.0
@@ -368,6 +363,18 @@ def main(argv=None) -> int:
                         note += (f"; refine: calib objective {ref.seed_objective:.5f} -> {ref.objective:.5f}, "
                                  f"{ref.evaluations} evals, {ref.accepted} moves, {ref.seconds:.1f}s")
                     add(B, label, result.plan, seconds, f"{result.table.estimator} + {result.plan.solver.name}; " + note)
+            if "measured-dp" not in skip:
+                if measured is None:
+                    log(f"  measured single-layer losses ({name}, every grid's formats, once) ...")
+                    t0 = time.perf_counter()
+                    measured = (sensitivities(bench.workload, "measured", graph=bench.graph, candidates=union, use_cache=False,
+                                              quiet=True, probes=args.dp_probes), time.perf_counter() - t0)
+                table, est_s = measured
+                for B in budgets:
+                    t1 = time.perf_counter()
+                    plan = get_solver("dp").solve(bench.problem(cands, caps[B], table))
+                    add(B, f"mpq DP, measured ({args.dp_probes} batches)", plan, est_s + time.perf_counter() - t1,
+                        f"single-layer losses measured once for {union.group_sizes} ({est_s:.0f}s), reused by every budget")
             log("")
         log("sorted by budget:")
         log(header)
