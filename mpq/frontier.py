@@ -14,7 +14,7 @@ FRONTIER_SCHEMA = "mpq.frontier/v1"
 
 
 class UniformPointDoc(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, defer_build=True)
 
     option: str
     bytes: int
@@ -25,7 +25,7 @@ class UniformPointDoc(BaseModel):
 class FrontierDoc(BaseModel):
     """``mpq.frontier/v1``: frontier points (ascending size, strictly descending distortion) and uniform baselines."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=True, defer_build=True)
 
     schema_: str = Field(FRONTIER_SCHEMA, alias="schema")
     axis: str

@@ -22,7 +22,8 @@ def _frontier_args(p):
 
 @command("frontier", "the exact size/distortion frontier of a problem (JSON, optional PNG)", _frontier_args)
 def cmd_frontier(args) -> int:
-    from .columnar import ProblemColumns, load_problem
+    from .columnar import ProblemColumns
+    from .problem_files import load_problem
     from .output import check_output
 
     check_output(args.output, "-o")

@@ -31,7 +31,8 @@ quantizing it quantizes both; ``workload.meta["tied"]`` names the pair.
 Calibration text: ``.txt`` (one sample a non-empty line), ``.jsonl`` (a string field of each
 object, ``text`` unless ``field`` says otherwise), ``.json`` (a list of strings or of objects with
 that field), ``.parquet`` (a string column) or a directory written by ``datasets``'
-``save_to_disk`` (a string column; its ``train`` split when it holds several).
+``save_to_disk`` (a string column; its ``train`` split when it holds several). Samples of similar
+token length share a batch (:func:`length_groups`), so that few padded positions are computed.
 """
 from __future__ import annotations
 
@@ -297,6 +298,21 @@ def _max_positions(config) -> Optional[int]:
     return None
 
 
+def length_groups(tokenizer: Any, samples: list[str], batch_size: int, max_length: int) -> list[list[int]]:
+    """Sample indices in batches of ``batch_size`` samples of similar token length (longest first, ties in file order),
+    the batches in the order of their first sample in the file.
+
+    A batch is padded to its longest sample, so batching the file's samples in file order pads short ones
+    to the long ones they happen to sit beside (64% of MiniLM's calibration tokens at ``--seq-len 128``
+    were padding). Padding changes no real token's output (it is masked) nor the loss (it ignores padding);
+    every sample is used once either way. What changes is the number of padded positions every pass runs,
+    and which samples share a batch (losses are means per batch, then over batches)."""
+    lengths = [len(ids) for ids in tokenizer(samples, truncation=True, max_length=max_length)["input_ids"]]
+    order = sorted(range(len(samples)), key=lambda i: (-lengths[i], i))
+    groups = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    return sorted((sorted(g) for g in groups), key=lambda g: g[0])
+
+
 def load_hf_workload(
     path: str | Path,
     calib: Optional[str | Path] = None,
@@ -362,8 +378,8 @@ def load_hf_workload(
         tokenizer.pad_token = tokenizer.eos_token
 
     batches = []
-    for start in range(0, len(samples), batch_size):
-        enc = tokenizer(samples[start : start + batch_size], return_tensors="pt", padding=True, truncation=True, max_length=max_length)
+    for group in length_groups(tokenizer, samples, batch_size, max_length):
+        enc = tokenizer([samples[i] for i in group], return_tensors="pt", padding=True, truncation=True, max_length=max_length)
         inputs = {"input_ids": enc["input_ids"].to(dev), "attention_mask": enc["attention_mask"].to(dev)}
         if causal:
             labels = inputs["input_ids"].clone()
@@ -383,7 +399,7 @@ def load_hf_workload(
         "hf_path": str(path), "model_type": config.model_type, "causal_lm": causal,
         "loss": "lm-cross-entropy" if causal else "self-distillation-mse",
         "zero_gradient_at_full_precision": not causal, "tied": tied, "samples": len(samples),
-        "seq_len": max_length, "dtype": str(dtype).removeprefix("torch."),
+        "seq_len": max_length, "dtype": str(dtype).removeprefix("torch."), "batching": "samples grouped by token length",
     }
     sampling = TargetSampling(sample_lm_labels, lm_loss) if causal else TargetSampling(sample_cotangent, cotangent_loss)
     return Workload(model=model, batches=batches, loss_fn=lm_loss if causal else distillation_loss, name=str(path), meta=meta,

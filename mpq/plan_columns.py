@@ -147,6 +147,40 @@ class PlanColumns:
         except ValidationError as e:
             raise DocumentError(format_validation_error(e, "columnar plan")) from None
 
+    def json_text(self) -> str:
+        """The ``mpq.plan/v1`` text, as ``dump_document(self.to_plan())`` writes it, without a model per layer.
+
+        The columns hold what the JSON model holds (they come from a validated problem or a checked file),
+        so the layers go straight to pydantic-core's serializer, the one the models themselves use.
+        """
+        from pydantic_core import to_json
+
+        a = self.arrays
+        fmts, structs = formats(), structures()
+
+        def nulled(column: np.ndarray, null) -> list:
+            values = column.tolist()
+            return [None if v == null else v for v in values] if null in values else values
+
+        latency = a["latency_ms"]
+        columns = {
+            "name": a["layer_name"].tolist(), "module": [m or None for m in a["layer_module"].tolist()],
+            "channels": [c if c[0] >= 0 else None for c in a["layer_channels"].tolist()], "params": a["layer_params"].tolist(),
+            "shape": [[d for d in s if d > 0] or None for s in a["layer_shape"].tolist()],
+            "option": a["option_names"][a["row_option"]].tolist(), "w_bits": a["w_bits"].tolist(),
+            "group_size": nulled(a["group_size"], 0), "format": [fmts[k] for k in a["row_format"].tolist()],
+            "symmetric": a["symmetric"].tolist(), "prune_ratio": a["prune_ratio"].tolist(),
+            "prune_structure": [structs[k] for k in a["row_structure"].tolist()], "a_bits": nulled(a["a_bits"], 0),
+            "bits": a["bits"].tolist(), "bytes": a["bytes"].tolist(), "bitops": nulled(a["bitops"], -1),
+            "latency_ms": [None if v != v else v for v in latency.tolist()] if np.isnan(latency).any() else latency.tolist(),
+            "distortion": a["distortion"].tolist(),
+        }
+        fields = tuple(PlanLayer.model_fields)  # the model's field order
+        layers = [dict(zip(fields, values)) for values in zip(*(columns[f] for f in fields))]
+        doc = {"schema": PLAN_SCHEMA, "layers": layers, "totals": self.totals.model_dump(), "constraints": self.constraints,
+               "solver": self.solver.model_dump(), "provenance": self.provenance.model_dump()}
+        return to_json(doc, indent=2).decode() + "\n"
+
     def header(self) -> dict:
         return {
             "schema": PLAN_COLUMNS_SCHEMA, "totals": self.totals.model_dump(), "constraints": self.constraints,
@@ -255,5 +289,9 @@ def save_plan(plan, path: str | Path) -> Path:
     if path.suffix == ".npz":
         cols = plan if isinstance(plan, PlanColumns) else PlanColumns.from_plan(plan)
         return cols.save(path)
-    save_document(plan.to_plan() if isinstance(plan, PlanColumns) else plan, path)
+    if isinstance(plan, PlanColumns):
+        from .output import write_output
+
+        return write_output(path, plan.json_text())
+    save_document(plan, path)
     return path

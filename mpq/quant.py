@@ -114,7 +114,8 @@ def int_levels(bits: int, symmetric: bool) -> tuple[int, int]:
     return 0, 2**bits - 1
 
 
-def _int_rows(w: torch.Tensor, bits: int, symmetric: bool) -> torch.Tensor:
+def _int_grid(w: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """Per row of ``w``: the integer codes ``q`` (as floats), the scale and, asymmetric only, the zero point."""
     qmin, qmax = int_levels(bits, symmetric)
     if symmetric:
         # 2^b levels centred on zero: the largest magnitude lands half a step outside the grid,
@@ -124,16 +125,55 @@ def _int_rows(w: torch.Tensor, bits: int, symmetric: bool) -> torch.Tensor:
         # way, so CPU and GPU then agree to the last bit (a 1-ulp scale flips the row's extreme tie)
         scale = amax * (1.0 / (2 ** (bits - 1) - 0.5))
         scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-        q = torch.clamp(torch.round(w / scale), qmin, qmax)
-        return q * scale
+        return torch.clamp(torch.round(w / scale), qmin, qmax), scale, None
     # the range always contains 0 (as GPTQ's), so zero is exactly representable and a constant row is exact
     lo = w.amin(dim=1, keepdim=True).clamp(max=0)
     hi = w.amax(dim=1, keepdim=True).clamp(min=0)
     scale = (hi - lo) * (1.0 / (2**bits - 1))
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     zero = torch.round(-lo / scale)
-    q = torch.clamp(torch.round(w / scale) + zero, qmin, qmax)
-    return (q - zero) * scale
+    return torch.clamp(torch.round(w / scale) + zero, qmin, qmax), scale, zero
+
+
+def _int_rows(w: torch.Tensor, bits: int, symmetric: bool) -> torch.Tensor:
+    q, scale, zero = _int_grid(w, bits, symmetric)
+    return q * scale if zero is None else (q - zero) * scale
+
+
+@dataclass(frozen=True)
+class IntCodes:
+    """An ``int`` option of a weight matrix as its grid: ``codes [out, inputs]`` (int8; uint8 when asymmetric)
+    and ``scale``/``zero [out, groups]``: one byte a weight instead of four, for code that holds many options."""
+
+    codes: torch.Tensor
+    scale: torch.Tensor
+    zero: Optional[torch.Tensor]
+
+    def dequantize(self, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The fake-quantized matrix in float32, written into ``out`` if given: the same values
+        :func:`quantize_int` computes, to the bit (the same operations on the same numbers)."""
+        rows, k = self.codes.shape
+        groups = self.scale.shape[1]
+        q = torch.empty(rows, k, device=self.codes.device) if out is None else out
+        q.copy_(self.codes)
+        grouped = q.view(rows, groups, k // groups)
+        if self.zero is not None:
+            grouped.sub_(self.zero.unsqueeze(-1))
+        grouped.mul_(self.scale.unsqueeze(-1))
+        return q
+
+
+def int_codes(w: torch.Tensor, spec: QuantSpec) -> Optional[IntCodes]:
+    """The :class:`IntCodes` of ``fake_quantize(w, spec)`` for a ``[out, inputs]`` matrix, or None where the option
+    is not a plain integer grid of at most 8 bits (another format, pruning) or its groups do not divide the inputs."""
+    out, k = w.shape
+    size = spec.group_size if spec.group_size is not None and spec.group_size < k else k
+    if spec.format != "int" or spec.prune_ratio > 0 or spec.w_bits > 8 or k % size:
+        return None
+    q, scale, zero = _int_grid(w.detach().float().reshape(out * (k // size), size), spec.w_bits, spec.symmetric)
+    dtype = torch.int8 if spec.symmetric else torch.uint8
+    groups = k // size
+    return IntCodes(q.to(dtype).view(out, k), scale.view(out, groups), None if zero is None else zero.view(out, groups))
 
 
 @register_quantizer("int")

@@ -113,7 +113,9 @@ AXES: dict[str, str] = {r.option_field: r.constraint for r in RESOURCES.values()
 
 
 class _Doc(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=False)
+    # defer_build: each model builds its validator when first used, so a command pays only for the
+    # documents it reads (`mpq solve` on JSON validates none per option; see mpq/problem_json.py)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=False, defer_build=True)
 
 
 class ModelRef(_Doc):
@@ -130,7 +132,7 @@ class ModelRef(_Doc):
 class LayerSensitivity(BaseModel):
     """One layer's sensitivity. ``score`` is what the cost model uses; estimator fields sit beside it."""
 
-    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False, defer_build=True)
 
     score: float
     params: NonNegInt
@@ -178,7 +180,7 @@ class SensitivityTable(_Doc):
     pairs: list[SensitivityPair] = Field(default_factory=list)
     meta: dict[str, Any] = Field(default_factory=dict)
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=True, defer_build=True)
 
     @model_validator(mode="after")
     def _pairs_name_layers(self) -> "SensitivityTable":
@@ -365,7 +367,7 @@ class Problem(_Doc):
     model: Optional[ModelRef] = None
     estimator: Optional[str] = None
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=True, defer_build=True)
 
     @model_validator(mode="after")
     def _references(self) -> "Problem":
@@ -483,7 +485,7 @@ class Plan(_Doc):
     solver: SolverInfo
     provenance: Provenance = Field(default_factory=Provenance)
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=True, defer_build=True)
 
     @field_validator("constraints")
     @classmethod
@@ -551,7 +553,7 @@ class LatencyTable(_Doc):
     entries: list[LatencyEntry] = Field(min_length=1)
     models: dict[str, LatencyModelTiming] = Field(default_factory=dict)
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=True, defer_build=True)
 
 
 # ----------------------------------------------------------------------------------------------

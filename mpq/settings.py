@@ -36,8 +36,10 @@ Hook = Annotated[Optional[Callable[..., Any]], WithJsonSchema({"description": "a
 class Settings(BaseModel):
     """Base of every declared settings model: unknown names and non-finite numbers are refused."""
 
+    # defer_build: a settings model builds its validator when first used (a process imports every
+    # solver and estimator to list them, and uses one or two)
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, arbitrary_types_allowed=True,
-                              validate_default=False)
+                              validate_default=False, defer_build=True)
 
     #: settings that do not change a result (progress bars, devices, thread counts, callbacks):
     #: left out of :meth:`result_settings`, so caches and documents do not depend on them

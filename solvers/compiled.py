@@ -319,6 +319,13 @@ class CompiledColumns(Compiled):
             def take(col: np.ndarray) -> np.ndarray:
                 return col[idx]
         self.rows = idx  # (groups, options) row of each padded option
+        for name in active:  # a constraint given after loading (mpq solve --budget) may name a null column
+            field = RESOURCES[name].option_field
+            null = np.isnan(a[field]) if a[field].dtype.kind == "f" else a[field] < 0
+            if null.any():
+                r = int(np.flatnonzero(null)[0])
+                raise DocumentError(f"layer {str(a['layer_name'][a['row_layer'][r]])!r}, option "
+                                    f"{str(a['option_names'][a['row_option'][r]])!r}: {field} is null, but the problem constrains {name}")
         res = {name: take(a[RESOURCES[name].option_field]) for name in active}
         self.__dict__["arrays"] = Arrays(take(a["distortion"]).astype(np.float64, copy=False), res, n, dict(self.caps))
 

@@ -25,7 +25,7 @@ from ._dp import pareto_dp
 class FrontierPoint(BaseModel):
     """One frontier point: its size, its least distortion, the choice reaching it; the CLI's and the service's point."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, defer_build=True)
 
     bytes: int
     avg_bits: float

@@ -5,9 +5,12 @@ Run by the peers' Python (never imported by mpq)::
     /work/peers-venv/bin/python benchmarks/peers/real_model_modelopt.py REQUEST.json RESULT.json
 
 The request names the model directory, the calibration text file (one sample a line), samples,
-batch size, sequence length, the weight bit-widths (per output channel, weight-only, max
-calibration) and the average-bits budget. Calibration batches are tokenized as mpq tokenizes them
-(right padding, truncation to the sequence length, consecutive samples). An encoder's loss is
+batch size, sequence length, the weight bit-widths and group sizes (null: per output channel;
+weight-only, max calibration; one format per bits x group size) and the average-bits budget.
+Calibration batches are the ones mpq makes (``mpq.hf.load_hf_workload``): right padding,
+truncation to the sequence length, samples of similar token length in one batch (longest first,
+ties in file order; batches in the order of their first sample). The result lists the batches'
+shapes, so the caller can check they are mpq's. An encoder's loss is
 ModelOpt's documented way to score a model without labels: an MSE to its own full-precision
 output with targets sampled around it (Gaussian noise of the output's scale), since the plain
 self-MSE has zero gradient; a causal LM uses its next-token cross-entropy. The result has the
@@ -24,10 +27,19 @@ import warnings
 warnings.filterwarnings("ignore")
 
 
-def fmt(bits: int) -> dict:
+def fmt(bits: int, group_size) -> dict:
+    w = {"num_bits": bits, "axis": 0} if group_size is None else {"num_bits": bits, "block_sizes": {-1: group_size, "type": "static"}}
     return {"quant_cfg": [{"quantizer_name": "*", "enable": False},
-                          {"quantizer_name": "*weight_quantizer", "cfg": {"num_bits": bits, "axis": 0}},
+                          {"quantizer_name": "*weight_quantizer", "cfg": w},
                           {"quantizer_name": "*input_quantizer", "enable": False}], "algorithm": "max"}
+
+
+def length_groups(tok, texts: list[str], batch_size: int, max_length: int) -> list[list[int]]:
+    """mpq.hf.length_groups, restated (this script runs without mpq): sample indices batched by token length."""
+    lengths = [len(ids) for ids in tok(texts, truncation=True, max_length=max_length)["input_ids"]]
+    order = sorted(range(len(texts)), key=lambda i: (-lengths[i], i))
+    groups = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    return sorted((sorted(g) for g in groups), key=lambda g: g[0])
 
 
 def main() -> None:
@@ -50,8 +62,8 @@ def main() -> None:
         tok.pad_token = tok.eos_token
     texts = [l for l in open(req["calib"], encoding="utf-8").read().splitlines() if l.strip()][: req["samples"]]
     data = []
-    for i in range(0, len(texts), req["batch_size"]):
-        enc = tok(texts[i:i + req["batch_size"]], return_tensors="pt", padding=True, truncation=True, max_length=req["seq_len"])
+    for group in length_groups(tok, texts, req["batch_size"], req["seq_len"]):
+        enc = tok([texts[i] for i in group], return_tensors="pt", padding=True, truncation=True, max_length=req["seq_len"])
         batch = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
         if causal:
             labels = enc["input_ids"].clone()
@@ -81,7 +93,7 @@ def main() -> None:
 
     t1 = time.perf_counter()
     model, state = mtq.auto_quantize(
-        model, constraints={"effective_bits": float(req["avg_bits"])}, quantization_formats=[fmt(b) for b in req["bits"]],
+        model, constraints={"effective_bits": float(req["avg_bits"])}, quantization_formats=[fmt(b, g) for b in req["bits"] for g in req.get("group_sizes", [None])],
         data_loader=data, forward_step=forward_step, loss_func=loss_func, num_calib_steps=len(data), num_score_steps=len(data),
         method="gradient",
     )
@@ -90,7 +102,7 @@ def main() -> None:
     out = {"seconds": t2 - t0, "load_seconds": t1 - t0, "auto_quantize_seconds": t2 - t1,
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "layers": len(choice),
            "cpu_seconds": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]),
-           "batches": len(data), "effective_bits": state["best"]["constraints"].get("effective_bits"), "choice": choice}
+           "batches": len(data), "batch_shapes": [list(b["input_ids"].shape) for b in data], "effective_bits": state["best"]["constraints"].get("effective_bits"), "choice": choice}
     open(sys.argv[2], "w").write(json.dumps(out, indent=1))
 
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from tests.helpers.problems import HAND, random_problem
 
-from mpq.columnar import ProblemColumns, load_columns, load_problem
+from mpq.columnar import ProblemColumns, load_columns
+from mpq.problem_files import load_problem
 from mpq.errors import DocumentError
 from mpq.solvers import get_solver
 

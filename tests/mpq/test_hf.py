@@ -195,3 +195,21 @@ def test_a_bfloat16_model_plans_end_to_end(kind, tiny_hf, tmp_path, one_thread):
     plan = json.loads(out.read_text())
     assert plan["layers"] and plan["totals"]["avg_bits"] <= 5 + 1e-9
     assert plan["provenance"]["estimator"] == "output-gn"
+
+
+def test_calibration_samples_of_similar_length_share_a_batch_and_each_is_used_once(tiny_hf, tmp_path):
+    from mpq.hf import length_groups
+    from transformers import AutoTokenizer
+
+    words = "the quick brown fox jumps over the lazy dog again and again".split()
+    texts = [" ".join(words[: n]) for n in (12, 1, 7, 2, 11, 3)]  # long and short interleaved, as a file may hold them
+    calib = tmp_path / "mixed.txt"
+    calib.write_text("\n".join(texts) + "\n")
+    w = load_workload(str(tiny_hf["bert"]), calib=str(calib), hf={"batch_size": 2})
+    tok = AutoTokenizer.from_pretrained(str(tiny_hf["bert"]))
+    lengths = [len(tok(t)["input_ids"]) for t in texts]
+    assert length_groups(tok, texts, 2, 64) == [[0, 4], [1, 3], [2, 5]]  # (12, 11), (1, 2), (7, 3): longest first, file order kept
+    rows = sorted(tuple(ids[mask.bool()].tolist()) for inputs, _ in w.batches for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"]))
+    assert rows == sorted(tuple(tok(t)["input_ids"]) for t in texts)  # every sample once, none cut or padded inside
+    padded = sum(int(inputs["attention_mask"].numel()) for inputs, _ in w.batches)
+    assert padded == sum(max(lengths[i] for i in g) * len(g) for g in [[0, 4], [1, 3], [2, 5]]) < 2 * 3 * max(lengths)

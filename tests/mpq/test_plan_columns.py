@@ -126,3 +126,37 @@ def test_columnar_problem_validation_finds_duplicates_quickly():
 
 def cols_header(cols: ProblemColumns) -> dict:
     return {"schema": "mpq.problem-columns/v1", "constraints": cols.constraints.model_dump(exclude_none=True)}
+
+
+def test_a_columnar_plan_writes_the_json_text_the_model_writes():
+    problem = random_problem(np.random.default_rng(5), n_layers=8, constraints=("max_bytes",))
+    plan = get_solver("auto").solve_columns(ProblemColumns.from_problem(problem))
+    a = plan.arrays
+    a["group_size"][[1, 2]] = 128
+    a["a_bits"][3] = 8
+    a["bitops"][4] = -1
+    a["latency_ms"][5] = np.nan
+    a["layer_module"] = np.array(["", "m", "", "", "", "", "", ""])
+    a["layer_channels"][1] = [0, 4]
+    a["layer_shape"][6] = 0
+    plan.totals = plan.totals.model_copy(update={"bitops": None, "latency_ms": None})
+    from mpq.schema import dump_document
+
+    assert plan.json_text() == dump_document(plan.to_plan())
+
+
+def test_mpq_solve_json_to_json_plans_as_the_models_do(tmp_path, capsys):
+    problem = random_problem(np.random.default_rng(6), n_layers=40, constraints=("max_avg_bits",))
+    from mpq.schema import save_document
+
+    save_document(problem, tmp_path / "p.json")
+    assert main(["solve", str(tmp_path / "p.json"), "-o", str(tmp_path / "plan.json")]) == 0
+    capsys.readouterr()
+    assert main(["solve", str(tmp_path / "p.json"), "-o", "-"]) == 0
+    printed = Plan.model_validate_json(capsys.readouterr().out)
+    written = load_document(tmp_path / "plan.json", Plan)
+    models = get_solver("auto").solve(problem)
+    assert written.layers == models.layers == printed.layers
+    assert written.totals.distortion == pytest.approx(models.totals.distortion)
+    assert (written.totals.bytes, written.totals.avg_bits, written.solver.status) == (
+        models.totals.bytes, models.totals.avg_bits, models.solver.status)

@@ -91,7 +91,7 @@ def test_cli_solve_with_server_gives_the_local_plan(server, tmp_path, capsys):
 
 def test_cli_solve_evolutionary_from_npz_takes_params_locally_and_on_the_server(server, tmp_path, capsys):
     from mpq.cli import main
-    from mpq.columnar import save_problem
+    from mpq.problem_files import save_problem
 
     path = save_problem(Problem.model_validate(problem(seed=10)), tmp_path / "problem.npz")
     for where in ([], ["--server", server.url]):
