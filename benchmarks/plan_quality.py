@@ -173,9 +173,10 @@ def peer_formats(problem) -> tuple[list[dict], dict[str, dict[str, float]]]:
     """
     total = sum(l.params for l in problem.layers)
     sizes = {l.name: {o.id: float(o.bytes) for o in l.options} for l in problem.layers}
+    common = set.intersection(*(set(s) for s in sizes.values()))  # a peer's format applies to every layer
     formats = []
     for o in problem.layers[0].options:
-        if o.format == "float":
+        if o.format == "float" or o.id not in common:
             continue
         spec = QuantSpec(o.w_bits, o.group_size, "int", True)
         if option_id(spec) != o.id:
@@ -304,6 +305,31 @@ def main(argv=None) -> int:
                 if "random" not in skip:
                     for s in range(args.random_seeds):
                         add(B, f"random (seed {s})", build_plan(base[B], random_choice(base[B], s), feasible("random")), 0.0)
+            variants = [] if "default" in skip else [
+                ("mpq default (mpq plan)" if gran == "channel" else f"mpq default, {gran} formats", DEFAULT_REFINE_EVALS)]
+            variants += [(f"mpq default, refine {n}", n) for n in args.refine_rows]
+            for label, refine in variants:
+                log(f"  {label} ({name}, {gran}) ...")
+                table = None
+                for B in budgets:
+                    # the first budget runs plan_model in full (what `mpq plan` runs: estimate, solve, refine);
+                    # later budgets reuse its estimate and are charged its time plus their own solve and refinement
+                    t0 = time.perf_counter()
+                    result = plan_model(bench.workload, {"max_bytes": caps[B]}, candidates=cands, layers=bench.layers,
+                                        table=table, use_cache=False, refine=refine)
+                    seconds = time.perf_counter() - t0
+                    ref = result.refinement
+                    refine_s = ref.seconds if ref is not None else 0.0
+                    if table is None:
+                        table, estimate_s = result.table, seconds - refine_s
+                        note = f"full plan_model run {seconds:.0f}s"
+                    else:
+                        seconds += estimate_s
+                        note = f"its estimate {estimate_s:.0f}s + own solve/refine"
+                    if ref is not None:
+                        note += (f"; refine: calib objective {ref.seed_objective:.5f} -> {ref.objective:.5f}, "
+                                 f"{ref.evaluations} evals, {ref.accepted} moves, {ref.seconds:.1f}s")
+                    add(B, label, result.plan, seconds, f"{result.table.estimator} + {result.plan.solver.name}; " + note)
             request = {"model_dir": str(bench.dir), "calib": bench.calib, "batch_size": args.batch_size, "seq_len": args.seq_len,
                        "budgets": budgets, "threads": args.threads, "formats": formats, "sizes": sizes,
                        "min_effective_bits": min(f["effective_bits"] for f in formats),
@@ -338,31 +364,6 @@ def main(argv=None) -> int:
                     info = {k: r[k] for k in ("effective_bits", "ratio", "attempts") if k in r}
                     add(B, label, build_plan(base[B], r["choice"], feasible(label)), r["seconds"],
                         "; ".join(filter(None, [note, ", ".join(f"{k} {v:.3g}" for k, v in info.items())])))
-            variants = [] if "default" in skip else [
-                ("mpq default (mpq plan)" if gran == "channel" else f"mpq default, {gran} formats", DEFAULT_REFINE_EVALS)]
-            variants += [(f"mpq default, refine {n}", n) for n in args.refine_rows]
-            for label, refine in variants:
-                log(f"  {label} ({name}, {gran}) ...")
-                table = None
-                for B in budgets:
-                    # the first budget runs plan_model in full (what `mpq plan` runs: estimate, solve, refine);
-                    # later budgets reuse its estimate and are charged its time plus their own solve and refinement
-                    t0 = time.perf_counter()
-                    result = plan_model(bench.workload, {"max_bytes": caps[B]}, candidates=cands, layers=bench.layers,
-                                        table=table, use_cache=False, refine=refine)
-                    seconds = time.perf_counter() - t0
-                    ref = result.refinement
-                    refine_s = ref.seconds if ref is not None else 0.0
-                    if table is None:
-                        table, estimate_s = result.table, seconds - refine_s
-                        note = f"full plan_model run {seconds:.0f}s"
-                    else:
-                        seconds += estimate_s
-                        note = f"its estimate {estimate_s:.0f}s + own solve/refine"
-                    if ref is not None:
-                        note += (f"; refine: calib objective {ref.seed_objective:.5f} -> {ref.objective:.5f}, "
-                                 f"{ref.evaluations} evals, {ref.accepted} moves, {ref.seconds:.1f}s")
-                    add(B, label, result.plan, seconds, f"{result.table.estimator} + {result.plan.solver.name}; " + note)
             if "measured-dp" not in skip:
                 if measured is None:
                     log(f"  measured single-layer losses ({name}, every grid's formats, once) ...")
