@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import math
 from typing import Mapping, Optional
 
@@ -12,7 +13,13 @@ from .errors import DocumentError, UnknownLayer
 from .schema import RESOURCES, STORAGE_FIELDS, Constraints, Plan, PlanLayer, Problem, Provenance, SolverInfo, Totals
 from .sizes import to_bytes, weight_bits
 
-_PLAN_LAYERS = TypeAdapter(list[PlanLayer])
+
+@functools.cache
+def plan_layers() -> TypeAdapter:
+    """The validator of a list of plan layers (all rows in one call), built on first use, not on import."""
+    return TypeAdapter(list[PlanLayer])
+
+
 #: Option fields a plan layer carries as they are: the storage fields and the costs.
 _CARRIED = (*STORAGE_FIELDS, "bytes", "bitops", "latency_ms", "distortion")
 
@@ -41,7 +48,7 @@ def build_plan(
             name=l.name, module=l.module, channels=l.channels, params=l.params, shape=l.shape, option=o.id,
             **{f: getattr(o, f) for f in _CARRIED}, bits=o.bits,
         ))
-    layers = _PLAN_LAYERS.validate_python(layers)  # all rows in one call: the service builds a plan per request
+    layers = plan_layers().validate_python(layers)  # all rows in one call: the service builds a plan per request
     totals = totals_of(layers)
     prov = provenance or Provenance(estimator=problem.estimator, model=problem.model)
     if not prov.mpq_version:

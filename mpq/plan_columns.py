@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from .columnar import COLUMN_MEANING, check_names, check_option_columns, formats, read_header, read_npz, structures
 from .errors import DocumentError
+from .plan import plan_layers
 from .schema import PLAN_SCHEMA, Plan, PlanLayer, Provenance, SolverInfo, Totals, format_validation_error
 
 PLAN_COLUMNS_SCHEMA = "mpq.plan-columns/v1"
@@ -36,7 +37,6 @@ ARRAYS = {
 LAYER_ARRAYS = ("layer_name", "layer_params", "layer_shape", "layer_module", "layer_channels")
 ROW_ARRAYS = tuple(k for k in ARRAYS if k not in LAYER_ARRAYS and k != "option_names")
 
-_PLAN_LAYERS = TypeAdapter(list[PlanLayer])
 
 #: what each array holds (``mpq schema plan-columns`` prints these): the problem's columns, one chosen row per layer
 MEANING = {**COLUMN_MEANING, "row_option": "chosen option id, index into option_names"}
@@ -142,7 +142,7 @@ class PlanColumns:
                 distortion=float(a["distortion"][i]),
             ))
         try:
-            return Plan(layers=_PLAN_LAYERS.validate_python(layers), totals=self.totals, constraints=self.constraints,
+            return Plan(layers=plan_layers().validate_python(layers), totals=self.totals, constraints=self.constraints,
                         solver=self.solver, provenance=self.provenance)
         except ValidationError as e:
             raise DocumentError(format_validation_error(e, "columnar plan")) from None

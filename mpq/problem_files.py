@@ -5,7 +5,7 @@ from pathlib import Path
 
 from .columnar import ProblemColumns, load_columns
 from .problem_json import read_columns
-from .schema import Problem, load_document, save_document
+from .schema import Problem, document_from_bytes, load_document, save_document
 
 
 def load_problem(path: str | Path, columns: bool = False):
@@ -17,14 +17,14 @@ def load_problem(path: str | Path, columns: bool = False):
     """
     if str(path).endswith(".npz"):
         return load_columns(path)
-    if columns:
-        try:
-            cols = read_columns(Path(path).read_bytes())
-        except OSError:  # the models' reader says why
-            cols = None
-        if cols is not None:
-            return cols
-    return load_document(path, Problem)
+    if not columns:
+        return load_document(path, Problem)
+    try:
+        data = Path(path).read_bytes()  # once: the path may be a pipe
+    except OSError:
+        return load_document(path, Problem)  # which says why it cannot be read
+    cols = read_columns(data)
+    return cols if cols is not None else document_from_bytes(data, Problem, str(path))
 
 
 def save_problem(problem, path: str | Path) -> Path:

@@ -604,11 +604,18 @@ def parse_document(data: Any, model: type[D], source: str = "document") -> D:
 def load_document(path: str | Path, model: type[D]) -> D:
     path = Path(path)
     try:
-        text = path.read_bytes().decode("utf-8")
+        data = path.read_bytes()
     except OSError as e:
         raise DocumentError(f"cannot read {path}: {e.strerror}") from None
+    return document_from_bytes(data, model, str(path))
+
+
+def document_from_bytes(data: bytes, model: type[D], source: str) -> D:
+    """Validate a document's bytes as ``model``; ``source`` names it in errors (a file read once, even a pipe)."""
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise DocumentError(f"invalid {path}: not UTF-8 text (byte {e.start}); a document is UTF-8 JSON") from None
+        raise DocumentError(f"invalid {source}: not UTF-8 text (byte {e.start}); a document is UTF-8 JSON") from None
     try:  # pydantic's own JSON parser is the fast path; a failure is re-read below for the error that names the field
         doc = model.model_validate_json(text)
         if "schema_" in doc.model_fields_set:  # the version must be written, not defaulted
@@ -616,12 +623,12 @@ def load_document(path: str | Path, model: type[D]) -> D:
     except (ValidationError, RecursionError):
         pass
     try:
-        data = json.loads(text)
+        parsed = json.loads(text)
     except RecursionError:
-        raise DocumentError(f"invalid {path}: the JSON is nested too deeply") from None
+        raise DocumentError(f"invalid {source}: the JSON is nested too deeply") from None
     except json.JSONDecodeError as e:
-        raise DocumentError(f"invalid {path}: not JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
-    return parse_document(data, model, source=str(path))
+        raise DocumentError(f"invalid {source}: not JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    return parse_document(parsed, model, source=source)
 
 
 def dump_document(doc: BaseModel) -> str:

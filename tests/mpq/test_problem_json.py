@@ -203,3 +203,20 @@ def test_a_budget_given_on_the_command_line_that_names_a_null_column_is_refused(
     assert isinstance(load_problem(path, columns=True), ProblemColumns)
     assert main(["solve", str(path), "--budget", "latency_ms=5"]) == 2
     assert "layer 'features.0', option 'int2': latency_ms is null, but the problem constrains max_latency_ms" in capsys.readouterr().err
+
+
+def test_a_problem_from_a_pipe_is_read_once_even_when_the_models_read_it(tmp_path, capsys):
+    import os
+    import threading
+
+    doc = json.loads(json.dumps(HAND))
+    doc["layers"][0]["options"][0].pop("bytes")
+    fifo = tmp_path / "problem.fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_text(json.dumps(doc)), daemon=True)
+    writer.start()
+    codes = []
+    solver = threading.Thread(target=lambda: codes.append(main(["solve", str(fifo)])), daemon=True)
+    solver.start()
+    solver.join(timeout=60)  # reading the pipe a second time would wait for a writer forever
+    assert codes == [2] and "layers.0.options.0.bytes: Field required" in capsys.readouterr().err
