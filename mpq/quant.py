@@ -149,6 +149,10 @@ class IntCodes:
     scale: torch.Tensor
     zero: Optional[torch.Tensor]
 
+    def rows(self, start: int, stop: int) -> "IntCodes":
+        """Rows ``start:stop`` of the matrix (views, no copy)."""
+        return IntCodes(self.codes[start:stop], self.scale[start:stop], None if self.zero is None else self.zero[start:stop])
+
     def dequantize(self, out: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The fake-quantized matrix in float32, written into ``out`` if given: the same values
         :func:`quantize_int` computes, to the bit (the same operations on the same numbers)."""

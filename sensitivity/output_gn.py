@@ -85,10 +85,10 @@ def cotangents(workload: Workload, out: torch.Tensor, targets: Any, samples: int
     n = probs.shape[0]
     draws = torch.multinomial(probs, samples, replacement=True, generator=gen)  # (n, samples)
     rows = torch.arange(n)
-    for k in range(samples):
+    for k in range(samples):  # in place: a cotangent is as large as the logits (tokens x vocabulary)
         cot = probs.clone()
         cot[rows, draws[:, k]] -= 1.0
-        yield (cot / n**0.5).reshape(out.shape).to(out.device)
+        yield cot.div_(n**0.5).reshape(out.shape).to(out.device)
 
 
 @register_estimator
@@ -143,6 +143,10 @@ class OutputGNEstimator(Estimator):
         return self.table(workload, layers, batches=len(batches), samples=self.samples)
 
 
+#: Weights per slice in :meth:`_OptionErrors.dots` (4 MB of float32: within a shared cache, few enough calls).
+SLICE = 1 << 20
+
+
 class _OptionErrors:
     """``Q_o(W) - W`` of one layer for every option, float32, ``[out, inputs]`` (:func:`mpq.quant.weight_matrix`'s layout).
 
@@ -165,10 +169,11 @@ class _OptionErrors:
     def __len__(self) -> int:
         return len(self.items)
 
-    def _rebuild(self, codes: IntCodes, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def _rebuild(self, codes: IntCodes, out: Optional[torch.Tensor] = None, w: Optional[torch.Tensor] = None) -> torch.Tensor:
+        w = self.w if w is None else w
         if self.dtype != torch.float32:  # the quantizer returns the weight's dtype: round as it does
-            return codes.dequantize().to(self.dtype).float() - self.w
-        return codes.dequantize(out).sub_(self.w)
+            return codes.dequantize().to(self.dtype).float() - w
+        return codes.dequantize(out).sub_(w)
 
     def buffer(self) -> torch.Tensor:
         """A float32 ``[out, inputs]`` scratch matrix for :meth:`error`."""
@@ -180,9 +185,21 @@ class _OptionErrors:
         return self._rebuild(item, out) if isinstance(item, IntCodes) else item
 
     def dots(self, m: torch.Tensor) -> torch.Tensor:
-        """``<Q_o(W) - W, m>`` for every option (float64), ``m`` a float32 ``[out, inputs]`` matrix."""
-        flat, buf = m.reshape(-1), self.buffer()
-        return torch.stack([torch.dot(self.error(i, buf).reshape(-1), flat) for i in range(len(self.items))]).double()
+        """``<Q_o(W) - W, m>`` for every option (float64), ``m`` a float32 ``[out, inputs]`` matrix.
+
+        Slices of :data:`SLICE` weights at a time: a slice's error is rebuilt and multiplied while it is in
+        the cache (a whole lm_head's error, 94 MB for Llama's, went through memory four times an option)."""
+        rows, k = self.w.shape
+        step = max(1, SLICE // k)
+        buf = torch.empty(min(step, rows), k, dtype=torch.float32, device=self.w.device)
+        total = torch.zeros(len(self.items), dtype=torch.float64)
+        for start in range(0, rows, step):
+            stop = min(start + step, rows)
+            mc, wc, bc = m[start:stop].reshape(-1), self.w[start:stop], buf[: stop - start]
+            parts = [torch.dot((self._rebuild(item.rows(start, stop), bc, wc) if isinstance(item, IntCodes) else item[start:stop])
+                               .reshape(-1), mc) for item in self.items]
+            total += torch.stack(parts).double()
+        return total
 
 
 def _sq_norm(e: torch.Tensor) -> float:
