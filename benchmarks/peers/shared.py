@@ -134,3 +134,14 @@ def read_request() -> dict:
 
 def write_result(result: dict) -> None:
     Path(sys.argv[2]).write_text(json.dumps(result, indent=1))
+
+
+def plan_bytes(choice: dict[str, str], sizes: dict[str, dict[str, float]]) -> float:
+    """Bytes of a plan (layer -> option id) in mpq's accounting, from the request's per-layer option sizes."""
+    missing = [n for n in sizes if n not in choice]
+    if missing:
+        raise SystemExit(f"the plan leaves {len(missing)} target layers without a format, e.g. {missing[0]!r}")
+    unknown = [(n, o) for n, o in choice.items() if n in sizes and o not in sizes[n]]
+    if unknown:
+        raise SystemExit(f"layer {unknown[0][0]!r}: option {unknown[0][1]!r} is not in the request's candidate formats")
+    return sum(sizes[n][choice[n]] for n in sizes)
