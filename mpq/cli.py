@@ -651,8 +651,9 @@ def command_named(argv: list[str]) -> Optional[str]:
 
 
 def build_parser(argv: Optional[list[str]] = None) -> argparse.ArgumentParser:
-    """The parser of every command; with ``argv``, only the command it runs gets its arguments, so
-    ``mpq solve`` does not import what other commands' options name (estimators, exporters, torch)."""
+    """The parser of every command; with ``argv``, only the command it runs gets its arguments (none when it
+    names no command, as ``mpq --version`` does), so ``mpq solve`` does not import what other commands'
+    options name (estimators, exporters, torch)."""
     from . import __version__
 
     _load_extensions()
@@ -664,7 +665,7 @@ def build_parser(argv: Optional[list[str]] = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for c in COMMANDS.values():
         p = sub.add_parser(c.name, help=c.help, description=c.help, allow_abbrev=False)  # a prefix must never pick an option
-        if only is None or c.name == only:
+        if argv is None or c.name == only:
             c.add_args(p)
         add_verbosity_args(p, default=argparse.SUPPRESS)  # SUPPRESS: the subcommand keeps what `mpq -v` set
         p.set_defaults(run=c.run)

@@ -161,3 +161,16 @@ def test_solve_builds_only_its_own_arguments_and_never_imports_torch(planned):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split()[-2:] == ["0", "False"], out.stderr
     assert load_document(planned / "again.json", Plan).solver.status == "optimal"
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["-v", "--version"]])
+def test_top_level_flags_build_no_command_arguments(argv):
+    """``mpq --version`` and ``mpq --help`` name no command: no command's arguments are built, so
+    nothing they name (estimators, exporters, torch) is imported, and the answer comes at once."""
+    code = ("import sys; from mpq.cli import main\n"
+            f"try: main({argv!r})\n"
+            "except SystemExit as e: print('exit', e.code)\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-3:] == ["exit", "0", "False"], (out.stdout, out.stderr)
+    assert ("mpq " in out.stdout) if "--version" in argv else ("solve" in out.stdout)
