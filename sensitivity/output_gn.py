@@ -21,11 +21,11 @@ has none). Cotangents:
 
 Cost: one forward and ``samples`` backward passes per calibration batch (to the layers' outputs only: no
 weight gradient), plus, per layer and sample, ``M = G^T X`` over the token rows that get a cotangent and
-its inner product with every option's weight error (:class:`_LayerProbe`). Memory: the options of the
-non-embedding layers (one byte a weight and option for integer options, :class:`_OptionErrors`; four
-for others) and one batch's graph; a layer's pulled-back cotangent lives only while the backward pass is
-at that layer. ``seed`` fixes
-the cotangents.
+its inner product with every option's weight error (:class:`_LayerProbe`). Memory: one batch's graph,
+one logits-sized cotangent, and the errors of options that are not integer grids (four bytes a weight;
+integer options are quantized again a slice at a time where they are used, :class:`_OptionErrors`); a
+layer's pulled-back cotangent lives only while the backward pass is at that layer. ``seed`` fixes the
+cotangents.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from torch import nn
 
 from mpq.errors import WorkloadError
 from mpq.graph import LayerGraph
-from mpq.quant import IntCodes, QuantSpec, fake_quantize, int_codes, weight_matrix
+from mpq.quant import QuantSpec, fake_quantize, int_codes, weight_matrix
 from mpq.schema import LayerSensitivity, SensitivityTable
 from mpq.workload import Workload, call_model
 
@@ -44,7 +44,8 @@ from pydantic import Field
 
 from mpq.settings import Count
 
-from ._runtime import calibration, candidate_options, check_device, fit_score, output_tensor, prepared, progress
+from ._runtime import (calibration, candidate_options, check_device, fit_score, output_tensor, prepared, progress,
+                       return_freed_memory)
 from .base import CalibrationSettings, Estimator, register_estimator
 from .grad_output import quantized_weight
 
@@ -66,29 +67,43 @@ def sample_cotangents(workload: Workload, out: torch.Tensor, targets: Any, sampl
 
 def cotangents(workload: Workload, out: torch.Tensor, targets: Any, samples: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
     """The ``samples`` cotangents of :func:`sample_cotangents`, one at a time (the random draws are made up front,
-    so the values are the same; only one output-sized cotangent is alive at a time, not ``samples`` of them)."""
-    out = out.detach().float()
+    so the values are the same; only one output-sized cotangent is alive at a time, not ``samples`` of them).
+    Cotangents are in the output's dtype, as the backward pass takes them."""
+    out, dtype = out.detach(), out.dtype
     if _distillation_target(workload, targets):
         mask = targets["mask"].to(out.device).unsqueeze(-1).to(out.dtype)
         teacher = targets["hidden"].to(out.device).float()
         ref = float((teacher**2 * mask).sum().clamp(min=1e-12))
         eps = torch.randn((samples, *out.shape), generator=gen).to(out.device)
         for k in range(samples):
-            yield eps[k] * mask * (2.0 / ref) ** 0.5
+            yield (eps[k] * mask * (2.0 / ref) ** 0.5).to(dtype)
         return
     if out.dim() == 0 or out.shape[-1] < 2:
         raise WorkloadError(
             f"estimator 'output-gn': the model's output of shape {tuple(out.shape)} is not logits over at least two "
             "classes, and the workload's loss is not a known self-distillation; use 'measured' or 'hessian-trace'"
         )
-    probs = torch.softmax(out.reshape(-1, out.shape[-1]), dim=-1).cpu()
-    n = probs.shape[0]
-    draws = torch.multinomial(probs, samples, replacement=True, generator=gen)  # (n, samples)
-    rows = torch.arange(n)
-    for k in range(samples):  # in place: a cotangent is as large as the logits (tokens x vocabulary)
-        cot = probs.clone()
-        cot[rows, draws[:, k]] -= 1.0
-        yield cot.div_(n**0.5).reshape(out.shape).to(out.device)
+    logits = out.reshape(-1, out.shape[-1])
+    n = logits.shape[0]
+    # Row blocks of ROWS tokens: the softmax, draws and cotangent of a block at a time, so a large vocabulary
+    # holds one logits-sized tensor (the cotangent, in the output's dtype), not the probabilities and a
+    # float32 copy beside it (on the 100M Llama, 32k vocabulary: 3 of them, 130 MB each a batch).
+    blocks = [slice(start, min(start + ROWS, n)) for start in range(0, n, ROWS)]
+    draws = torch.cat([torch.multinomial(torch.softmax(logits[b].float(), dim=-1).cpu(), samples, replacement=True,
+                                         generator=gen) for b in blocks])  # (n, samples), drawn up front
+    scale = n**-0.5
+    for k in range(samples):
+        cot = torch.empty(logits.shape, dtype=dtype, device=logits.device)
+        for b in blocks:
+            rows = torch.softmax(logits[b].float(), dim=-1)
+            rows[torch.arange(rows.shape[0], device=rows.device), draws[b, k].to(rows.device)] -= 1.0
+            cot[b] = rows.mul_(scale)
+        yield cot.reshape(out.shape)
+        del cot  # before the next one is allocated
+
+
+#: Token rows per block where a logits-sized tensor is built or scanned (256 x 32k vocabulary: 32 MB of float32).
+ROWS = 256
 
 
 @register_estimator
@@ -112,6 +127,7 @@ class OutputGNEstimator(Estimator):
             batches = calibration(workload, self.probes, device)
             draws = len(batches) * self.samples
             for inputs, targets in progress(batches, desc=self.name, quiet=self.quiet):
+                return_freed_memory()  # graph discovery's and the last batch's freed blocks
                 roots: list[torch.Tensor] = []
                 handles = [p.module.register_forward_hook(p.forward_hook(roots)) for p in probes.values()]
                 try:
@@ -125,10 +141,11 @@ class OutputGNEstimator(Estimator):
                     for k, cot in enumerate(cotangents(workload, out, targets, self.samples, gen)):
                         for p in probes.values():
                             p.start_draw()
-                        torch.autograd.grad(out, roots, grad_outputs=cot.to(out.dtype), retain_graph=k + 1 < self.samples,
+                        torch.autograd.grad(out, roots, grad_outputs=cot, retain_graph=k + 1 < self.samples,
                                             allow_unused=True)
                         for p in probes.values():
                             p.end_draw()
+                        del cot
                 finally:
                     for h in handles:
                         h.remove()
@@ -143,33 +160,34 @@ class OutputGNEstimator(Estimator):
         return self.table(workload, layers, batches=len(batches), samples=self.samples)
 
 
-#: Weights per slice in :meth:`_OptionErrors.dots` (4 MB of float32: within a shared cache, few enough calls).
+#: Weights per slice in :class:`_OptionErrors` (4 MB of float32: within a shared cache, few enough calls).
 SLICE = 1 << 20
 
 
 class _OptionErrors:
     """``Q_o(W) - W`` of one layer for every option, float32, ``[out, inputs]`` (:func:`mpq.quant.weight_matrix`'s layout).
 
-    An integer option is held as its codes and scales (:func:`mpq.quant.int_codes`, one byte a weight) and its
-    error is rebuilt where it is used, the same float32 numbers the quantizer gives; any other option keeps its
-    float32 error. MiniLM's 8 default options (4/5/6/8 bits, per channel and groups of 128): 85 MB, not 340 MB.
+    An integer option's error is not held: it is quantized again where it is used, a slice of rows at a time
+    (:func:`mpq.quant.int_codes`; rows quantize independently, so the numbers are the quantizer's). That costs
+    a few element operations a weight beside the ``G^T X`` product each use goes with, and saves one byte a
+    weight and option (the 100M Llama's 8 default options: 586 MB). Any other option keeps its float32 error.
     """
 
     def __init__(self, module: nn.Module, specs: Mapping[str, QuantSpec]):
         w = weight_matrix(module).detach()
+        self.source = w  # as the model holds it: the quantizer's input
         self.dtype, self.w = w.dtype, w.float()  # float32 models: a view of the weight itself, no copy
-        self.items: list[Any] = []
+        self.specs = list(specs.values())
+        self.items: list[Optional[torch.Tensor]] = []  # None: an integer option, rebuilt where it is used
         self.sq: dict[str, float] = {}
         rows, k = self.w.shape
-        step = max(1, SLICE // k)
-        for oid, spec in specs.items():
-            # a slice of rows at a time (rows quantize independently): the quantizer's temporaries stay a few MB,
-            # not several copies of a 94 MB lm_head, which the allocator kept (2.7 GB resident on the 100M Llama)
-            parts = [int_codes(w[start : start + step], spec) for start in range(0, rows, step)]
-            if all(p is not None for p in parts):
-                self.sq[oid] = sum(_sq_norm(self._rebuild(p, None, self.w[i * step : i * step + step])) for i, p in enumerate(parts))
-                self.items.append(IntCodes(torch.cat([p.codes for p in parts]), torch.cat([p.scale for p in parts]),
-                                           None if parts[0].zero is None else torch.cat([p.zero for p in parts])))
+        step = self.step
+        buf = torch.empty(min(step, rows), k, dtype=torch.float32, device=self.w.device)
+        for i, (oid, spec) in enumerate(specs.items()):
+            if int_codes(w[:1], spec) is not None:  # an integer grid for this shape (decided by spec and inputs alone)
+                self.items.append(None)
+                self.sq[oid] = sum(_sq_norm(self._int_error(i, start, min(start + step, rows), buf))
+                                   for start in range(0, rows, step))
                 continue
             e = fake_quantize(w, spec).float() - self.w
             self.sq[oid] = _sq_norm(e)
@@ -178,11 +196,18 @@ class _OptionErrors:
     def __len__(self) -> int:
         return len(self.items)
 
-    def _rebuild(self, codes: IntCodes, out: Optional[torch.Tensor] = None, w: Optional[torch.Tensor] = None) -> torch.Tensor:
-        w = self.w if w is None else w
+    @property
+    def step(self) -> int:
+        """Rows per slice: :data:`SLICE` weights (4 MB of float32: within a shared cache, few enough calls)."""
+        return max(1, SLICE // self.w.shape[1])
+
+    def _int_error(self, i: int, start: int, stop: int, out: torch.Tensor) -> torch.Tensor:
+        """Integer option ``i``'s error on rows ``start:stop`` (written into ``out``, float32)."""
+        codes = int_codes(self.source[start:stop], self.specs[i])
+        w = self.w[start:stop]
         if self.dtype != torch.float32:  # the quantizer returns the weight's dtype: round as it does
             return codes.dequantize().to(self.dtype).float() - w
-        return codes.dequantize(out).sub_(w)
+        return codes.dequantize(out[: stop - start]).sub_(w)
 
     def buffer(self) -> torch.Tensor:
         """A float32 ``[out, inputs]`` scratch matrix for :meth:`error`."""
@@ -191,22 +216,26 @@ class _OptionErrors:
     def error(self, i: int, out: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Option ``i``'s error (an integer option's is written into ``out``, a float32 buffer of the weight's size)."""
         item = self.items[i]
-        return self._rebuild(item, out) if isinstance(item, IntCodes) else item
+        if item is not None:
+            return item
+        return self._int_error(i, 0, self.w.shape[0], self.buffer() if out is None else out)
 
-    def dots(self, m: torch.Tensor) -> torch.Tensor:
-        """``<Q_o(W) - W, m>`` for every option (float64), ``m`` a float32 ``[out, inputs]`` matrix.
+    def dots(self, g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``<Q_o(W) - W, G^T X>`` for every option (float64), ``g`` ``[tokens, out]`` and ``x`` ``[tokens, inputs]``.
 
-        Slices of :data:`SLICE` weights at a time: a slice's error is rebuilt and multiplied while it is in
-        the cache (a whole lm_head's error, 94 MB for Llama's, went through memory four times an option)."""
+        Slices of :data:`SLICE` weights at a time: a slice's rows of ``M = G^T X`` are formed and every option's
+        error on them is rebuilt and multiplied while they are in the cache (a whole lm_head's ``M`` and error,
+        94 MB each for Llama's, went through memory once an option)."""
         rows, k = self.w.shape
-        step = max(1, SLICE // k)
+        step = self.step
         buf = torch.empty(min(step, rows), k, dtype=torch.float32, device=self.w.device)
         total = torch.zeros(len(self.items), dtype=torch.float64)
+        x = x.float()
         for start in range(0, rows, step):
             stop = min(start + step, rows)
-            mc, wc, bc = m[start:stop].reshape(-1), self.w[start:stop], buf[: stop - start]
-            parts = [torch.dot((self._rebuild(item.rows(start, stop), bc, wc) if isinstance(item, IntCodes) else item[start:stop])
-                               .reshape(-1), mc) for item in self.items]
+            mc = (g[:, start:stop].float().t() @ x).reshape(-1)
+            parts = [torch.dot((self._int_error(i, start, stop, buf) if item is None else item[start:stop]).reshape(-1), mc)
+                     for i, item in enumerate(self.items)]
             total += torch.stack(parts).double()
         return total
 
@@ -282,7 +311,7 @@ class _LayerProbe:
                 return
             x = args[0]
             g2 = g.reshape(-1, g.shape[-1])
-            keep = g2.ne(0).any(dim=1)
+            keep = torch.cat([b.ne(0).any(dim=1) for b in g2.split(ROWS)])  # by blocks: an lm_head's g is logits-sized
             every = bool(keep.all())
             if self.kind == "embedding":
                 ids = x.reshape(-1)
@@ -291,7 +320,7 @@ class _LayerProbe:
             x2 = x.reshape(-1, x.shape[-1])
             if not every:
                 x2, g2 = x2[keep], g2[keep]
-            self.draw += self.errors.dots(g2.float().t() @ x2.float())  # M = G^T X, [out, inputs]
+            self.draw += self.errors.dots(g2, x2)
 
     def finish(self, draws: int) -> tuple[dict[str, float], dict[str, float]]:
         """The distortion ``½ E[s_o²]`` and ``||ΔW_o||²`` per option."""

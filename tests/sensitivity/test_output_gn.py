@@ -115,3 +115,29 @@ def test_output_gn_equals_the_plain_computation_on_hf_models(kind, tiny_hf, one_
     for name, layer in table.layers.items():
         for oid, value in expected[name].items():
             assert layer.options[oid] == pytest.approx(value, rel=1e-4, abs=1e-12), (name, oid)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_logits_cotangents_built_in_row_blocks_are_fisher_samples(dtype, monkeypatch):
+    """Cotangents built a few token rows at a time (an lm_head's logits are too large to copy whole) are
+    ``(p - onehot(y)) / sqrt(N)`` with ``y ~ p`` on every row, in the output's dtype, the same for a seed,
+    and their covariance is the Fisher ``(diag p - p p^T) / N``."""
+    from mpq.sensitivity.output_gn import cotangents
+
+    monkeypatch.setattr("mpq.sensitivity.output_gn.ROWS", 7)  # 5 blocks over 3 x 11 tokens, a last one shorter
+    wl = Workload(model=tiny_mlp(), batches=mlp_batches(), loss_fn=nn.functional.cross_entropy, name="tiny-mlp")
+    logits = torch.randn(3, 11, 6, generator=torch.Generator().manual_seed(0)).to(dtype)
+    n = 33
+    p = torch.softmax(logits.float().reshape(n, 6), -1)
+    draws = list(cotangents(wl, logits, None, 4000, torch.Generator().manual_seed(1)))
+    first = list(cotangents(wl, logits, None, 3, torch.Generator().manual_seed(1)))
+    again = list(cotangents(wl, logits, None, 3, torch.Generator().manual_seed(1)))
+    assert all(c.dtype == dtype and c.shape == logits.shape for c in draws)
+    onehot = p.unsqueeze(0) - torch.stack(draws).float().reshape(-1, n, 6) * n**0.5
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    assert torch.allclose(onehot.sum(-1), torch.ones(()), atol=tol * 6)
+    assert torch.allclose(onehot.max(-1).values, torch.ones(()), atol=tol)  # one 1 a row, the rest 0
+    assert all(torch.equal(a, b) for a, b in zip(again, first))
+    c = torch.stack(draws).float().reshape(-1, n, 6)[:, 20]  # a row in the third block
+    fisher = (torch.diag(p[20]) - torch.outer(p[20], p[20])) / n
+    assert torch.allclose(c.t() @ c / len(c), fisher, atol=0.15 / n)
