@@ -29,6 +29,7 @@ cotangents.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Optional
 
 import torch
@@ -36,7 +37,7 @@ from torch import nn
 
 from mpq.errors import WorkloadError
 from mpq.graph import LayerGraph
-from mpq.quant import QuantSpec, fake_quantize, int_codes, weight_matrix
+from mpq.quant import QuantSpec, fake_quantize, int_codes, int_levels, weight_matrix
 from mpq.schema import LayerSensitivity, SensitivityTable
 from mpq.workload import Workload, call_model
 
@@ -167,26 +168,30 @@ SLICE = 1 << 20
 class _OptionErrors:
     """``Q_o(W) - W`` of one layer for every option, float32, ``[out, inputs]`` (:func:`mpq.quant.weight_matrix`'s layout).
 
-    An integer option's error is not held: it is quantized again where it is used, a slice of rows at a time
-    (:func:`mpq.quant.int_codes`; rows quantize independently, so the numbers are the quantizer's). That costs
-    a few element operations a weight beside the ``G^T X`` product each use goes with, and saves one byte a
-    weight and option (the 100M Llama's 8 default options: 586 MB). Any other option keeps its float32 error.
+    An integer option is held as its grid's scales and zero points only (:func:`mpq.quant.int_codes`; a few
+    bytes a row or group) and its error is rounded again where it is used, a slice of rows at a time, with
+    the quantizer's own operations on the same numbers: the same float32 values, and no byte a weight and
+    option (the 100M Llama's 8 default options: 586 MB). Any other option keeps its float32 error.
     """
 
     def __init__(self, module: nn.Module, specs: Mapping[str, QuantSpec]):
         w = weight_matrix(module).detach()
-        self.source = w  # as the model holds it: the quantizer's input
         self.dtype, self.w = w.dtype, w.float()  # float32 models: a view of the weight itself, no copy
-        self.specs = list(specs.values())
-        self.items: list[Optional[torch.Tensor]] = []  # None: an integer option, rebuilt where it is used
+        self.items: list[Any] = []  # an integer option's _Grid, or another option's float32 error
         self.sq: dict[str, float] = {}
         rows, k = self.w.shape
         step = self.step
         buf = torch.empty(min(step, rows), k, dtype=torch.float32, device=self.w.device)
-        for i, (oid, spec) in enumerate(specs.items()):
-            if int_codes(w[:1], spec) is not None:  # an integer grid for this shape (decided by spec and inputs alone)
-                self.items.append(None)
-                self.sq[oid] = sum(_sq_norm(self._int_error(i, start, min(start + step, rows), buf))
+        for oid, spec in specs.items():
+            # a slice of rows at a time (rows quantize independently): the quantizer's temporaries stay a few MB
+            parts = [int_codes(w[start : start + step], spec) for start in range(0, rows, step)]
+            if all(p is not None for p in parts):
+                qmin, qmax = int_levels(spec.w_bits, spec.symmetric)
+                grid = _Grid(torch.cat([p.scale for p in parts]).unsqueeze(-1), qmin, qmax,
+                             None if parts[0].zero is None else torch.cat([p.zero for p in parts]).unsqueeze(-1))
+                del parts
+                self.items.append(grid)
+                self.sq[oid] = sum(_sq_norm(self._int_error(grid, start, min(start + step, rows), buf))
                                    for start in range(0, rows, step))
                 continue
             e = fake_quantize(w, spec).float() - self.w
@@ -198,16 +203,27 @@ class _OptionErrors:
 
     @property
     def step(self) -> int:
-        """Rows per slice: :data:`SLICE` weights (4 MB of float32: within a shared cache, few enough calls)."""
+        """Rows per slice: :data:`SLICE` weights."""
         return max(1, SLICE // self.w.shape[1])
 
-    def _int_error(self, i: int, start: int, stop: int, out: torch.Tensor) -> torch.Tensor:
-        """Integer option ``i``'s error on rows ``start:stop`` (written into ``out``, float32)."""
-        codes = int_codes(self.source[start:stop], self.specs[i])
-        w = self.w[start:stop]
+    def _int_error(self, grid: "_Grid", start: int, stop: int, out: torch.Tensor) -> torch.Tensor:
+        """An integer option's error on rows ``start:stop``, written into ``out`` (float32, at least that many rows):
+        ``clamp(round(w / scale) [+ zero]) [- zero]) * scale - w``, as :func:`mpq.quant.quantize_int` computes it."""
+        n = stop - start
+        w, q = self.w[start:stop], out[:n]
+        scale = grid.scale[start:stop]
+        g = q.view(n, scale.shape[1], -1)
+        torch.div(w.view(g.shape), scale, out=g)
+        g.round_()
+        if grid.zero is None:
+            g.clamp_(grid.qmin, grid.qmax)
+        else:
+            zero = grid.zero[start:stop]
+            g.add_(zero).clamp_(grid.qmin, grid.qmax).sub_(zero)
+        g.mul_(scale)
         if self.dtype != torch.float32:  # the quantizer returns the weight's dtype: round as it does
-            return codes.dequantize().to(self.dtype).float() - w
-        return codes.dequantize(out[: stop - start]).sub_(w)
+            q.copy_(q.to(self.dtype))
+        return q.sub_(w)
 
     def buffer(self) -> torch.Tensor:
         """A float32 ``[out, inputs]`` scratch matrix for :meth:`error`."""
@@ -216,9 +232,9 @@ class _OptionErrors:
     def error(self, i: int, out: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Option ``i``'s error (an integer option's is written into ``out``, a float32 buffer of the weight's size)."""
         item = self.items[i]
-        if item is not None:
-            return item
-        return self._int_error(i, 0, self.w.shape[0], self.buffer() if out is None else out)
+        if isinstance(item, _Grid):
+            return self._int_error(item, 0, self.w.shape[0], self.buffer() if out is None else out)
+        return item
 
     def dots(self, g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``<Q_o(W) - W, G^T X>`` for every option (float64), ``g`` ``[tokens, out]`` and ``x`` ``[tokens, inputs]``.
@@ -234,10 +250,20 @@ class _OptionErrors:
         for start in range(0, rows, step):
             stop = min(start + step, rows)
             mc = (g[:, start:stop].float().t() @ x).reshape(-1)
-            parts = [torch.dot((self._int_error(i, start, stop, buf) if item is None else item[start:stop]).reshape(-1), mc)
-                     for i, item in enumerate(self.items)]
+            parts = [torch.dot((self._int_error(item, start, stop, buf) if isinstance(item, _Grid) else item[start:stop])
+                     .reshape(-1), mc) for item in self.items]
             total += torch.stack(parts).double()
         return total
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """An integer option's grid for a whole matrix: ``scale`` and ``zero`` ``[out, groups, 1]``, codes in ``[qmin, qmax]``."""
+
+    scale: torch.Tensor
+    qmin: int
+    qmax: int
+    zero: Optional[torch.Tensor] = None
 
 
 def _sq_norm(e: torch.Tensor) -> float:

@@ -141,3 +141,32 @@ def test_logits_cotangents_built_in_row_blocks_are_fisher_samples(dtype, monkeyp
     c = torch.stack(draws).float().reshape(-1, n, 6)[:, 20]  # a row in the third block
     fisher = (torch.diag(p[20]) - torch.outer(p[20], p[20])) / n
     assert torch.allclose(c.t() @ c / len(c), fisher, atol=0.15 / n)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_option_errors_are_the_quantizers_to_the_bit(dtype, monkeypatch):
+    """Integer options are rounded again from their scales where they are used, a slice of rows at a time: each
+    error is ``fake_quantize(W) - W`` bit for bit (symmetric, asymmetric, per channel, grouped), and so is the
+    float error kept for another format; ``dots`` is their inner product with ``G^T X``."""
+    from mpq.quant import QuantSpec
+    from mpq.sensitivity.output_gn import _OptionErrors
+
+    monkeypatch.setattr("mpq.sensitivity.output_gn.SLICE", 7 * 64)  # 7 rows a slice over 30: a last one shorter
+    layer = nn.Linear(64, 30).to(dtype)
+    with torch.no_grad():
+        layer.weight[3] = 0.0  # a zero row: scale 1 by convention
+        layer.weight[5, :16] *= 40  # an outlier group
+    specs = {f"{b}{s}{g}": QuantSpec(w_bits=b, group_size=g, symmetric=s)
+             for b in (2, 4, 8) for s in (True, False) for g in (None, 16, 128)}
+    specs["fp8"] = QuantSpec(w_bits=8, format="fp8_e4m3")
+    errors = _OptionErrors(layer, specs)
+    w = weight_matrix(layer).float()
+    expected = [fake_quantize(weight_matrix(layer), spec).float() - w for spec in specs.values()]
+    for i, e in enumerate(expected):
+        assert torch.equal(errors.error(i), e), list(specs)[i]
+        assert errors.sq[list(specs)[i]] == pytest.approx(float(e.double().pow(2).sum()), rel=1e-12)
+    g, x = torch.randn(12, 30), torch.randn(12, 64)
+    m = (g.t() @ x).double()
+    dots = errors.dots(g, x)
+    for i, e in enumerate(expected):
+        assert float(dots[i]) == pytest.approx(float((e.double() * m).sum()), rel=1e-5, abs=1e-6)
