@@ -97,3 +97,22 @@ def test_search_options_go_with_the_evolutionary_solver_only(tmp_path, capsys):
     save_document(Problem.model_validate(HAND), path)
     assert main(["solve", str(path), "--solver", "dp", "--trials", "5"]) == 2
     assert "--trials goes with --solver evolutionary, not --solver dp" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("env, command, expected", [
+    ({}, "solve", "1"),  # no torch, no BLAS call: numpy's OpenBLAS pool would only spin
+    ({"OPENBLAS_NUM_THREADS": "3"}, "solve", "3"),  # a user's setting stands
+    ({}, "layers", None),  # commands that run models keep torch's and numpy's defaults
+])
+def test_mpq_solve_runs_numpy_without_a_blas_thread_pool(hand_file, tmp_path, env, command, expected):
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os, sys\nfrom mpq.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print('OPENBLAS', os.environ.get('OPENBLAS_NUM_THREADS'))")
+    args = ["solve", str(hand_file), "-o", str(tmp_path / "plan.json")] if command == "solve" else ["layers", "--help"]
+    clean = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code, *args], env={**clean, **env}, capture_output=True, text=True)
+    last = out.stdout.strip().splitlines()[-1]
+    assert last == f"OPENBLAS {expected}", out.stderr
