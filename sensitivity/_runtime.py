@@ -8,8 +8,8 @@ table's ``meta``; ``probes`` is the number of calibration batches they use (all 
 from __future__ import annotations
 
 import contextlib
-import functools
 import dataclasses
+import functools
 from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 
 import torch
@@ -236,9 +236,9 @@ def progress(iterable: Iterable, *, total: Optional[int] = None, desc: str = "",
 def return_freed_memory() -> None:
     """Give the C heap's free pages back to the system (glibc ``malloc_trim``; nothing elsewhere).
 
-    Between calibration batches glibc keeps the freed blocks of the last batch's graph and temporaries:
-    on the 100M Llama about 400 MB a batch, counted in the process's resident memory, which
-    ``--max-memory`` style limits and the benchmark's peak read.
+    Between calibration batches glibc keeps freed blocks of the last batch's graph and temporaries (hundreds
+    of MB on the 100M Llama), counted in the process's resident memory: what the OS, a container's limit
+    and ``benchmarks/real_model.py`` see.
     """
     trim = _malloc_trim()
     if trim is not None:

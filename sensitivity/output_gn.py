@@ -88,7 +88,7 @@ def cotangents(workload: Workload, out: torch.Tensor, targets: Any, samples: int
     n = logits.shape[0]
     # Row blocks of ROWS tokens: the softmax, draws and cotangent of a block at a time, so a large vocabulary
     # holds one logits-sized tensor (the cotangent, in the output's dtype), not the probabilities and a
-    # float32 copy beside it (on the 100M Llama, 32k vocabulary: 3 of them, 130 MB each a batch).
+    # float32 copy beside it (the 100M Llama's 30,522-token vocabulary over 2,048 tokens: 250 MB each).
     blocks = [slice(start, min(start + ROWS, n)) for start in range(0, n, ROWS)]
     draws = torch.cat([torch.multinomial(torch.softmax(logits[b].float(), dim=-1).cpu(), samples, replacement=True,
                                          generator=gen) for b in blocks])  # (n, samples), drawn up front
@@ -103,7 +103,7 @@ def cotangents(workload: Workload, out: torch.Tensor, targets: Any, samples: int
         del cot  # before the next one is allocated
 
 
-#: Token rows per block where a logits-sized tensor is built or scanned (256 x 32k vocabulary: 32 MB of float32).
+#: Token rows per block where a logits-sized tensor is built or scanned (256 rows of a 30k vocabulary: 31 MB of float32).
 ROWS = 256
 
 
@@ -240,8 +240,8 @@ class _OptionErrors:
         """``<Q_o(W) - W, G^T X>`` for every option (float64), ``g`` ``[tokens, out]`` and ``x`` ``[tokens, inputs]``.
 
         Slices of :data:`SLICE` weights at a time: a slice's rows of ``M = G^T X`` are formed and every option's
-        error on them is rebuilt and multiplied while they are in the cache (a whole lm_head's ``M`` and error,
-        94 MB each for Llama's, went through memory once an option)."""
+        error on them is rebuilt and multiplied while they are in the cache (a whole lm_head's ``M`` or error
+        would be a 94 MB temporary on the 100M Llama)."""
         rows, k = self.w.shape
         step = self.step
         buf = torch.empty(min(step, rows), k, dtype=torch.float32, device=self.w.device)
