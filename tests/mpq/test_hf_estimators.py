@@ -22,7 +22,8 @@ FAST = {
     "hessian-eigen": ["--param", "max_iter=3", "--param", "block=1", "--param", "batches=1"],
     "interlayer": ["--param", "max_bits=3"],
 }
-ESTIMATORS = ["hessian-trace", "hessian-eigen", "fisher", "grad-output", "lrp", "measured", "interlayer", "layer-importance", "weight-error"]
+ESTIMATORS = ["output-gn", "hessian-trace", "hessian-eigen", "fisher", "grad-output", "lrp", "measured", "interlayer", "layer-importance",
+              "weight-error"]
 
 
 def _plan(tiny_hf, arch, tmp_path, *extra):
