@@ -114,9 +114,8 @@ def int_levels(bits: int, symmetric: bool) -> tuple[int, int]:
     return 0, 2**bits - 1
 
 
-def _int_grid(w: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-    """Per row of ``w``: the integer codes ``q`` (as floats), the scale and, asymmetric only, the zero point."""
-    qmin, qmax = int_levels(bits, symmetric)
+def _int_scale(w: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Per row of ``w``: the scale and, asymmetric only, the zero point of its integer grid."""
     if symmetric:
         # 2^b levels centred on zero: the largest magnitude lands half a step outside the grid,
         # so every weight is within half a step of a level (as GPTQ's symmetric grid).
@@ -124,14 +123,21 @@ def _int_grid(w: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor
         # multiply by the reciprocal rather than divide: CUDA divides a tensor by a Python scalar that
         # way, so CPU and GPU then agree to the last bit (a 1-ulp scale flips the row's extreme tie)
         scale = amax * (1.0 / (2 ** (bits - 1) - 0.5))
-        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-        return torch.clamp(torch.round(w / scale), qmin, qmax), scale, None
+        return torch.where(scale > 0, scale, torch.ones_like(scale)), None
     # the range always contains 0 (as GPTQ's), so zero is exactly representable and a constant row is exact
     lo = w.amin(dim=1, keepdim=True).clamp(max=0)
     hi = w.amax(dim=1, keepdim=True).clamp(min=0)
     scale = (hi - lo) * (1.0 / (2**bits - 1))
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    zero = torch.round(-lo / scale)
+    return scale, torch.round(-lo / scale)
+
+
+def _int_grid(w: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """Per row of ``w``: the integer codes ``q`` (as floats), the scale and, asymmetric only, the zero point."""
+    qmin, qmax = int_levels(bits, symmetric)
+    scale, zero = _int_scale(w, bits, symmetric)
+    if zero is None:
+        return torch.clamp(torch.round(w / scale), qmin, qmax), scale, None
     return torch.clamp(torch.round(w / scale) + zero, qmin, qmax), scale, zero
 
 
@@ -141,43 +147,56 @@ def _int_rows(w: torch.Tensor, bits: int, symmetric: bool) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class IntCodes:
-    """An ``int`` option of a weight matrix as its grid: ``codes [out, inputs]`` (int8; uint8 when asymmetric)
-    and ``scale``/``zero [out, groups]``: one byte a weight instead of four, for code that holds many options."""
+class IntGrid:
+    """An ``int`` option of a weight matrix without its codes: ``scale``/``zero [out, groups]`` and the code range.
 
-    codes: torch.Tensor
+    Code that holds many options of a matrix keeps these (a few bytes a row or group, not a byte a weight) and
+    rounds the weights on them again where it uses them (:meth:`error`), with :func:`quantize_int`'s
+    operations on the same numbers: its values to the bit.
+    """
+
     scale: torch.Tensor
     zero: Optional[torch.Tensor]
+    qmin: int
+    qmax: int
 
-    def rows(self, start: int, stop: int) -> "IntCodes":
+    def rows(self, start: int, stop: int) -> "IntGrid":
         """Rows ``start:stop`` of the matrix (views, no copy)."""
-        return IntCodes(self.codes[start:stop], self.scale[start:stop], None if self.zero is None else self.zero[start:stop])
+        zero = None if self.zero is None else self.zero[start:stop]
+        return IntGrid(self.scale[start:stop], zero, self.qmin, self.qmax)
 
-    def dequantize(self, out: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """The fake-quantized matrix in float32, written into ``out`` if given: the same values
-        :func:`quantize_int` computes, to the bit (the same operations on the same numbers)."""
-        rows, k = self.codes.shape
-        groups = self.scale.shape[1]
-        q = torch.empty(rows, k, device=self.codes.device) if out is None else out
-        q.copy_(self.codes)
-        grouped = q.view(rows, groups, k // groups)
-        if self.zero is not None:
-            grouped.sub_(self.zero.unsqueeze(-1))
-        grouped.mul_(self.scale.unsqueeze(-1))
-        return q
+    def error(self, w: torch.Tensor, out: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """``fake_quantize(W) - W`` in float32, written into ``out`` (``w``'s shape): ``w`` is the matrix (or the
+        rows of :meth:`rows`) in float32, ``dtype`` the model weight's (the quantizer rounds its result to it)."""
+        g = out.view(w.shape[0], self.scale.shape[1], -1)
+        scale = self.scale.unsqueeze(-1)
+        torch.div(w.view(g.shape), scale, out=g)
+        g.round_()
+        if self.zero is None:
+            g.clamp_(self.qmin, self.qmax)
+        else:
+            zero = self.zero.unsqueeze(-1)
+            g.add_(zero).clamp_(self.qmin, self.qmax).sub_(zero)
+        g.mul_(scale)
+        if dtype != torch.float32:
+            out.copy_(out.to(dtype))
+        return out.sub_(w)
 
 
-def int_codes(w: torch.Tensor, spec: QuantSpec) -> Optional[IntCodes]:
-    """The :class:`IntCodes` of ``fake_quantize(w, spec)`` for a ``[out, inputs]`` matrix, or None where the option
-    is not a plain integer grid of at most 8 bits (another format, pruning) or its groups do not divide the inputs."""
+def int_grid(w: torch.Tensor, spec: QuantSpec) -> Optional[IntGrid]:
+    """The :class:`IntGrid` of ``fake_quantize(w, spec)`` for a ``[out, inputs]`` matrix, or None where the option
+    is not a plain integer grid of at most 8 bits (another format, pruning) or its groups do not divide the inputs.
+    Rows are scaled a slice at a time (they quantize independently), so temporaries stay a few MB."""
     out, k = w.shape
     size = spec.group_size if spec.group_size is not None and spec.group_size < k else k
     if spec.format != "int" or spec.prune_ratio > 0 or spec.w_bits > 8 or k % size:
         return None
-    q, scale, zero = _int_grid(w.detach().float().reshape(out * (k // size), size), spec.w_bits, spec.symmetric)
-    dtype = torch.int8 if spec.symmetric else torch.uint8
-    groups = k // size
-    return IntCodes(q.to(dtype).view(out, k), scale.view(out, groups), None if zero is None else zero.view(out, groups))
+    groups, step = k // size, max(1, (1 << 20) // k)
+    parts = [_int_scale(w[i : i + step].detach().float().reshape(-1, size), spec.w_bits, spec.symmetric)
+             for i in range(0, out, step)]
+    scale = torch.cat([p[0] for p in parts]).view(out, groups)
+    zero = None if spec.symmetric else torch.cat([p[1] for p in parts]).view(out, groups)
+    return IntGrid(scale, zero, *int_levels(spec.w_bits, spec.symmetric))
 
 
 @register_quantizer("int")

@@ -29,7 +29,6 @@ cotangents.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Optional
 
 import torch
@@ -37,7 +36,7 @@ from torch import nn
 
 from mpq.errors import WorkloadError
 from mpq.graph import LayerGraph
-from mpq.quant import QuantSpec, fake_quantize, int_codes, int_levels, weight_matrix
+from mpq.quant import IntGrid, QuantSpec, fake_quantize, int_grid, weight_matrix
 from mpq.schema import LayerSensitivity, SensitivityTable
 from mpq.workload import Workload, call_model
 
@@ -168,31 +167,23 @@ SLICE = 1 << 20
 class _OptionErrors:
     """``Q_o(W) - W`` of one layer for every option, float32, ``[out, inputs]`` (:func:`mpq.quant.weight_matrix`'s layout).
 
-    An integer option is held as its grid's scales and zero points only (:func:`mpq.quant.int_codes`; a few
-    bytes a row or group) and its error is rounded again where it is used, a slice of rows at a time, with
-    the quantizer's own operations on the same numbers: the same float32 values, and no byte a weight and
-    option (the 100M Llama's 8 default options: 586 MB). Any other option keeps its float32 error.
+    An integer option is held as its grid only (:class:`mpq.quant.IntGrid`: scales and zero points) and its error
+    is rounded again where it is used, a slice of rows at a time: the quantizer's values, and no byte a weight
+    and option (the 100M Llama's 8 default options: 586 MB). Any other option keeps its float32 error.
     """
 
     def __init__(self, module: nn.Module, specs: Mapping[str, QuantSpec]):
         w = weight_matrix(module).detach()
         self.dtype, self.w = w.dtype, w.float()  # float32 models: a view of the weight itself, no copy
-        self.items: list[Any] = []  # an integer option's _Grid, or another option's float32 error
+        self.items: list[Any] = []  # an integer option's IntGrid, or another option's float32 error
         self.sq: dict[str, float] = {}
         rows, k = self.w.shape
-        step = self.step
-        buf = torch.empty(min(step, rows), k, dtype=torch.float32, device=self.w.device)
+        buf = torch.empty(min(self.step, rows), k, dtype=torch.float32, device=self.w.device)
         for oid, spec in specs.items():
-            # a slice of rows at a time (rows quantize independently): the quantizer's temporaries stay a few MB
-            parts = [int_codes(w[start : start + step], spec) for start in range(0, rows, step)]
-            if all(p is not None for p in parts):
-                qmin, qmax = int_levels(spec.w_bits, spec.symmetric)
-                grid = _Grid(torch.cat([p.scale for p in parts]).unsqueeze(-1), qmin, qmax,
-                             None if parts[0].zero is None else torch.cat([p.zero for p in parts]).unsqueeze(-1))
-                del parts
+            grid = int_grid(w, spec)
+            if grid is not None:
                 self.items.append(grid)
-                self.sq[oid] = sum(_sq_norm(self._int_error(grid, start, min(start + step, rows), buf))
-                                   for start in range(0, rows, step))
+                self.sq[oid] = sum(_sq_norm(self._int_error(grid, start, stop, buf)) for start, stop in self._slices())
                 continue
             e = fake_quantize(w, spec).float() - self.w
             self.sq[oid] = _sq_norm(e)
@@ -206,24 +197,13 @@ class _OptionErrors:
         """Rows per slice: :data:`SLICE` weights."""
         return max(1, SLICE // self.w.shape[1])
 
-    def _int_error(self, grid: "_Grid", start: int, stop: int, out: torch.Tensor) -> torch.Tensor:
-        """An integer option's error on rows ``start:stop``, written into ``out`` (float32, at least that many rows):
-        ``clamp(round(w / scale) [+ zero]) [- zero]) * scale - w``, as :func:`mpq.quant.quantize_int` computes it."""
-        n = stop - start
-        w, q = self.w[start:stop], out[:n]
-        scale = grid.scale[start:stop]
-        g = q.view(n, scale.shape[1], -1)
-        torch.div(w.view(g.shape), scale, out=g)
-        g.round_()
-        if grid.zero is None:
-            g.clamp_(grid.qmin, grid.qmax)
-        else:
-            zero = grid.zero[start:stop]
-            g.add_(zero).clamp_(grid.qmin, grid.qmax).sub_(zero)
-        g.mul_(scale)
-        if self.dtype != torch.float32:  # the quantizer returns the weight's dtype: round as it does
-            q.copy_(q.to(self.dtype))
-        return q.sub_(w)
+    def _slices(self) -> Iterator[tuple[int, int]]:
+        rows, step = self.w.shape[0], self.step
+        return ((start, min(start + step, rows)) for start in range(0, rows, step))
+
+    def _int_error(self, grid: IntGrid, start: int, stop: int, out: torch.Tensor) -> torch.Tensor:
+        """An integer option's error on rows ``start:stop``, written into ``out`` (float32, at least that many rows)."""
+        return grid.rows(start, stop).error(self.w[start:stop], out[: stop - start], self.dtype)
 
     def buffer(self) -> torch.Tensor:
         """A float32 ``[out, inputs]`` scratch matrix for :meth:`error`."""
@@ -232,7 +212,7 @@ class _OptionErrors:
     def error(self, i: int, out: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Option ``i``'s error (an integer option's is written into ``out``, a float32 buffer of the weight's size)."""
         item = self.items[i]
-        if isinstance(item, _Grid):
+        if isinstance(item, IntGrid):
             return self._int_error(item, 0, self.w.shape[0], self.buffer() if out is None else out)
         return item
 
@@ -243,27 +223,15 @@ class _OptionErrors:
         error on them is rebuilt and multiplied while they are in the cache (a whole lm_head's ``M`` or error
         would be a 94 MB temporary on the 100M Llama)."""
         rows, k = self.w.shape
-        step = self.step
-        buf = torch.empty(min(step, rows), k, dtype=torch.float32, device=self.w.device)
+        buf = torch.empty(min(self.step, rows), k, dtype=torch.float32, device=self.w.device)
         total = torch.zeros(len(self.items), dtype=torch.float64)
         x = x.float()
-        for start in range(0, rows, step):
-            stop = min(start + step, rows)
+        for start, stop in self._slices():
             mc = (g[:, start:stop].float().t() @ x).reshape(-1)
-            parts = [torch.dot((self._int_error(item, start, stop, buf) if isinstance(item, _Grid) else item[start:stop])
+            parts = [torch.dot((self._int_error(item, start, stop, buf) if isinstance(item, IntGrid) else item[start:stop])
                      .reshape(-1), mc) for item in self.items]
             total += torch.stack(parts).double()
         return total
-
-
-@dataclass(frozen=True)
-class _Grid:
-    """An integer option's grid for a whole matrix: ``scale`` and ``zero`` ``[out, groups, 1]``, codes in ``[qmin, qmax]``."""
-
-    scale: torch.Tensor
-    qmin: int
-    qmax: int
-    zero: Optional[torch.Tensor] = None
 
 
 def _sq_norm(e: torch.Tensor) -> float:

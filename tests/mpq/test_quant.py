@@ -95,21 +95,24 @@ def test_cpu_and_cuda_quantize_to_the_same_values(spec):
     assert torch.equal(fake_quantize(w, spec), fake_quantize(w.cuda(), spec).cpu())
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("bits,group,symmetric", [(4, None, True), (3, 16, True), (8, 32, False), (2, None, False), (8, 512, True)])
-def test_int_codes_dequantize_to_the_quantizers_values_bit_for_bit(bits, group, symmetric):
-    from mpq.quant import int_codes
+def test_int_grids_round_to_the_quantizers_values_bit_for_bit(bits, group, symmetric, dtype):
+    from mpq.quant import int_grid
 
-    w = torch.randn(24, 64, generator=torch.Generator().manual_seed(bits))
+    w = torch.randn(24, 64, generator=torch.Generator().manual_seed(bits)).to(dtype)
     spec = QuantSpec(bits, group, "int", symmetric)
-    codes = int_codes(w, spec)
-    assert codes.codes.dtype == (torch.int8 if symmetric else torch.uint8)
-    assert torch.equal(codes.dequantize(), fake_quantize(w, spec))
+    grid = int_grid(w, spec)
+    assert (grid.zero is None) == symmetric
+    expected = fake_quantize(w, spec).float() - w.float()
+    assert torch.equal(grid.error(w.float(), torch.empty(24, 64), dtype), expected)
+    assert torch.equal(grid.rows(5, 17).error(w[5:17].float(), torch.empty(12, 64), dtype), expected[5:17])
 
 
-def test_int_codes_are_only_given_for_plain_integer_grids_that_divide_the_row():
-    from mpq.quant import int_codes
+def test_int_grids_are_only_given_for_plain_integer_grids_that_divide_the_row():
+    from mpq.quant import int_grid
 
     w = torch.randn(8, 48)
-    assert int_codes(w, QuantSpec(4, 32, "int")) is None  # 48 inputs are not whole groups of 32
-    assert int_codes(w, QuantSpec(4, None, "int", True, 0.5)) is None  # pruned
-    assert int_codes(w, QuantSpec(8, None, "fp8_e4m3")) is None
+    assert int_grid(w, QuantSpec(4, 32, "int")) is None  # 48 inputs are not whole groups of 32
+    assert int_grid(w, QuantSpec(4, None, "int", True, 0.5)) is None  # pruned
+    assert int_grid(w, QuantSpec(8, None, "fp8_e4m3")) is None
