@@ -32,6 +32,26 @@ def option_for(layer_shape: Sequence[int], macs: int, spec: QuantSpec, distortio
     )
 
 
+def distinct_specs(shape: Sequence[int], specs: Mapping[str, QuantSpec]) -> dict[str, QuantSpec]:
+    """``specs`` without the group options that are their per-channel twin on this layer.
+
+    A group as wide as the layer's inputs or wider is one group per row: the same numbers and the same
+    size as the per-channel option. Keeping both gives the solver a tie whose group label exporters
+    refuse ("group size 128 does not divide 32 inputs"), so the per-channel option is kept alone.
+    """
+    inputs = 1
+    for s in shape[1:]:
+        inputs *= int(s)
+    out = {}
+    for oid, spec in specs.items():
+        if spec.group_size is not None and spec.group_size >= inputs:
+            twin = option_id(spec.model_copy(update={"group_size": None}))
+            if twin in specs:
+                continue
+        out[oid] = spec
+    return out
+
+
 def build_problem(
     graph: LayerGraph,
     table: SensitivityTable,
@@ -86,7 +106,7 @@ def build_problem(
                                                     latency.get(name) if latency else None))
             continue
         options = []
-        layer_specs = specs if target is None else targets.layer_specs(target, name, info.shape, specs, info.kind)
+        layer_specs = distinct_specs(info.shape, specs) if target is None else targets.layer_specs(target, name, info.shape, specs, info.kind)
         for oid, spec in layer_specs.items():
             if spec.format == "float":
                 d = 0.0
@@ -170,6 +190,7 @@ def channel_slices(out_channels: int, groups: int) -> list[tuple[int, int]]:
 def _channel_group_layers(name, info, sens, w, specs, groups: int, estimator: str, latency=None) -> list[ProblemLayer]:
     shape = list(info.shape)
     out = shape[0]
+    specs = distinct_specs(shape, specs)
     whole = {}
     if sens.options is not None:
         for oid, spec in specs.items():
