@@ -159,18 +159,22 @@ class ProblemColumns:
 
     def save(self, path: str | Path) -> Path:
         """Write atomically as ``.npz`` (uncompressed: the solver reads it back fastest)."""
+        from .npz import write_arrays
         from .output import write_output
 
         header = np.array(json.dumps(self.header()))
-        return write_output(path, lambda f: np.savez(f, header=header, **self.arrays))
+        return write_output(path, lambda f: write_arrays(f, {"header": header, **self.arrays}))
 
 
 def read_npz(path: str | Path, what: str) -> dict[str, np.ndarray]:
     """Every array of an ``.npz`` file (no pickles); ``what`` names the document in the error."""
+    import zipfile
+
+    from .npz import read_arrays
+
     try:
-        with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
-    except (OSError, ValueError) as e:
+        return read_arrays(str(path))
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise DocumentError(f"cannot read {path} as a {what} (.npz): {e}") from None
 
 

@@ -190,7 +190,9 @@ class PlanColumns:
 
     def write(self, f) -> None:
         """Write to an open binary file as an uncompressed ``.npz``."""
-        np.savez(f, header=np.array(json.dumps(self.header())), **self.arrays)
+        from .npz import write_arrays
+
+        write_arrays(f, {"header": np.array(json.dumps(self.header())), **self.arrays})
 
     def save(self, path: str | Path) -> Path:
         """Write atomically as an uncompressed ``.npz``."""
