@@ -88,6 +88,10 @@ def test_a_single_npy_or_a_non_zip_gets_a_named_error(tmp_path):
     junk.write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(DocumentError, match="cannot read .*junk.npz as a columnar plan"):
         read_npz(junk, "columnar plan")
+    empty = tmp_path / "empty.npz"
+    empty.write_bytes(b"")
+    with pytest.raises(DocumentError, match="cannot read .*empty.npz as a columnar problem"):
+        read_npz(empty, "columnar problem")
 
 
 def test_the_writer_works_on_a_stream_without_tell():
