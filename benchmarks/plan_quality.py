@@ -286,7 +286,8 @@ def main(argv=None) -> int:
                 calib_obj = bench.objective(plan)
                 row = {"model": name, "granularity": gran, "budget": B, "method": label, "MB": plan.totals.bytes / 1e6,
                        "avg_bits": plan.totals.avg_bits, **m, "plan_s": seconds, "calib_objective": calib_obj,
-                       "over_budget": bool(over), "note": note, "calib_texts": args.calib, "eval_texts": args.eval}
+                       "over_budget": bool(over), "note": note, "calib_texts": args.calib, "eval_texts": args.eval,
+                       "plan": {l.name: l.option for l in plan.layers}}
                 rows.append(row)
                 log(format_row(row))
                 if args.json:
