@@ -92,19 +92,23 @@ def test_refinement_needs_one_evaluation(one_thread):
 
 def test_floor_plans_include_one_granularity_optima_on_a_mixed_grid(one_thread):
     """A grid of per-channel and grouped options gives, beside the bit floors, the additive optimum at
-    each single group size (each exact within its restriction and within budget)."""
-    wl = Workload(model=nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)).eval(), batches=mlp_batches(),
+    each single group size (each exact within its restriction and within budget); a layer too narrow
+    for the group keeps its per-channel options there."""
+    torch.manual_seed(0)
+    wl = Workload(model=nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 4)).eval(), batches=mlp_batches(),
                   loss_fn=nn.functional.cross_entropy, name="mixed")
-    cands = CandidateSet(bits=(2, 3, 4, 8), group_sizes=(None, 4))
-    result = plan_model(wl, {"max_avg_bits": 7.0}, candidates=cands, refine=0, use_cache=False)  # g4 scales: 4 bits a weight
+    cands = CandidateSet(bits=(2, 3, 4, 8), group_sizes=(None, 16))
+    result = plan_model(wl, {"max_avg_bits": 5.0}, candidates=cands, refine=0, use_cache=False)
+    assert all(o.group_size is None for o in result.problem.layers[0].options)  # 8 inputs: no group of 16
     plans = floor_plans(result.problem)
     assert all(not violations(p.totals, result.problem.constraints) for p in plans)
-    grains = [{l.group_size for l in p.layers if l.format != "float"} for p in plans]
-    assert {4} in grains and {None} in grains
-    grouped = next(p for p, g in zip(plans, grains) if g == {4})
-    only = result.problem.model_copy(update={"layers": [l.model_copy(update={"options": [o for o in l.options
-                                                                                          if o.group_size == 4 or o.format == "float"]})
-                                                        for l in result.problem.layers]})
+    grains = [{l.name: l.group_size for l in p.layers if l.format != "float"} for p in plans]
+    assert {"0": None, "2": 16} in grains and {"0": None, "2": None} in grains
+    grouped = plans[grains.index({"0": None, "2": 16})]
+    only = result.problem.model_copy(update={"layers": [
+        result.problem.layers[0],
+        result.problem.layers[1].model_copy(update={"options": [o for o in result.problem.layers[1].options
+                                                                if o.group_size == 16 or o.format == "float"]})]})
     assert grouped.totals.distortion == pytest.approx(get_solver("dp").solve(only).totals.distortion)
-    single = plan_model(wl, {"max_avg_bits": 7.0}, candidates=CandidateSet(bits=(2, 3, 4, 8)), refine=0, use_cache=False)
+    single = plan_model(wl, {"max_avg_bits": 5.0}, candidates=CandidateSet(bits=(2, 3, 4, 8)), refine=0, use_cache=False)
     assert all({l.group_size for l in p.layers} == {None} for p in floor_plans(single.problem))  # one granularity: none added
