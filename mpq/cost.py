@@ -131,10 +131,12 @@ def build_problem(
         out_layers = _common_options(out_layers, ties)
     if channel_groups > 1 and (ties or any(p.options for p in table.pairs)):
         raise DocumentError("ties and pairwise terms name whole layers; they cannot be combined with channel_groups > 1")
+    present = {(l.name, o.id) for l in out_layers for o in l.options}  # each layer's own options (targets and
+    # narrow layers drop some): a pair term names an option of both of its layers
     pairs = []
     for p in table.pairs:
         for po in p.options:
-            if po.option_a in specs and po.option_b in specs and p.a in names and p.b in names:
+            if (p.a, po.option_a) in present and (p.b, po.option_b) in present:
                 pairs.append(ProblemPair(a=p.a, option_a=po.option_a, b=p.b, option_b=po.option_b, distortion=po.distortion))
     return Problem(
         layers=out_layers, ties=ties, pairs=pairs, constraints=constraints,

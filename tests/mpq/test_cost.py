@@ -35,3 +35,16 @@ def test_a_group_only_grid_keeps_its_group_options_on_narrow_layers():
     graph, table = narrow_and_wide()
     problem = build_problem(graph, table, CandidateSet(bits=(4,), group_sizes=(128,)), {"max_avg_bits": 8.0})
     assert [o.id for o in problem.layers[0].options] == ["int4-g128"]
+
+
+def test_pair_terms_keep_only_options_both_layers_have():
+    """A pair measured at a group option that the narrow layer does not keep is left out, not refused."""
+    from mpq.schema import PairOption, SensitivityPair
+
+    graph, table = narrow_and_wide()
+    table = table.model_copy(update={"pairs": [SensitivityPair(a="0", b="2", score=1.0, options=[
+        PairOption(option_a="int3-g128", option_b="int3-g128", distortion=5.0),  # "0" has no int3-g128
+        PairOption(option_a="int3", option_b="int3-g128", distortion=2.0),
+    ])]})
+    problem = build_problem(graph, table, CandidateSet(bits=(3, 4, 16), group_sizes=(None, 128)), {"max_avg_bits": 3.5})
+    assert [(p.option_a, p.option_b, p.distortion) for p in problem.pairs] == [("int3", "int3-g128", 2.0)]
