@@ -364,7 +364,7 @@ def _plan_args(p):
     g.add_argument("--preset", help="the target's candidate grid by name, e.g. --target vllm --preset w4a16; "
                    "--bits/--group-sizes/--formats/--symmetric/--a-bits given too replace those fields")
     p.add_argument("--no-eval", action="store_true", help="skip evaluating the plan against full precision and uniform")
-    p.add_argument("--problem-out", help="also write the mpq.problem/v1 that was solved")
+    p.add_argument("--problem-out", help="also write the problem that was solved, as .json (mpq.problem/v1) or columnar .npz")
     p.add_argument("--kv-bits", help="causal LMs: also plan each attention layer's KV-cache bits among these (4,8,16); needs --context-tokens")
     p.add_argument("--context-tokens", type=int, help="tokens of context the KV cache holds; its memory counts in --budget mb=")
     p.add_argument("--latency-table", help="per-option layer latencies: mpq.latency/v1 JSON from `mpq profile`, or CSV shape,option,ms")
@@ -377,7 +377,7 @@ def cmd_plan(args) -> int:
     from .evaluate import evaluate_plans, uniform_baselines
     from .output import check_output
     from .pipeline import plan_model
-    from .schema import SensitivityTable, load_document, save_document
+    from .schema import SensitivityTable, load_document
 
     check_output(args.output, "-o")
     check_output(args.problem_out, "--problem-out")
@@ -439,7 +439,9 @@ def cmd_plan(args) -> int:
         print(f"predicted latency {result.predicted_latency_ms:.4g} ms ± {result.latency_spread_ms:.2g} end to end: "
               f"{result.plan.totals.latency_ms:.4g} ms in the planned layers{rest}")
     if args.problem_out:
-        save_document(result.problem, args.problem_out, "--problem-out")
+        from .problem_files import save_problem
+
+        save_problem(result.problem, args.problem_out)
     write_or_print(result.plan, args.output)
     if not args.no_eval:
         baselines = uniform_baselines(result.problem, result.plan)

@@ -174,3 +174,14 @@ def test_top_level_flags_build_no_command_arguments(argv):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split()[-3:] == ["exit", "0", "False"], (out.stdout, out.stderr)
     assert ("mpq " in out.stdout) if "--version" in argv else ("solve" in out.stdout)
+
+
+def test_plan_writes_a_columnar_problem_that_solve_reads(tmp_path):
+    """`mpq plan --problem-out x.npz` writes the columnar form (it wrote JSON under the .npz name, which
+    `mpq solve` then refused as pickled data)."""
+    assert main(["plan", *ESTIMATOR, "--refine", "0", "--no-eval", "-o", str(tmp_path / "plan.json"),
+                 "--problem-out", str(tmp_path / "problem.npz")]) == 0
+    assert (tmp_path / "problem.npz").read_bytes()[:4] == b"PK\x03\x04"
+    assert main(["solve", str(tmp_path / "problem.npz"), "-o", str(tmp_path / "again.json")]) == 0
+    first, again = (json.loads((tmp_path / n).read_text()) for n in ("plan.json", "again.json"))
+    assert [l["option"] for l in again["layers"]] == [l["option"] for l in first["layers"]]
