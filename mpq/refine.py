@@ -100,6 +100,9 @@ def _restricted(problem: Problem, keep: Callable[[Any, Any], bool], solver: str)
         if not options:
             return None
         layers.append(l.model_copy(update={"options": options}))
+    by_name = {l.name: l for l in layers}
+    if any(not set.intersection(*({o.id for o in by_name[n].options} for n in tie)) for tie in problem.ties):
+        return None  # a tie whose layers no longer share an option (the problem's own rule)
     kept = {(l.name, o.id) for l in layers for o in l.options}
     pairs = [p for p in problem.pairs if (p.a, p.option_a) in kept and (p.b, p.option_b) in kept]
     try:

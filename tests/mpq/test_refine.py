@@ -112,3 +112,23 @@ def test_floor_plans_include_one_granularity_optima_on_a_mixed_grid(one_thread):
     assert grouped.totals.distortion == pytest.approx(get_solver("dp").solve(only).totals.distortion)
     single = plan_model(wl, {"max_avg_bits": 5.0}, candidates=CandidateSet(bits=(2, 3, 4, 8)), refine=0, use_cache=False)
     assert all({l.group_size for l in p.layers} == {None} for p in floor_plans(single.problem))  # one granularity: none added
+
+
+def test_floor_plans_skip_a_restriction_that_leaves_a_tie_no_common_option():
+    """Tied layers need an option id in common; a restriction that removes all of them is skipped,
+    not handed to the solver (which failed on it with an IndexError)."""
+    from mpq.schema import Problem
+
+    def opt(oid, bits, group, distortion):
+        size = 4 * (64 * bits + 16 * (64 // group if group else 1))
+        return {"id": oid, "w_bits": bits, "group_size": group, "bits": size, "bytes": -(-size // 8), "distortion": distortion}
+
+    layers = [
+        {"name": "a", "params": 256, "options": [opt("int3", 3, None, 5.0), opt("int4", 4, None, 2.0)]},
+        {"name": "b", "params": 256, "options": [opt("int3", 3, None, 5.0), opt("int3-g16", 3, 16, 3.0),
+                                                 opt("int4", 4, None, 2.0), opt("int4-g16", 4, 16, 1.0)]},
+    ]
+    problem = Problem.model_validate({"schema": "mpq.problem/v1", "layers": layers, "ties": [["a", "b"]],
+                                      "constraints": {"max_avg_bits": 4.5}})
+    plans = floor_plans(problem)
+    assert plans and all({l.option for l in p.layers} in ({"int3"}, {"int4"}) for p in plans)
