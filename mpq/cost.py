@@ -15,7 +15,7 @@ from .errors import DocumentError, UnknownLayer
 from .graph import LayerGraph
 from .quant import QuantSpec, quantization_error, weight_matrix
 from .schema import Constraints, ModelRef, Option, Problem, ProblemLayer, ProblemPair, SensitivityTable
-from .sizes import bitops, to_bytes, weight_bits
+from .sizes import bitops, out_and_in, to_bytes, weight_bits
 from .candidates import DEFAULT_BITS, CandidateSet, fp_formats_for, option_id  # noqa: F401 (the grid lives there)
 from . import targets
 
@@ -39,9 +39,7 @@ def distinct_specs(shape: Sequence[int], specs: Mapping[str, QuantSpec]) -> dict
     size as the per-channel option. Keeping both gives the solver a tie whose group label exporters
     refuse ("group size 128 does not divide 32 inputs"), so the per-channel option is kept alone.
     """
-    inputs = 1
-    for s in shape[1:]:
-        inputs *= int(s)
+    _, inputs = out_and_in(shape)
     out = {}
     for oid, spec in specs.items():
         if spec.group_size is not None and spec.group_size >= inputs:

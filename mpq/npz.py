@@ -14,6 +14,7 @@ extra field (id 0xD935, the one Android's zipalign uses) so that the array data 
 """
 from __future__ import annotations
 
+import io
 import mmap
 import struct
 import zipfile
@@ -31,8 +32,6 @@ _LOCAL = struct.Struct("<4s2B4HL2L2H")  # a zip local file header, 30 bytes
 
 
 def _npy_header(a: np.ndarray) -> bytes:
-    import io
-
     buf = io.BytesIO()
     d = npy.header_data_from_array_1_0(a)
     try:
@@ -91,8 +90,6 @@ def _mapped(fh: BinaryIO) -> dict[str, np.ndarray]:
 
 
 def _array_at(view: mmap.mmap, start: int, size: int) -> Optional[np.ndarray]:
-    import io
-
     head = io.BytesIO(view[start:start + min(size, 1 << 17)])
     version = npy.read_magic(head)
     shape, fortran, dtype = (npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0)(head)
