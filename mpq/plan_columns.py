@@ -19,6 +19,7 @@ from typing import Optional
 import numpy as np
 from pydantic import ValidationError
 
+from ._gc import gc_paused
 from .columnar import COLUMN_MEANING, check_names, check_option_columns, formats, read_header, read_npz, structures
 from .errors import DocumentError
 from .plan import plan_layers
@@ -153,20 +154,35 @@ class PlanColumns:
         The columns hold what the JSON model holds (they come from a validated problem or a checked file),
         so the layers go straight to pydantic-core's serializer, the one the models themselves use.
         """
+        with gc_paused():  # a few containers per layer, none cyclic, all freed before collection resumes
+            return self._json_bytes().decode() + "\n"
+
+    def write_json(self, f) -> None:
+        """Write the ``mpq.plan/v1`` text of :meth:`json_text` to an open binary file (no copy of it as ``str``)."""
+        with gc_paused():
+            body = self._json_bytes()
+        f.write(body)
+        f.write(b"\n")
+
+    def _json_bytes(self) -> bytes:
         from pydantic_core import to_json
 
         a = self.arrays
+        n = self.n_layers
         fmts, structs = formats(), structures()
 
         def nulled(column: np.ndarray, null) -> list:
             values = column.tolist()
             return [None if v == null else v for v in values] if null in values else values
 
-        latency = a["latency_ms"]
+        latency, shape, channels, modules = a["latency_ms"], a["layer_shape"], a["layer_channels"], a["layer_module"]
         columns = {
-            "name": a["layer_name"].tolist(), "module": [m or None for m in a["layer_module"].tolist()],
-            "channels": [c if c[0] >= 0 else None for c in a["layer_channels"].tolist()], "params": a["layer_params"].tolist(),
-            "shape": [[d for d in s if d > 0] or None for s in a["layer_shape"].tolist()],
+            "name": a["layer_name"].tolist(),
+            "module": [m or None for m in modules.tolist()] if (modules != "").any() else [None] * n,
+            "channels": [c if c[0] >= 0 else None for c in channels.tolist()] if (channels[:, 0] >= 0).any() else [None] * n,
+            "params": a["layer_params"].tolist(),
+            "shape": (shape.tolist() if shape.shape[1] and (shape > 0).all()
+                      else [[d for d in s if d > 0] or None for s in shape.tolist()]),
             "option": a["option_names"][a["row_option"]].tolist(), "w_bits": a["w_bits"].tolist(),
             "group_size": nulled(a["group_size"], 0), "format": [fmts[k] for k in a["row_format"].tolist()],
             "symmetric": a["symmetric"].tolist(), "prune_ratio": a["prune_ratio"].tolist(),
@@ -179,7 +195,7 @@ class PlanColumns:
         layers = [dict(zip(fields, values)) for values in zip(*(columns[f] for f in fields))]
         doc = {"schema": PLAN_SCHEMA, "layers": layers, "totals": self.totals.model_dump(), "constraints": self.constraints,
                "solver": self.solver.model_dump(), "provenance": self.provenance.model_dump()}
-        return to_json(doc, indent=2).decode() + "\n"
+        return to_json(doc, indent=2)
 
     def header(self) -> dict:
         return {
@@ -294,6 +310,6 @@ def save_plan(plan, path: str | Path) -> Path:
     if isinstance(plan, PlanColumns):
         from .output import write_output
 
-        return write_output(path, plan.json_text())
+        return write_output(path, plan.write_json)
     save_document(plan, path)
     return path

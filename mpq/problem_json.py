@@ -14,15 +14,14 @@ the two readers on generated valid and invalid documents.
 """
 from __future__ import annotations
 
-import gc
 import math
-from contextlib import contextmanager
 from itertools import chain
 from operator import itemgetter
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from ._gc import gc_paused
 from .columnar import ProblemColumns, check_option_columns, check_size_sums, first_duplicate, formats, structures
 from .schema import (MAX_SIZE, NUMBER_FORMATS, PROBLEM_SCHEMA, PRUNE_STRUCTURES, Constraints, ModelRef, Option, Problem,
                      ProblemLayer)
@@ -48,19 +47,6 @@ def need(ok: Any) -> None:
         raise _StepAside
 
 
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection while a document becomes objects: the parser allocates a container
-    per layer and option (none cyclic), and each collection pass would walk all of them again."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def read_columns(text: bytes | str) -> Optional[ProblemColumns]:
     """The columns of a valid ``mpq.problem/v1`` without ties or pairs, or ``None``: read it with the JSON models."""
     if not KNOWS_THE_MODELS:
@@ -76,6 +62,8 @@ def read_columns(text: bytes | str) -> Optional[ProblemColumns]:
             return _columns(doc)
         except (_StepAside, KeyError, OverflowError):  # KeyError: a required field is missing; Overflow: past int64
             return None
+        finally:
+            del doc  # inside the pause: a collection would walk every object of the document first
 
 
 def _types(values: list, allowed: tuple) -> None:

@@ -145,6 +145,20 @@ def test_a_columnar_plan_writes_the_json_text_the_model_writes():
     assert plan.json_text() == dump_document(plan.to_plan())
 
 
+@pytest.mark.parametrize("depth", [0, 2])
+def test_a_columnar_plan_whose_layers_all_lack_modules_and_channels_writes_the_models_text(depth):
+    """Columns that are alike in every layer (no module, no channels, every shape full or none) are written whole."""
+    problem = random_problem(np.random.default_rng(7), n_layers=6, constraints=("max_bytes",))
+    plan = get_solver("auto").solve_columns(ProblemColumns.from_problem(problem))
+    a = plan.arrays
+    a["layer_module"] = np.full(6, "")
+    a["layer_channels"] = np.full((6, 2), -1)
+    a["layer_shape"] = np.arange(1, 6 * depth + 1).reshape(6, depth)
+    from mpq.schema import dump_document
+
+    assert plan.json_text() == dump_document(plan.to_plan())
+
+
 def test_mpq_solve_json_to_json_plans_as_the_models_do(tmp_path, capsys):
     problem = random_problem(np.random.default_rng(6), n_layers=40, constraints=("max_avg_bits",))
     from mpq.schema import save_document
