@@ -714,6 +714,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     if getattr(args, "quiet_all", False):
         args.quiet = True  # `mpq -q COMMAND` is `mpq COMMAND -q`
     configure(getattr(args, "verbose", 0) - (1 if getattr(args, "quiet", False) else 0))
+    if argv is None:  # the program itself, not a caller in the same process
+        _freeze_imports()
     try:
         if _writes_document_to_stdout(args):
             # stdout carries only the document; tables and notes that print() writes go to stderr
@@ -744,6 +746,18 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"error: internal error {type(e).__name__}: {e} (a bug in mpq; rerun with MPQ_DEBUG=1 for the traceback)",
               file=sys.stderr)
         return EXIT_INTERNAL
+
+
+def _freeze_imports() -> None:
+    """Leave what the imports built out of every later garbage collection, the interpreter's last ones included.
+
+    Modules, classes and functions live until the process exits, yet each full collection walks them
+    all, and so does the interpreter at exit: 0.04 CPU s of a 0.5 s ``mpq solve``. What the command
+    itself allocates is collected as before.
+    """
+    import gc
+
+    gc.freeze()
 
 
 def _silence_stdout() -> None:

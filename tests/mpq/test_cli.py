@@ -154,12 +154,14 @@ def test_default_hessian_trace_on_an_unseen_mlp_is_within_5_percent_and_4_stderr
 
 def test_solve_builds_only_its_own_arguments_and_never_imports_torch(planned):
     """``mpq solve`` on a problem file is a solver run: the parser builds only the solve command's
-    arguments (other commands' options name estimators and exporters, which import torch)."""
+    arguments (other commands' options name estimators and exporters, which import torch), and
+    nothing that only models, searches or progress bars use is imported either."""
     code = ("import sys; from mpq.cli import main; "
             f"code = main(['solve', {str(planned / 'problem.json')!r}, '-o', {str(planned / 'again.json')!r}]); "
-            "print(code, 'torch' in sys.modules)")
+            "print(code, 'torch' in sys.modules); "
+            "print(sorted({'networkx', 'optuna', 'sqlalchemy', 'tqdm', 'transformers', 'safetensors'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split()[-2:] == ["0", "False"], out.stderr
+    assert out.stdout.split()[-3:] == ["0", "False", "[]"], out.stderr
     assert load_document(planned / "again.json", Plan).solver.status == "optimal"
 
 
