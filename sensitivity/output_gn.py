@@ -19,6 +19,14 @@ has none). Cotangents:
   from ``p = softmax(logits)`` at each of the N positions (the Fisher = Gauss-Newton of a mean
   cross-entropy).
 
+Sequences of a batch are independent (the model reads each alone, and their cotangents are drawn
+independently), so with ``per_sequence`` (default) ``v^T Δz`` is split into one term per sequence
+(or sample) and the terms are squared apart: ``E[Σ_b s_b²] = Δz^T H Δz`` as before, since the cross
+terms have zero mean, and a batch of B sequences gives B squared terms a draw instead of one (the
+estimate's variance falls about B-fold; within a sequence, tokens and channels still add before
+squaring). A layer whose input does not lead with the batch (an expert's routed tokens) keeps one
+term for the batch.
+
 Cost: one forward and ``samples`` backward passes per calibration batch (to the layers' outputs only: no
 weight gradient), plus, per layer and sample, ``M = G^T X`` over the token rows that get a cotangent and
 its inner product with every option's weight error (:class:`_LayerProbe`). Memory: one batch's graph,
@@ -115,6 +123,8 @@ class OutputGNEstimator(Estimator):
 
     class Settings(CalibrationSettings):
         samples: Count = Field(4, description="output cotangents sampled per calibration batch (one backward pass each)")
+        per_sequence: bool = Field(True, description="square each sequence's share of v^T Δz apart (same expectation, "
+                                   "about batch-size times less variance); false: one term a batch")
 
     def estimate(self, workload: Workload, graph: LayerGraph, options: Optional[Mapping[str, QuantSpec]] = None) -> SensitivityTable:
         specs = candidate_options(options, self.name)
@@ -138,9 +148,10 @@ class OutputGNEstimator(Estimator):
                     handles = []
                     if not out.requires_grad:
                         continue  # no planned layer reaches the output (as before: every distortion stays 0)
+                    batch = (out.shape[0], out.dim()) if self.per_sequence and out.dim() >= 2 else None
                     for k, cot in enumerate(cotangents(workload, out, targets, self.samples, gen)):
                         for p in probes.values():
-                            p.start_draw()
+                            p.start_draw(batch)
                         torch.autograd.grad(out, roots, grad_outputs=cot, retain_graph=k + 1 < self.samples,
                                             allow_unused=True)
                         for p in probes.values():
@@ -197,8 +208,8 @@ class _OptionErrors:
         """Rows per slice: :data:`SLICE` weights."""
         return max(1, SLICE // self.w.shape[1])
 
-    def _slices(self) -> Iterator[tuple[int, int]]:
-        rows, step = self.w.shape[0], self.step
+    def _slices(self, step: Optional[int] = None) -> Iterator[tuple[int, int]]:
+        rows, step = self.w.shape[0], step or self.step
         return ((start, min(start + step, rows)) for start in range(0, rows, step))
 
     def _int_error(self, grid: IntGrid, start: int, stop: int, out: torch.Tensor) -> torch.Tensor:
@@ -216,22 +227,33 @@ class _OptionErrors:
             return self._int_error(item, 0, self.w.shape[0], self.buffer() if out is None else out)
         return item
 
-    def dots(self, g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def dots(self, g: torch.Tensor, x: torch.Tensor, counts: Optional[list[int]] = None) -> torch.Tensor:
         """``<Q_o(W) - W, G^T X>`` for every option (float64), ``g`` ``[tokens, out]`` and ``x`` ``[tokens, inputs]``.
 
+        With ``counts`` (token rows of each sequence, in order, summing to ``tokens``) one product per sequence:
+        ``[options, sequences]``; without, ``[options]``.
         Slices of :data:`SLICE` weights at a time: a slice's rows of ``M = G^T X`` are formed and every option's
         error on them is rebuilt and multiplied while they are in the cache (a whole lm_head's ``M`` or error
         would be a 94 MB temporary on the 100M Llama)."""
         rows, k = self.w.shape
-        buf = torch.empty(min(self.step, rows), k, dtype=torch.float32, device=self.w.device)
-        total = torch.zeros(len(self.items), dtype=torch.float64)
+        seqs = len(counts) if counts is not None else 1
+        step = max(1, self.step // seqs)  # a slice's M of every sequence together is SLICE weights
+        errors = torch.empty(len(self.items), min(step, rows), k, dtype=torch.float32, device=self.w.device)
+        total = torch.zeros(len(self.items), seqs, dtype=torch.float64)
         x = x.float()
-        for start, stop in self._slices():
-            mc = (g[:, start:stop].float().t() @ x).reshape(-1)
-            parts = [torch.dot((self._int_error(item, start, stop, buf) if isinstance(item, IntGrid) else item[start:stop])
-                     .reshape(-1), mc) for item in self.items]
-            total += torch.stack(parts).double()
-        return total
+        xs = x.split(counts) if counts is not None else (x,)
+        for start, stop in self._slices(step):
+            gs = g[:, start:stop].float()
+            gs = gs.split(counts) if counts is not None else (gs,)
+            mc = torch.stack([(gb.t() @ xb).reshape(-1) for gb, xb in zip(gs, xs)])  # [sequences, weights]
+            e = errors[:, : stop - start]
+            for i, item in enumerate(self.items):
+                if isinstance(item, IntGrid):
+                    self._int_error(item, start, stop, e[i])
+                else:
+                    e[i].copy_(item[start:stop])
+            total += (e.reshape(len(self.items), -1) @ mc.t()).double()  # [options, sequences]
+        return total if counts is not None else total[:, 0]
 
 
 def _sq_norm(e: torch.Tensor) -> float:
@@ -260,7 +282,8 @@ class _LayerProbe:
         self.kind = ("linear" if isinstance(module, nn.Linear) or kind in ("ExpertProjection", "Conv1D") else
                      "embedding" if isinstance(module, nn.Embedding) else "other")
         self.sums = torch.zeros(len(specs), dtype=torch.float64)  # Σ over draws of s_o² (÷ 2 and draws at the end)
-        self.draw = torch.zeros(len(specs), dtype=torch.float64)  # s_o of the current draw
+        self.draw = torch.zeros(len(specs), 1, dtype=torch.float64)  # s_o of the current draw, a column a sequence
+        self.batch: Optional[tuple[int, int]] = None  # the output's (batch size, rank) when sequences are squared apart
         self.calls: list[tuple] = []
         self.rows: list[list[tuple[torch.Tensor, torch.Tensor]]] = []  # embedding: (token ids, g rows) per draw
         self.errors: Optional[_OptionErrors] = None
@@ -285,14 +308,22 @@ class _LayerProbe:
             return replaced
         return record
 
-    def start_draw(self) -> None:
-        self.draw.zero_()
+    def start_draw(self, batch: Optional[tuple[int, int]] = None) -> None:
+        """A new cotangent draw; ``batch`` = the model output's (batch size, rank) to square sequences apart."""
+        self.batch = batch
+        self.draw = torch.zeros(len(self.specs), batch[0] if batch else 1, dtype=torch.float64)
         if self.kind == "embedding":
             self.rows.append([])
 
     def end_draw(self) -> None:
         if self.kind != "embedding":
-            self.sums += self.draw**2
+            self.sums += (self.draw**2).sum(dim=1)
+
+    def _per_sequence(self, t: torch.Tensor) -> bool:
+        """Whether ``t`` (a layer's input or output cotangent) leads with the batch: at least the output's rank and
+        the batch's size first. An expert's routed tokens (``[tokens, inputs]`` under a ``[batch, seq, hidden]``
+        output) do not."""
+        return self.batch is not None and t.dim() >= max(2, self.batch[1]) and t.shape[0] == self.batch[0]
 
     def _pulled(self, args: tuple, g: torch.Tensor) -> None:
         with torch.no_grad():
@@ -301,7 +332,11 @@ class _LayerProbe:
                 for i in range(len(self.errors)):
                     e = self.errors.error(i, buf).reshape(self.module.weight.shape)
                     dy = _output_change(self.module, e.to(self.module.weight.dtype), args)
-                    self.draw[i] += float((g.double() * dy.double()).sum())
+                    prod = (g.double() * dy.double())
+                    if self._per_sequence(g):
+                        self.draw[i] += prod.reshape(g.shape[0], -1).sum(dim=1)
+                    else:
+                        self.draw[i, 0] += float(prod.sum())
                 return
             x = args[0]
             g2 = g.reshape(-1, g.shape[-1])
@@ -312,9 +347,15 @@ class _LayerProbe:
                 self.rows[-1].append((ids if every else ids[keep], (g2 if every else g2[keep]).float().clone()))
                 return
             x2 = x.reshape(-1, x.shape[-1])
+            counts = None
+            if self._per_sequence(x) and self._per_sequence(g):
+                counts = keep.reshape(x.shape[0], -1).sum(dim=1).tolist()
             if not every:
                 x2, g2 = x2[keep], g2[keep]
-            self.draw += self.errors.dots(g2, x2)
+            if counts is None:
+                self.draw[:, 0] += self.errors.dots(g2, x2)
+            else:
+                self.draw += self.errors.dots(g2, x2, counts)
 
     def finish(self, draws: int) -> tuple[dict[str, float], dict[str, float]]:
         """The distortion ``½ E[s_o²]`` and ``||ΔW_o||²`` per option."""

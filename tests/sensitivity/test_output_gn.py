@@ -54,10 +54,11 @@ def test_output_gn_refuses_a_bad_sample_count():
         get_estimator("output-gn", samples=0)
 
 
-def _reference_output_gn(wl, graph, specs, samples, seed):
+def _reference_output_gn(wl, graph, specs, samples, seed, per_sequence=True):
     """½ E[(Σ_t g_t · ΔW x_t)²] written the plain way: every layer output's cotangent kept, ``ΔW x`` by a
     functional call of the module per option (what the estimator computes with products restricted to
-    the rows that get a cotangent, one product for all options, and embeddings by their rows)."""
+    the rows that get a cotangent, one product for all options, and embeddings by their rows). With
+    ``per_sequence`` each sequence's sum is squared apart (embeddings keep one sum a batch)."""
     from torch.func import functional_call
 
     from mpq.sensitivity.grad_output import quantized_weight
@@ -90,27 +91,33 @@ def _reference_output_gn(wl, graph, specs, samples, seed):
                         dw = quantized_weight(m, spec) - m.weight
                         params = {"weight": dw} | ({"bias": torch.zeros_like(m.bias)} if getattr(m, "bias", None) is not None else {})
                         dy = functional_call(m, params, args).double()
-                        s = torch.stack([(pulled[k][i].double() * dy).sum() for k in range(samples)])
-                        totals[n][o] += 0.5 * float((s**2).mean()) / len(wl.batches)
+                        # a layer whose tensors lead with the batch (not an expert's routed tokens, not an embedding)
+                        apart = (per_sequence and not isinstance(m, nn.Embedding) and dy.dim() >= out.dim()
+                                 and len(dy) == len(out))
+                        s = torch.stack([(pulled[k][i].double() * dy).reshape(len(dy) if apart else 1, -1).sum(1)
+                                         for k in range(samples)])
+                        totals[n][o] += 0.5 * float((s**2).sum(1).mean()) / len(wl.batches)
     finally:
         for m in modules.values():
             m.weight.requires_grad_(False)
     return totals
 
 
-@pytest.mark.parametrize("kind", ["bert", "gpt2", "llama"])
-def test_output_gn_equals_the_plain_computation_on_hf_models(kind, tiny_hf, one_thread, monkeypatch):
-    """Padding rows, embeddings, Conv1D (GPT-2) and causal-LM cotangents, and options held as integer codes
-    (symmetric, asymmetric, grouped) or as float errors (fp8), taken a few rows at a time: the fast path
-    computes the same numbers."""
+@pytest.mark.parametrize("kind,per_sequence", [("bert", True), ("gpt2", True), ("llama", True), ("mixtral", True),
+                                               ("bert", False), ("llama", False)])
+def test_output_gn_equals_the_plain_computation_on_hf_models(kind, per_sequence, tiny_hf, one_thread, monkeypatch):
+    """Padding rows, embeddings, Conv1D (GPT-2), experts' routed tokens (Mixtral) and causal-LM cotangents, and options held as integer codes
+    (symmetric, asymmetric, grouped) or as float errors (fp8), taken a few rows at a time, each sequence's
+    share squared apart or the batch's sum squared whole: the fast path computes the same numbers."""
     from mpq.model_ref import load_workload
 
     monkeypatch.setattr("mpq.sensitivity.output_gn.SLICE", 300)  # several slices a layer, a last one shorter
 
     wl = load_workload(str(tiny_hf[kind]), calib=str(tiny_hf["calib"]), hf={"batch_size": 3})
     cands = CandidateSet(bits=(3, 8), group_sizes=(None, 16), symmetric=(True, False), formats=("int", "fp"))
-    table = sensitivities(wl, "output-gn", candidates=cands, use_cache=False, samples=3, seed=5, quiet=True)
-    expected = _reference_output_gn(wl, discover(wl), cands.specs(), samples=3, seed=5)
+    table = sensitivities(wl, "output-gn", candidates=cands, use_cache=False, samples=3, seed=5, quiet=True,
+                          per_sequence=per_sequence)
+    expected = _reference_output_gn(wl, discover(wl), cands.specs(), samples=3, seed=5, per_sequence=per_sequence)
     assert set(table.layers) == set(expected)
     for name, layer in table.layers.items():
         for oid, value in expected[name].items():
