@@ -5,7 +5,8 @@ errors of low-bit layers compound, and the additive optimum can lose to simpler 
 (measured: the single-layer DP beats uniform 4-bit on cosine and loses on retrieval). Refinement
 starts from the additive optimum (the seed) and tries moves that the additive model rates nearly
 free: one group of layers (a layer, or a tie) one step up its size-ordered efficient options and
-another one step down, or one step up alone when the budget has room. Each move is applied to the
+another down by the nearest step that makes room for it (up to :data:`DOWN_STEPS` steps: on a mixed
+grid one step may only drop scales), or one step up alone when the budget has room. Each move is applied to the
 whole model and measured with ``objective(plan)`` (e.g. the mean calibration loss of the model
 quantized by the plan); a move is kept only when it lowers the measured objective.
 
@@ -25,7 +26,10 @@ from typing import Any, Callable, Sequence
 
 from .errors import DocumentError
 from .plan import build_plan, violations
-from .schema import Plan, Problem, SolverInfo
+from .schema import Plan, Problem, SolverInfo, Totals
+
+#: steps down another group may take to make room for one group's step up
+DOWN_STEPS = 3
 
 
 @dataclass
@@ -183,6 +187,43 @@ def refine_plan(
     def distortion(gi: int, oid: str) -> float:
         return sum(layers[n].option(oid).distortion for n in groups[gi])
 
+    def size(gi: int, oid: str) -> float:
+        return sum(layers[n].option(oid).bytes for n in groups[gi])
+
+    def steps(gi: int, oid: str) -> tuple[str | None, list[str]]:
+        """The group's next option up its ladder, and the options down it, nearest first. An option off the
+        ladder (one the additive model dominates, as a one-granularity alternative may hold) steps up to the
+        nearest ladder option larger than it, and down from the largest one no larger (which dominates it)."""
+        ladder = ladders[gi]
+        if oid in ladder:
+            p = ladder.index(oid)
+            return ladder[p + 1] if p + 1 < len(ladder) else None, ladder[:p][::-1]
+        here = size(gi, oid)
+        return (next((i for i in ladder if size(gi, i) > here), None),
+                [i for i in reversed(ladder) if size(gi, i) <= here])
+
+    params = sum(l.params for l in problem.layers)
+    usage: dict[tuple[int, str], tuple] = {}
+
+    def use(gi: int, oid: str) -> tuple:
+        """What the group takes of each budgeted total at ``oid``: bytes, bits, BitOps, latency (None: unknown)."""
+        if (gi, oid) not in usage:
+            opts = [layers[n].option(oid) for n in groups[gi]]
+            usage[gi, oid] = (sum(o.bytes for o in opts), sum(o.bits if o.bits is not None else 8 * o.bytes for o in opts),
+                              None if any(o.bitops is None for o in opts) else sum(o.bitops for o in opts),
+                              None if any(o.latency_ms is None for o in opts) else sum(o.latency_ms for o in opts))
+        return usage[gi, oid]
+
+    def fits(base: list, move: tuple) -> bool:
+        """Whether the plan with ``move`` applied fits every constraint (``base``: the current plan's sums)."""
+        t = list(base)
+        for gi, oid in move:
+            old, new = use(gi, choice[groups[gi][0]]), use(gi, oid)
+            t = [None if a is None or b is None or c is None else a - b + c for a, b, c in zip(t, old, new)]
+        totals = Totals.model_construct(bytes=t[0], avg_bits=t[1] / params if params else 0.0, bitops=t[2], latency_ms=t[3],
+                                        distortion=0.0)
+        return not violations(totals, problem.constraints)
+
     best = objective(plan)
     seed_value, evaluations, accepted, history = best, 1, 0, []
     current = plan
@@ -204,19 +245,25 @@ def refine_plan(
     rng = random.Random(seed)
     while evaluations < max_evals:
         moves = []
-        pos = []
-        for gi, g in enumerate(groups):
-            oid = choice[g[0]]
-            pos.append(ladders[gi].index(oid) if oid in ladders[gi] else None)
-        ups = [(gi, ladders[gi][p + 1]) for gi, p in enumerate(pos) if p is not None and p + 1 < len(ladders[gi])]
-        downs = [(gi, ladders[gi][p - 1]) for gi, p in enumerate(pos) if p is not None and p > 0]
-        for up in ups:
-            d_up = distortion(up[0], up[1]) - distortion(up[0], choice[groups[up[0]][0]])
-            moves.append((d_up, rng.random(), (up,)))
-            for down in downs:
-                if down[0] != up[0]:
-                    d_down = distortion(down[0], down[1]) - distortion(down[0], choice[groups[down[0]][0]])
-                    moves.append((d_up + d_down, rng.random(), (up, down)))
+        near = [steps(gi, choice[g[0]]) for gi, g in enumerate(groups)]
+        base = [None if any(use(gi, choice[g[0]])[k] is None for gi, g in enumerate(groups)) else
+                sum(use(gi, choice[g[0]])[k] for gi, g in enumerate(groups)) for k in range(4)]
+        for gi, (up, _) in enumerate(near):
+            if up is None:
+                continue
+            d_up = distortion(gi, up) - distortion(gi, choice[groups[gi][0]])
+            if fits(base, ((gi, up),)):
+                moves.append((d_up, rng.random(), ((gi, up),)))
+            for gj, (_, downs) in enumerate(near):
+                # the other group's nearest step down that makes room for the step up (up to DOWN_STEPS steps):
+                # on a mixed grid one step down may only drop scales while one step up adds a bit
+                if gj == gi:
+                    continue
+                for down in downs[:DOWN_STEPS]:
+                    if fits(base, ((gi, up), (gj, down))):
+                        d_down = distortion(gj, down) - distortion(gj, choice[groups[gj][0]])
+                        moves.append((d_up + d_down, rng.random(), ((gi, up), (gj, down))))
+                        break
         moves.sort(key=lambda m: (m[0], m[1]))
         improved = False
         for _, _, move in moves:

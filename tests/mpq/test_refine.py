@@ -132,3 +132,51 @@ def test_floor_plans_skip_a_restriction_that_leaves_a_tie_no_common_option():
                                       "constraints": {"max_avg_bits": 4.5}})
     plans = floor_plans(problem)
     assert plans and all({l.option for l in p.layers} in ({"int3"}, {"int4"}) for p in plans)
+
+
+def test_refinement_moves_a_layer_held_on_an_option_the_additive_model_dominates(one_thread):
+    """A start whose layer sits on a dominated option (as a one-granularity alternative may) still gets moves
+    for that layer: up to the next larger option of its ladder."""
+    from mpq.plan import build_plan
+    from mpq.schema import SolverInfo
+
+    result = plan_model(workload(), {"max_avg_bits": 7.0}, candidates=CANDIDATES, refine=0, use_cache=False)
+    layers = []
+    for l in result.problem.layers:
+        if l.name == "0":  # int4 made worse than int3, which is smaller: off layer 0's ladder
+            worse = 2 * l.option("int3").distortion + 1.0
+            l = l.model_copy(update={"options": [o.model_copy(update={"distortion": worse}) if o.id == "int4" else o
+                                                 for o in l.options]})
+        layers.append(l)
+    problem = result.problem.model_copy(update={"layers": layers})
+    start = build_plan(problem, {l.name: "int4" for l in layers}, SolverInfo(name="start", status="feasible", objective=0.0))
+    ref = refine_plan(problem, start, lambda p: -sum(l.w_bits for l in p.layers if l.name == "0"), max_evals=6)
+    assert {l.name: l.w_bits for l in ref.plan.layers}["0"] > 4
+    assert not violations(ref.plan.totals, problem.constraints)
+
+
+def test_a_step_up_is_paired_with_a_step_down_large_enough_to_pay_for_it():
+    """On a mixed grid at a binding budget one step down may only drop scales while one step up adds a bit:
+    the swap pairs the step up with the other layer's nearest step down that makes room (here two steps),
+    and every measured plan fits."""
+    from mpq.plan import build_plan
+    from mpq.schema import Problem, SolverInfo
+
+    def opt(oid, bits, group, distortion):
+        size = 4 * (64 * bits + 16 * (64 // group if group else 1))
+        return {"id": oid, "w_bits": bits, "group_size": group, "bits": size, "bytes": -(-size // 8), "distortion": distortion}
+
+    options = [opt("int3", 3, None, 5.0), opt("int4", 4, None, 2.0), opt("int4-g16", 4, 16, 1.5), opt("int6", 6, None, 0.5)]
+    layers = [{"name": n, "params": 256, "options": options} for n in ("a", "b")]
+    start_bytes = 2 * options[2]["bytes"]  # both at int4-g16: the budget binds
+    problem = Problem.model_validate({"schema": "mpq.problem/v1", "layers": layers, "constraints": {"max_bytes": start_bytes}})
+    start = build_plan(problem, {"a": "int4-g16", "b": "int4-g16"}, SolverInfo(name="start", status="feasible", objective=0.0))
+    seen = []
+
+    def objective(plan):
+        seen.append(plan)
+        return -{l.name: l.w_bits for l in plan.layers}["a"]
+
+    ref = refine_plan(problem, start, objective, max_evals=4)
+    assert {l.name: l.option for l in ref.plan.layers} == {"a": "int6", "b": "int3"}
+    assert all(not violations(p.totals, problem.constraints) for p in seen)
