@@ -214,6 +214,8 @@ def refine_plan(
                               None if any(o.latency_ms is None for o in opts) else sum(o.latency_ms for o in opts))
         return usage[gi, oid]
 
+    caps = problem.constraints.active()
+
     def fits(base: list, move: tuple) -> bool:
         """Whether the plan with ``move`` applied fits every constraint (``base``: the current plan's sums)."""
         t = list(base)
@@ -222,7 +224,7 @@ def refine_plan(
             t = [None if a is None or b is None or c is None else a - b + c for a, b, c in zip(t, old, new)]
         totals = Totals.model_construct(bytes=t[0], avg_bits=t[1] / params if params else 0.0, bitops=t[2], latency_ms=t[3],
                                         distortion=0.0)
-        return not violations(totals, problem.constraints)
+        return not violations(totals, caps)
 
     best = objective(plan)
     seed_value, evaluations, accepted, history = best, 1, 0, []
