@@ -166,7 +166,9 @@ def test_torchao_quantize_stores_the_planned_bytes_where_cpu_kernels_exist(workl
     from torchao.quantization import quantize_
 
     cands = targets.candidates("torchao", "mixed", bits=(3, 4, 8, 16))
-    plan = plan_model(workload, {"max_avg_bits": 6.0}, estimator="weight-error", target="torchao", candidates=cands, use_cache=False).plan
+    # the additive optimum (refine=0): this checks torchao's bytes, and needs a plan with int8 and fp8 layers in it
+    plan = plan_model(workload, {"max_avg_bits": 6.0}, estimator="weight-error", target="torchao", candidates=cands, use_cache=False,
+                      refine=0).plan
     data = json.loads(json.dumps(export_plan(plan, "torchao").data))
     fqn = data["_data"]["fqn_to_config"]
     kinds = {(c or {}).get("_type") for c in fqn.values()}
