@@ -62,7 +62,7 @@ def _reference_output_gn(wl, graph, specs, samples, seed, per_sequence=True):
     from torch.func import functional_call
 
     from mpq.sensitivity.grad_output import quantized_weight
-    from mpq.sensitivity.output_gn import main_output, sample_cotangents
+    from mpq.sensitivity.output_gn import _parts, main_output, sample_cotangents
     from mpq.workload import call_model
 
     gen = torch.Generator().manual_seed(seed)
@@ -94,7 +94,8 @@ def _reference_output_gn(wl, graph, specs, samples, seed, per_sequence=True):
                         # a layer whose tensors lead with the batch (not an expert's routed tokens, not an embedding)
                         apart = (per_sequence and not isinstance(m, nn.Embedding) and dy.dim() >= out.dim()
                                  and len(dy) == len(out))
-                        s = torch.stack([(pulled[k][i].double() * dy).reshape(len(dy) if apart else 1, -1).sum(1)
+                        parts = _parts(len(dy)) if apart else 1
+                        s = torch.stack([(pulled[k][i].double() * dy).reshape(parts, -1).sum(1)
                                          for k in range(samples)])
                         totals[n][o] += 0.5 * float((s**2).sum(1).mean()) / len(wl.batches)
     finally:
@@ -103,17 +104,20 @@ def _reference_output_gn(wl, graph, specs, samples, seed, per_sequence=True):
     return totals
 
 
-@pytest.mark.parametrize("kind,per_sequence", [("bert", True), ("gpt2", True), ("llama", True), ("mixtral", True),
-                                               ("bert", False), ("llama", False)])
-def test_output_gn_equals_the_plain_computation_on_hf_models(kind, per_sequence, tiny_hf, one_thread, monkeypatch):
+@pytest.mark.parametrize("kind,per_sequence,max_parts", [("bert", True, 8), ("gpt2", True, 8), ("llama", True, 8),
+                                                         ("mixtral", True, 8), ("bert", True, 2), ("bert", False, 8),
+                                                         ("llama", False, 8)])
+def test_output_gn_equals_the_plain_computation_on_hf_models(kind, per_sequence, max_parts, tiny_hf, one_thread, monkeypatch):
     """Padding rows, embeddings, Conv1D (GPT-2), experts' routed tokens (Mixtral) and causal-LM cotangents, and options held as integer codes
     (symmetric, asymmetric, grouped) or as float errors (fp8), taken a few rows at a time, each sequence's
-    share squared apart or the batch's sum squared whole: the fast path computes the same numbers."""
+    share squared apart (consecutive sequences together beyond MAX_PARTS) or the batch's sum squared whole: the
+    fast path computes the same numbers."""
     from mpq.model_ref import load_workload
 
     monkeypatch.setattr("mpq.sensitivity.output_gn.SLICE", 300)  # several slices a layer, a last one shorter
+    monkeypatch.setattr("mpq.sensitivity.output_gn.MAX_PARTS", max_parts)  # 2: batches of 4 in two terms of two
 
-    wl = load_workload(str(tiny_hf[kind]), calib=str(tiny_hf["calib"]), hf={"batch_size": 3})
+    wl = load_workload(str(tiny_hf[kind]), calib=str(tiny_hf["calib"]), hf={"batch_size": 3 if max_parts > 2 else 4})
     cands = CandidateSet(bits=(3, 8), group_sizes=(None, 16), symmetric=(True, False), formats=("int", "fp"))
     table = sensitivities(wl, "output-gn", candidates=cands, use_cache=False, samples=3, seed=5, quiet=True,
                           per_sequence=per_sequence)
