@@ -29,8 +29,9 @@ sequences. A layer whose input does not lead with the batch (an expert's routed 
 term for the batch.
 
 Cost: one forward and ``samples`` backward passes per calibration batch (to the layers' outputs only: no
-weight gradient), plus, per layer and sample, ``M = G^T X`` over the token rows that get a cotangent and
-its inner product with every option's weight error (:class:`_LayerProbe`). Memory: one batch's graph,
+weight gradient), plus, per layer and sample, ``M = G^T X`` for each term (over the token rows that get a
+cotangent where the batch is one term) and its inner product with every option's weight error
+(:class:`_LayerProbe`). Memory: one batch's graph,
 one logits-sized cotangent, and the errors of options that are not integer grids (four bytes a weight;
 integer options are quantized again a slice at a time where they are used, :class:`_OptionErrors`); a
 layer's pulled-back cotangent lives only while the backward pass is at that layer. ``seed`` fixes the
@@ -292,6 +293,7 @@ class _LayerProbe:
         self.sums = torch.zeros(len(specs), dtype=torch.float64)  # Σ over draws of s_o² (÷ 2 and draws at the end)
         self.draw = torch.zeros(len(specs), 1, dtype=torch.float64)  # s_o of the current draw, a column a sequence
         self.batch: Optional[tuple[int, int]] = None  # the output's (batch size, rank) when sequences are squared apart
+        self.parts = 1  # terms the current draw is squared in (:func:`_parts` of the batch)
         self.calls: list[tuple] = []
         self.rows: list[list[tuple[torch.Tensor, torch.Tensor]]] = []  # embedding: (token ids, g rows) per draw
         self.errors: Optional[_OptionErrors] = None
