@@ -89,13 +89,15 @@ plan = mpq.plan(load_model(), DataLoader(TensorDataset(*data.calib), batch_size=
 from mpq.cli import build_parser
 commands = sorted(build_parser()._subparsers._group_actions[0].choices)
 blocked_loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
-print(json.dumps({"avg_bits": plan.totals.avg_bits, "status": plan.solver.status,
+print(json.dumps({"avg_bits": plan.totals.avg_bits, "status": plan.solver.status, "solver": plan.solver.name,
                   "layers": len(plan.layers), "commands": commands, "loaded": blocked_loaded}))
 """
     proc = run_without_extras(code, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["status"] == "optimal" and out["avg_bits"] <= 4 and out["layers"] == 5
+    # the exact additive optimum, or its measured refinement (mpq/refine.py), which is feasible by construction
+    assert out["status"] == "optimal" or (out["status"] == "feasible" and out["solver"].endswith("+refine")), out
+    assert out["avg_bits"] <= 4 and out["layers"] == 5
     assert out["loaded"] == []
     assert {"plan", "serve", "export", "frontier", "worker"} <= set(out["commands"])  # listed even without their extras
 
