@@ -187,21 +187,6 @@ def refine_plan(
     def distortion(gi: int, oid: str) -> float:
         return sum(layers[n].option(oid).distortion for n in groups[gi])
 
-    def size(gi: int, oid: str) -> float:
-        return sum(layers[n].option(oid).bytes for n in groups[gi])
-
-    def steps(gi: int, oid: str) -> tuple[str | None, list[str]]:
-        """The group's next option up its ladder, and the options down it, nearest first. An option off the
-        ladder (one the additive model dominates, as a one-granularity alternative may hold) steps up to the
-        nearest ladder option larger than it, and down from the largest one no larger (which dominates it)."""
-        ladder = ladders[gi]
-        if oid in ladder:
-            p = ladder.index(oid)
-            return ladder[p + 1] if p + 1 < len(ladder) else None, ladder[:p][::-1]
-        here = size(gi, oid)
-        return (next((i for i in ladder if size(gi, i) > here), None),
-                [i for i in reversed(ladder) if size(gi, i) <= here])
-
     params = sum(l.params for l in problem.layers)
     usage: dict[tuple[int, str], tuple] = {}
 
@@ -213,6 +198,18 @@ def refine_plan(
                               None if any(o.bitops is None for o in opts) else sum(o.bitops for o in opts),
                               None if any(o.latency_ms is None for o in opts) else sum(o.latency_ms for o in opts))
         return usage[gi, oid]
+
+    def steps(gi: int, oid: str) -> tuple[str | None, list[str]]:
+        """The group's next option up its ladder, and the options down it, nearest first. An option off the
+        ladder (one the additive model dominates, as a one-granularity alternative may hold) steps up to the
+        nearest ladder option larger than it, and down from the largest one no larger (which dominates it)."""
+        ladder = ladders[gi]
+        if oid in ladder:
+            p = ladder.index(oid)
+            return ladder[p + 1] if p + 1 < len(ladder) else None, ladder[:p][::-1]
+        here = use(gi, oid)[0]
+        return (next((i for i in ladder if use(gi, i)[0] > here), None),
+                [i for i in reversed(ladder) if use(gi, i)[0] <= here])
 
     caps = problem.constraints.active()
 
@@ -248,8 +245,8 @@ def refine_plan(
     while evaluations < max_evals:
         moves = []
         near = [steps(gi, choice[g[0]]) for gi, g in enumerate(groups)]
-        base = [None if any(use(gi, choice[g[0]])[k] is None for gi, g in enumerate(groups)) else
-                sum(use(gi, choice[g[0]])[k] for gi, g in enumerate(groups)) for k in range(4)]
+        held = [use(gi, choice[g[0]]) for gi, g in enumerate(groups)]
+        base = [None if any(u[k] is None for u in held) else sum(u[k] for u in held) for k in range(4)]
         for gi, (up, _) in enumerate(near):
             if up is None:
                 continue
