@@ -17,6 +17,8 @@ Metrics on the evaluation text, against the full-precision model: mean cosine of
 embeddings (mean pooling over real tokens, then L2 normalization, as sentence-transformers does),
 and recall@10 of nearest-neighbour retrieval among the evaluation texts (each text a query, the
 quantized model's top 10 against the full-precision top 10), each ± its standard error over texts.
+Every plan is measured on the same texts, so the run ends with paired comparisons: the default's
+row minus every other row, text by text, ± the standard error of that difference (``comparisons``).
 
 Rows: uniform (the largest that fits, per granularity of the grid), random allocations (3 seeds),
 ModelOpt ``auto_quantize`` (gradient and kl_div scores; every format costed at its effective bits,
@@ -94,7 +96,48 @@ def task_metrics(ref: torch.Tensor, emb: torch.Tensor, k: int = 10) -> dict:
     top_q = (emb @ emb.T).masked_fill(eye, -2).topk(k, dim=1).indices
     recall = torch.tensor([len(set(a.tolist()) & set(b.tolist())) / k for a, b in zip(top_ref, top_q)])
     (c, cse), (r, rse) = mean_se(cos), mean_se(recall)
-    return {"cosine": c, "cosine_se": cse, "recall10": r, "recall10_se": rse}
+    return {"cosine": c, "cosine_se": cse, "recall10": r, "recall10_se": rse,
+            "per_text": {"cosine": cos.tolist(), "recall10": recall.tolist()}}
+
+
+def paired(a: dict, b: dict, metric: str) -> tuple[float, float]:
+    """Mean of ``a - b`` over the evaluation texts, and the standard error of that mean.
+
+    Every plan is measured on the same texts, so the per-text differences are what a comparison
+    rests on: texts that are hard for one plan are hard for the other, and the SE of the
+    difference is far smaller than either row's own SE.
+    """
+    return mean_se(torch.tensor(a["per_text"][metric], dtype=torch.float64) - torch.tensor(b["per_text"][metric], dtype=torch.float64))
+
+
+def verdict(diff: float, se: float) -> str:
+    return "win" if diff > se else "loss" if diff < -se else "tie"
+
+
+def comparisons(rows: list[dict], log) -> None:
+    """The default row of each grid and budget against every other row, paired over the evaluation texts."""
+    log("paired comparisons: the default minus each row, mean over the evaluation texts ± the SE of the per-text "
+        "difference; a win or loss is a difference larger than that SE")
+    log(f"{'gran':<12} {'budget':>6} {'against':<32} {'d cosine ± se':>19} {'':<5} {'d recall@10 ± se':>19}")
+    tally: dict[str, list[str]] = {}
+    for r in rows:
+        if not r["method"].startswith("mpq default") or ", refine" in r["method"]:
+            continue
+        for o in rows:
+            if o is r or (o["model"], o["granularity"], o["budget"]) != (r["model"], r["granularity"], r["budget"]):
+                continue
+            if o["method"].startswith("mpq default") and ", refine" not in o["method"]:
+                continue
+            (dc, sc), (dr, sr) = paired(r, o, "cosine"), paired(r, o, "recall10")
+            vc, vr = verdict(dc, sc), verdict(dr, sr)
+            over = o.get("over_budget", False)  # the goal compares at the same or smaller size
+            if not over:
+                tally.setdefault(o["method"].split(" (seed")[0], []).extend([vc, vr])
+            log(f"{r['granularity']:<12} {r['budget']:>6g} {o['method'][:32]:<32} {dc:+.4f} ± {sc:.4f} {vc:<5} "
+                f"{dr:+.4f} ± {sr:.4f} {vr}" + ("   (over budget: not counted)" if over else ""))
+    for key, vs in tally.items():
+        log(f"  against {key}: {vs.count('win')} wins, {vs.count('tie')} ties, {vs.count('loss')} losses "
+            f"(cosine and recall@10, every budget)")
 
 
 class Bench:
@@ -105,7 +148,7 @@ class Bench:
         self.dir = shared.model_dir(name)
         self.model, self.tok = load_encoder(str(self.dir))
         self.calib = shared.texts("calib", args.calib)
-        self.eval_data = make_batches(self.tok, shared.texts("eval", args.eval), 16, args.seq_len)
+        self.eval_data = make_batches(self.tok, shared.texts("eval", args.eval, source=args.eval_text), 16, args.seq_len)
         self.layers = target_layers(self.model)
         cb = make_batches(self.tok, self.calib, args.batch_size, args.seq_len)
         with torch.no_grad():
@@ -214,6 +257,35 @@ def run_peer(py: str, script: str, request: dict, log) -> dict | None:
         return json.loads(res.read_text())
 
 
+def replay(path: str, args, log) -> list[dict]:
+    """The plans of a saved run (``--json``), measured again on this run's evaluation text; nothing is planned.
+
+    Plans depend only on the calibration text, so this judges every method's plans, the peers'
+    included, on other text without running the peers again.
+    """
+    try:
+        saved = json.loads(Path(path).read_text())
+        if not isinstance(saved, list) or not all(isinstance(r, dict) and "plan" in r for r in saved):
+            raise ValueError("expected the list of rows that --json writes")
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"--replay {path}: {e}")
+    rows = []
+    for name in dict.fromkeys(r["model"] for r in saved):
+        args.calib = next(r["calib_texts"] for r in saved if r["model"] == name)
+        bench = Bench(name, args)
+        log(f"{name}: plans of {path} ({args.calib} calibration texts), measured on {args.eval} {args.eval_text} texts")
+        log(HEADER)
+        for r in (r for r in saved if r["model"] == name):
+            cands = CandidateSet(bits=BITS + (16,), group_sizes=GRIDS[r["granularity"]][1])
+            plan = build_plan(bench.problem(cands, 1e18), r["plan"], SolverInfo(name=r["method"], status="feasible", objective=0.0))
+            row = {**r, **bench.evaluate(plan), "eval_texts": args.eval, "eval_text": args.eval_text}
+            rows.append(row)
+            log(format_row(row))
+        log("")
+        comparisons([r for r in rows if r["model"] == name], log)
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="MiniLM only, per channel, budgets 4 and 5, 32 calibration / 128 evaluation texts")
@@ -224,6 +296,9 @@ def main(argv=None) -> int:
                    "(mpq's default grid); 'g128' = group-128 budgets and formats; 'channel-only' = per-channel budgets and formats")
     p.add_argument("--calib", type=int, help="calibration texts")
     p.add_argument("--eval", type=int, help="evaluation texts")
+    p.add_argument("--eval-text", choices=shared.TEXT_SOURCES, default="stdlib",
+                   help="evaluation text: docstrings of the stdlib's evaluation modules (default), or of "
+                        f"{', '.join(shared.TEXT_PACKAGES)} (text unlike the calibration's; plans are unchanged)")
     p.add_argument("--seq-len", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
@@ -240,6 +315,8 @@ def main(argv=None) -> int:
     p.add_argument("--refine-rows", type=lambda v: [int(x) for x in v.split(",") if x], default=[],
                    help=f"also rows of the default with this many refinement evaluations (default plan: {DEFAULT_REFINE_EVALS}), e.g. 32")
     p.add_argument("--json", help="also write every row as JSON here")
+    p.add_argument("--replay", metavar="JSON", help="measure the plans a --json file holds on this run's evaluation text "
+                   "(e.g. --eval-text packages) instead of planning; its models, grids and budgets")
     args = p.parse_args(argv)
     q = args.quick
     models = (args.models or ("all-MiniLM-L6-v2" if q else ",".join(shared.MODELS))).split(",")
@@ -259,8 +336,16 @@ def main(argv=None) -> int:
     def log(msg: str) -> None:
         print(msg, flush=True)
 
-    log(f"plan quality: models {models}, budgets {budgets}, granularities {grans}, {args.calib} calibration / {args.eval} "
-        f"evaluation texts (stdlib docstrings, disjoint modules), seq len {args.seq_len}; peers' python: {py or 'none (peers skipped)'}")
+    text = ("stdlib docstrings, disjoint modules" if args.eval_text == "stdlib"
+            else "stdlib calibration; evaluation from the docstrings of " + ", ".join(shared.TEXT_PACKAGES))
+    if not args.replay:
+        log(f"plan quality: models {models}, budgets {budgets}, granularities {grans}, {args.calib} calibration / {args.eval} "
+            f"evaluation texts ({text}), seq len {args.seq_len}; peers' python: {py or 'none (peers skipped)'}")
+    if args.replay:
+        rows = replay(args.replay, args, log)
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=1))
+        return 0
     log(f"load average at start: {load_average()}")
     header = HEADER
     for name in models:
@@ -287,6 +372,7 @@ def main(argv=None) -> int:
                 row = {"model": name, "granularity": gran, "budget": B, "method": label, "MB": plan.totals.bytes / 1e6,
                        "avg_bits": plan.totals.avg_bits, **m, "plan_s": seconds, "calib_objective": calib_obj,
                        "over_budget": bool(over), "note": note, "calib_texts": args.calib, "eval_texts": args.eval,
+                       "eval_text": args.eval_text,
                        "plan": {l.name: l.option for l in plan.layers}}
                 rows.append(row)
                 log(format_row(row))
@@ -382,6 +468,8 @@ def main(argv=None) -> int:
         log(header)
         for r in sorted((r for r in rows if r["model"] == name), key=lambda r: (grans.index(r["granularity"]), r["budget"])):
             log(format_row(r))
+        log("")
+        comparisons([r for r in rows if r["model"] == name], log)
     log(f"load average at end: {load_average()}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -100,28 +100,62 @@ def _paragraphs(source: str) -> list[str]:
     return out
 
 
-def texts(split: str, n: int, seed: int = 0) -> list[str]:
-    """``n`` distinct prose paragraphs from stdlib docstrings; ``calib`` and ``eval`` come from disjoint modules."""
+#: where evaluation text may come from: the stdlib's evaluation modules, or other projects' docstrings
+TEXT_SOURCES = ("stdlib", "packages")
+#: mpq's core dependencies, installed wherever the benchmark runs; their authors, subjects and style are not the stdlib's
+TEXT_PACKAGES = ("networkx", "numpy", "optuna", "pulp", "pydantic")
+
+
+def _package_files() -> list[Path]:
+    files = []
+    for name in TEXT_PACKAGES:
+        pkg = _package_dir(name)
+        if pkg is None:
+            raise SystemExit(f"evaluation text from packages needs {name!r} installed (one of mpq's dependencies)")
+        files.extend(p for p in sorted(pkg.rglob("*.py")) if not any(part.startswith("test") for part in p.relative_to(pkg).parts))
+    return files
+
+
+def _reference_like(text: str) -> bool:
+    """A numpydoc section or an argument entry (``Parameters ------``, ``weight : str, optional``), not prose."""
+    first = text.split()[0]
+    return bool(re.search(r"-{3,}|={3,}", text)) or first.endswith(":") or " : " in text[:60]
+
+
+def texts(split: str, n: int, seed: int = 0, source: str = "stdlib") -> list[str]:
+    """``n`` distinct prose paragraphs from docstrings; ``calib`` and ``eval`` never share a module.
+
+    ``source="stdlib"``: both splits from the standard library, split by module. ``source="packages"``
+    (evaluation only): from the docstrings of :data:`TEXT_PACKAGES`, a text set the calibration,
+    always stdlib, never resembles by construction: what a plan meets on text it was not tuned to.
+    """
     if split not in ("calib", "eval"):
         raise ValueError(f"split must be 'calib' or 'eval', got {split!r}")
+    if source not in TEXT_SOURCES:
+        raise ValueError(f"source must be one of {TEXT_SOURCES}, got {source!r}")
+    if source == "packages" and split != "eval":
+        raise ValueError("calibration text is always the stdlib's: source='packages' is for evaluation only")
     seen, pool = set(), []
-    for path in _stdlib_files():
-        # a module belongs to one split, decided by a hash of its path (stable across Python builds)
-        rel = path.relative_to(stdlib_root()).as_posix()
-        bucket = int(hashlib.sha256(rel.encode()).hexdigest(), 16) % 3
-        if (bucket == 0) != (split == "calib"):
-            continue
+    for path in _stdlib_files() if source == "stdlib" else _package_files():
+        if source == "stdlib":
+            # a module belongs to one split, decided by a hash of its path (stable across Python builds)
+            rel = path.relative_to(stdlib_root()).as_posix()
+            bucket = int(hashlib.sha256(rel.encode()).hexdigest(), 16) % 3
+            if (bucket == 0) != (split == "calib"):
+                continue
         try:
-            source = path.read_text(encoding="utf-8")
+            code = path.read_text(encoding="utf-8")
         except (UnicodeDecodeError, OSError):
             continue
-        for text in _paragraphs(source):
+        for text in _paragraphs(code):
+            if source == "packages" and _reference_like(text):
+                continue
             if text not in seen:
                 seen.add(text)
                 pool.append(text)
     random.Random(seed).shuffle(pool)
     if len(pool) < n:
-        raise SystemExit(f"only {len(pool)} {split} paragraphs in this Python's stdlib, asked for {n}")
+        raise SystemExit(f"only {len(pool)} {split} paragraphs in the {source} docstrings, asked for {n}")
     return pool[:n]
 
 
