@@ -104,13 +104,14 @@ def paired(a: dict, b: dict, metric: str) -> tuple[float, float]:
     """Mean of ``a - b`` over the evaluation texts, and the standard error of that mean.
 
     Every plan is measured on the same texts, so the per-text differences are what a comparison
-    rests on: texts that are hard for one plan are hard for the other, and the SE of the
-    difference is far smaller than either row's own SE.
+    rests on: texts that are hard for one plan are hard for the other, so the SE of the
+    difference is smaller than either row's own SE.
     """
     return mean_se(torch.tensor(a["per_text"][metric], dtype=torch.float64) - torch.tensor(b["per_text"][metric], dtype=torch.float64))
 
 
 def verdict(diff: float, se: float) -> str:
+    """``win`` or ``loss`` when the paired difference is beyond its standard error, else ``tie``."""
     return "win" if diff > se else "loss" if diff < -se else "tie"
 
 
