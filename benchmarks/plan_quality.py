@@ -148,7 +148,7 @@ class Bench:
         self.name, self.args = name, args
         self.dir = shared.model_dir(name)
         self.model, self.tok = load_encoder(str(self.dir))
-        self.calib = shared.texts("calib", args.calib)
+        self.calib = shared.texts("calib", args.calib, seed=args.calib_seed)
         self.eval_data = make_batches(self.tok, shared.texts("eval", args.eval, source=args.eval_text), 16, args.seq_len)
         self.layers = target_layers(self.model)
         cb = make_batches(self.tok, self.calib, args.batch_size, args.seq_len)
@@ -273,6 +273,7 @@ def replay(path: str, args, log) -> list[dict]:
     rows = []
     for name in dict.fromkeys(r["model"] for r in saved):
         args.calib = next(r["calib_texts"] for r in saved if r["model"] == name)
+        args.calib_seed = next(r.get("calib_seed", 0) for r in saved if r["model"] == name)
         bench = Bench(name, args)
         log(f"{name}: plans of {path} ({args.calib} calibration texts), measured on {args.eval} {args.eval_text} texts")
         log(HEADER)
@@ -297,6 +298,8 @@ def main(argv=None) -> int:
                    "(mpq's default grid); 'g128' = group-128 budgets and formats; 'channel-only' = per-channel budgets and formats")
     p.add_argument("--calib", type=int, help="calibration texts")
     p.add_argument("--eval", type=int, help="evaluation texts")
+    p.add_argument("--calib-seed", type=int, default=0,
+                   help="which calibration texts: the shuffle seed of the calibration pool (evaluation text is unchanged)")
     p.add_argument("--eval-text", choices=shared.TEXT_SOURCES, default="stdlib",
                    help="evaluation text: docstrings of the stdlib's evaluation modules (default), or of "
                         f"{', '.join(shared.TEXT_PACKAGES)} (text unlike the calibration's; plans are unchanged)")
@@ -340,7 +343,7 @@ def main(argv=None) -> int:
     text = ("stdlib docstrings, disjoint modules" if args.eval_text == "stdlib"
             else "stdlib calibration; evaluation from the docstrings of " + ", ".join(shared.TEXT_PACKAGES))
     if not args.replay:
-        log(f"plan quality: models {models}, budgets {budgets}, granularities {grans}, {args.calib} calibration / {args.eval} "
+        log(f"plan quality: models {models}, budgets {budgets}, granularities {grans}, {args.calib} calibration (seed {args.calib_seed}) / {args.eval} "
             f"evaluation texts ({text}), seq len {args.seq_len}; peers' python: {py or 'none (peers skipped)'}")
     if args.replay:
         rows = replay(args.replay, args, log)
@@ -372,7 +375,7 @@ def main(argv=None) -> int:
                 calib_obj = bench.objective(plan)
                 row = {"model": name, "granularity": gran, "budget": B, "method": label, "MB": plan.totals.bytes / 1e6,
                        "avg_bits": plan.totals.avg_bits, **m, "plan_s": seconds, "calib_objective": calib_obj,
-                       "over_budget": bool(over), "note": note, "calib_texts": args.calib, "eval_texts": args.eval,
+                       "over_budget": bool(over), "note": note, "calib_texts": args.calib, "calib_seed": args.calib_seed, "eval_texts": args.eval,
                        "eval_text": args.eval_text,
                        "plan": {l.name: l.option for l in plan.layers}}
                 rows.append(row)

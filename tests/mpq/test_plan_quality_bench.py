@@ -92,11 +92,12 @@ def test_replay_measures_saved_plans_again_and_compares_them(pq, tmp_path, monke
     import torch
 
     problem = random_problem(np.random.default_rng(1), n_layers=4, slack=0.5)
-    measured = []
+    measured, seeds = [], []
 
     class Bench:  # records which plans it measures
         def __init__(self, name, args):
             self.name = name
+            seeds.append(args.calib_seed)  # the saved run's calibration texts, not this run's default
 
         def problem(self, candidates, max_bytes):
             return problem
@@ -109,17 +110,23 @@ def test_replay_measures_saved_plans_again_and_compares_them(pq, tmp_path, monke
     monkeypatch.setattr(pq, "Bench", Bench)
     choices = [pq.random_choice(problem, s) for s in (0, 1)]
     rows = [{"model": "m", "granularity": "channel", "budget": 4.0, "method": m, "MB": 1.0, "avg_bits": 4.0, "plan_s": 1.0,
-             "calib_objective": 0.1, "over_budget": False, "note": "", "calib_texts": 8, "eval_texts": 4, "plan": c,
+             "calib_objective": 0.1, "over_budget": False, "note": "", "calib_texts": 8, "calib_seed": 3, "eval_texts": 4, "plan": c,
              "cosine": 0.0, "cosine_se": 0.0, "recall10": 0.0, "recall10_se": 0.0}
             for m, c in (("mpq default (mpq plan)", choices[0]), ("ModelOpt auto_quantize gradient", choices[1]))]
     saved = tmp_path / "run.json"
     saved.write_text(json.dumps(rows))
     out = tmp_path / "replayed.json"
     assert pq.main(["--replay", str(saved), "--eval", "30", "--eval-text", "packages", "--json", str(out)]) == 0
-    assert measured == choices
+    assert measured == choices and seeds == [3]
     replayed = json.loads(out.read_text())
     assert [r["eval_text"] for r in replayed] == ["packages"] * 2 and all(r["cosine"] > 0.9 for r in replayed)
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
     with pytest.raises(SystemExit, match="list of rows"):
         pq.main(["--replay", str(bad)])
+
+
+def test_calibration_seed_draws_other_calibration_texts_never_evaluation_ones(pq):
+    calib0, calib1 = pq.shared.texts("calib", 32), pq.shared.texts("calib", 32, seed=1)
+    assert calib0 != calib1 and len(set(calib0) & set(calib1)) < 32
+    assert not (set(calib0) | set(calib1)) & set(pq.shared.texts("eval", 256))
