@@ -272,10 +272,10 @@ def replay(path: str, args, log) -> list[dict]:
         raise SystemExit(f"--replay {path}: {e}")
     rows = []
     for name in dict.fromkeys(r["model"] for r in saved):
-        args.calib = next(r["calib_texts"] for r in saved if r["model"] == name)
-        args.calib_seed = next(r.get("calib_seed", 0) for r in saved if r["model"] == name)
+        first = next(r for r in saved if r["model"] == name)
+        args.calib, args.calib_seed = first["calib_texts"], first.get("calib_seed", 0)
         bench = Bench(name, args)
-        log(f"{name}: plans of {path} ({args.calib} calibration texts), measured on {args.eval} {args.eval_text} texts")
+        log(f"{name}: plans of {path} ({args.calib} calibration texts, seed {args.calib_seed}), measured on {args.eval} {args.eval_text} texts")
         log(HEADER)
         for r in (r for r in saved if r["model"] == name):
             cands = CandidateSet(bits=BITS + (16,), group_sizes=GRIDS[r["granularity"]][1])
